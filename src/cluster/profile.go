@@ -1,0 +1,286 @@
+// Package cluster loads and validates host profiles: the TOML files in
+// hosts/ that describe a whole correo cluster. Every daemon starts from a
+// Profile and the name of the host it runs as, and learns from them its
+// listen addresses, its peers and the cluster's policies. The Nix library
+// in nix/lib reads the same files and must agree with this package; the
+// bad profiles in testdata/bad are checked by both.
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Role is one job a host does in the cluster.
+type Role string
+
+const (
+	RoleDNS             Role = "dns"
+	RoleLoghost         Role = "loghost"
+	RolePasswdPrimary   Role = "passwd-primary"
+	RolePasswdSecondary Role = "passwd-secondary"
+	RoleMX              Role = "mx"
+	RoleRelay           Role = "relay"
+	RoleStorage         Role = "storage"
+	RolePOPProxy        Role = "popproxy"
+)
+
+// Roles lists every role a profile may name, in documentation order.
+func Roles() []Role {
+	return []Role{RoleDNS, RoleLoghost, RolePasswdPrimary, RolePasswdSecondary,
+		RoleMX, RoleRelay, RoleStorage, RolePOPProxy}
+}
+
+func (r Role) valid() bool {
+	for _, k := range Roles() {
+		if r == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Placement policies for users added without a storage host.
+const (
+	// PlacementLetters is the paper's rule: contiguous first-letter ranges
+	// over the storage hosts in profile order.
+	PlacementLetters = "letters"
+	// PlacementLeastUsers puts a new user on the storage host with the
+	// fewest users relative to its weight.
+	PlacementLeastUsers = "least-users"
+)
+
+// Profile is a loaded, validated host profile.
+type Profile struct {
+	// Source names where the profile came from, for messages.
+	Source  string
+	Cluster Cluster
+	Hosts   []Host
+
+	network netip.Prefix
+}
+
+// Cluster holds the settings shared by every host.
+type Cluster struct {
+	Name    string   `toml:"name"`
+	Domains []string `toml:"domains"`
+	Network string   `toml:"network"`
+	// KeyFile holds the cluster key that seals every passwd datagram. A
+	// relative path is relative to the working directory.
+	KeyFile   string `toml:"key_file"`
+	Layout    string `toml:"layout"`
+	Placement string `toml:"placement"`
+	// TrustedNetwork allows AUTH without TLS. Only for loopback dev
+	// clusters or networks the operator fully controls.
+	TrustedNetwork bool `toml:"trusted_network"`
+
+	Passwd Passwd `toml:"passwd"`
+	Log    Log    `toml:"log"`
+	DNS    DNS    `toml:"dns"`
+	Ports  Ports  `toml:"ports"`
+}
+
+// Passwd holds the password service's ports and client policy.
+type Passwd struct {
+	// UDPPort answers queries, TCPPort serves admin and replication. There
+	// is no standard port, so the profile must name both.
+	UDPPort int `toml:"udp_port"`
+	TCPPort int `toml:"tcp_port"`
+	// Timeout is how long a client waits for the primary before asking the
+	// secondary (the paper's 2 s).
+	Timeout Duration `toml:"timeout"`
+}
+
+// Log says where every daemon of the cluster sends its log lines.
+type Log struct {
+	Target  string `toml:"target"`  // stderr | journald | syslog
+	Network string `toml:"network"` // syslog only: udp | tcp | unix
+	Level   string `toml:"level"`   // debug | info | warn | error
+}
+
+// DNS holds the cluster zone served by the dns hosts.
+type DNS struct {
+	Zone   string `toml:"zone" json:"zone"`
+	Serial uint32 `toml:"serial" json:"serial"`
+	TTL    int    `toml:"ttl" json:"ttl"`
+}
+
+// Ports overrides the standard ports; zero means the standard one.
+type Ports struct {
+	SMTP        int `toml:"smtp"`
+	Relay       int `toml:"relay"`
+	Submission  int `toml:"submission"`
+	Submissions int `toml:"submissions"`
+	LMTP        int `toml:"lmtp"`
+	POP3        int `toml:"pop3"`
+	POP3S       int `toml:"pop3s"`
+	POP3Backend int `toml:"pop3_backend"`
+	DNS         int `toml:"dns"`
+	Syslog      int `toml:"syslog"`
+}
+
+// Host is one machine of the cluster.
+type Host struct {
+	Name    string   `toml:"name"`
+	Address string   `toml:"address"`
+	Roles   []Role   `toml:"roles"`
+	MX      *MX      `toml:"mx"`
+	Storage *Storage `toml:"storage"`
+	SMTPD   *SMTPD   `toml:"smtpd"`
+	TLS     *TLS     `toml:"tls"`
+
+	addr netip.Addr
+}
+
+// MX holds an mx host's settings.
+type MX struct {
+	// Preference is the MX record preference; equal preferences share the
+	// load, as the paper's DNS round robin did.
+	Preference int `toml:"preference" json:"preference"`
+}
+
+// Storage holds a storage host's settings.
+type Storage struct {
+	DataDir string `toml:"data_dir" json:"data_dir"`
+	// Weight scales the share of new users the least-users policy gives
+	// this host.
+	Weight int `toml:"weight" json:"weight"`
+}
+
+// SMTPD holds the limits of an mx or relay host.
+type SMTPD struct {
+	MaxMessageBytes         int64 `toml:"max_message_bytes" json:"max_message_bytes"`
+	MaxRecipients           int   `toml:"max_recipients" json:"max_recipients"`
+	MaxConnections          int   `toml:"max_connections" json:"max_connections"`
+	MaxConnectionsPerClient int   `toml:"max_connections_per_client" json:"max_connections_per_client"`
+}
+
+// TLS names a host's certificate and key files (PEM).
+type TLS struct {
+	Cert string `toml:"cert" json:"cert"`
+	Key  string `toml:"key" json:"key"`
+}
+
+// Defaults applied when a profile leaves a setting out. nix/lib/default.nix
+// applies the same ones.
+const (
+	DefaultPasswdTimeout           = 2 * time.Second
+	DefaultDNSTTL                  = 300
+	DefaultDNSSerial               = 1
+	DefaultMXPreference            = 10
+	DefaultStorageWeight           = 1
+	DefaultMaxMessageBytes         = 25 << 20
+	DefaultMaxRecipients           = 100
+	DefaultMaxConnections          = 1000
+	DefaultMaxConnectionsPerClient = 20
+)
+
+// Duration is a TOML string such as "2s" or "1m30s".
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("expected a duration such as \"2s\" or \"1m30s\", got %q", b)
+	}
+	if v <= 0 {
+		return fmt.Errorf("expected a positive duration, got %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration back in Go syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// HasRole reports whether the host does the given job.
+func (h *Host) HasRole(r Role) bool {
+	for _, x := range h.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Addr is the host's parsed address.
+func (h *Host) Addr() netip.Addr { return h.addr }
+
+// NetworkPrefix is the cluster's parsed network.
+func (p *Profile) NetworkPrefix() netip.Prefix { return p.network }
+
+// Host returns the host with the given name.
+func (p *Profile) Host(name string) (*Host, error) {
+	for i := range p.Hosts {
+		if p.Hosts[i].Name == name {
+			return &p.Hosts[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no host named %q (hosts: %v); pass one of them with -host", p.Source, name, p.hostNames())
+}
+
+// HostsWithRole returns the hosts that do the given job, in profile order.
+func (p *Profile) HostsWithRole(r Role) []*Host {
+	var out []*Host
+	for i := range p.Hosts {
+		if p.Hosts[i].HasRole(r) {
+			out = append(out, &p.Hosts[i])
+		}
+	}
+	return out
+}
+
+// PasswdServers returns the primary and, when the profile has one, the
+// secondary password server (nil otherwise).
+func (p *Profile) PasswdServers() (primary, secondary *Host) {
+	if hs := p.HostsWithRole(RolePasswdPrimary); len(hs) > 0 {
+		primary = hs[0]
+	}
+	if hs := p.HostsWithRole(RolePasswdSecondary); len(hs) > 0 {
+		secondary = hs[0]
+	}
+	return primary, secondary
+}
+
+// IsLocalDomain reports whether domain (any case) is one of the cluster's
+// mail domains.
+func (p *Profile) IsLocalDomain(domain string) bool {
+	for _, d := range p.Cluster.Domains {
+		if equalFoldASCII(d, domain) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Profile) hostNames() []string {
+	var out []string
+	for _, h := range p.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
+}
+
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

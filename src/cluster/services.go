@@ -1,0 +1,139 @@
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Service is one listening endpoint a role provides.
+type Service string
+
+const (
+	SvcSMTP        Service = "smtp"         // mx: inbound mail, port 25
+	SvcRelay       Service = "relay"        // relay: port 25 for the cluster's own hosts
+	SvcSubmission  Service = "submission"   // relay: 587, STARTTLS then AUTH
+	SvcSubmissions Service = "submissions"  // relay: 465, implicit TLS
+	SvcLMTP        Service = "lmtp"         // storage: pdeliveryd, 24
+	SvcPOP3        Service = "pop3"         // popproxy: 110
+	SvcPOP3S       Service = "pop3s"        // popproxy: 995
+	SvcPOP3Backend Service = "pop3_backend" // storage: pop3d behind the proxy, 110
+	SvcDNS         Service = "dns"          // dns: 53, UDP and TCP
+	SvcSyslog      Service = "syslog"       // loghost: 514, UDP and TCP
+	SvcPasswd      Service = "passwd"       // passwd servers: queries, UDP
+	SvcPasswdAdmin Service = "passwd_admin" // passwd servers: admin and replication, TCP
+)
+
+// Transport says which socket types a service listens on.
+type Transport int
+
+const (
+	TCP Transport = 1 << iota
+	UDP
+)
+
+type serviceInfo struct {
+	roles       []Role
+	stdPort     int
+	transport   Transport
+	description string
+}
+
+var services = map[Service]serviceInfo{
+	SvcSMTP:        {[]Role{RoleMX}, 25, TCP, "SMTP for inbound mail"},
+	SvcRelay:       {[]Role{RoleRelay}, 25, TCP, "SMTP relay for the cluster's hosts"},
+	SvcSubmission:  {[]Role{RoleRelay}, 587, TCP, "message submission"},
+	SvcSubmissions: {[]Role{RoleRelay}, 465, TCP, "message submission over TLS"},
+	SvcLMTP:        {[]Role{RoleStorage}, 24, TCP, "LMTP delivery"},
+	SvcPOP3:        {[]Role{RolePOPProxy}, 110, TCP, "POP3 proxy"},
+	SvcPOP3S:       {[]Role{RolePOPProxy}, 995, TCP, "POP3 proxy over TLS"},
+	SvcPOP3Backend: {[]Role{RoleStorage}, 110, TCP, "POP3 server behind the proxy"},
+	SvcDNS:         {[]Role{RoleDNS}, 53, TCP | UDP, "DNS"},
+	SvcSyslog:      {[]Role{RoleLoghost}, 514, TCP | UDP, "syslog"},
+	SvcPasswd:      {[]Role{RolePasswdPrimary, RolePasswdSecondary}, 0, UDP, "passwd queries"},
+	SvcPasswdAdmin: {[]Role{RolePasswdPrimary, RolePasswdSecondary}, 0, TCP, "passwd admin and replication"},
+}
+
+// Services lists every service in a fixed order.
+func Services() []Service {
+	return []Service{SvcSMTP, SvcRelay, SvcSubmission, SvcSubmissions, SvcLMTP,
+		SvcPOP3, SvcPOP3S, SvcPOP3Backend, SvcDNS, SvcSyslog, SvcPasswd, SvcPasswdAdmin}
+}
+
+// ServicesOf lists the services a role provides.
+func ServicesOf(r Role) []Service {
+	var out []Service
+	for _, s := range Services() {
+		for _, sr := range services[s].roles {
+			if sr == r {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// TransportOf says whether a service listens on TCP, UDP or both.
+func TransportOf(s Service) Transport { return services[s].transport }
+
+// Port is the port the cluster uses for a service: the profile's override,
+// or the standard one.
+func (p *Profile) Port(s Service) int {
+	c := &p.Cluster
+	override := map[Service]int{
+		SvcSMTP: c.Ports.SMTP, SvcRelay: c.Ports.Relay, SvcSubmission: c.Ports.Submission,
+		SvcSubmissions: c.Ports.Submissions, SvcLMTP: c.Ports.LMTP, SvcPOP3: c.Ports.POP3,
+		SvcPOP3S: c.Ports.POP3S, SvcPOP3Backend: c.Ports.POP3Backend, SvcDNS: c.Ports.DNS,
+		SvcSyslog: c.Ports.Syslog, SvcPasswd: c.Passwd.UDPPort, SvcPasswdAdmin: c.Passwd.TCPPort,
+	}[s]
+	if override != 0 {
+		return override
+	}
+	return services[s].stdPort
+}
+
+// Provides reports whether the host has a role that serves s.
+func (h *Host) Provides(s Service) bool {
+	for _, r := range services[s].roles {
+		if h.HasRole(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// Listen is the address a host's daemon binds for a service. It fails when
+// the host has no role that provides the service, so a daemon started on
+// the wrong host says so instead of listening where nobody looks.
+func (p *Profile) Listen(hostName string, s Service) (netip.AddrPort, error) {
+	h, err := p.Host(hostName)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if _, ok := services[s]; !ok {
+		return netip.AddrPort{}, fmt.Errorf("unknown service %q", s)
+	}
+	if !h.Provides(s) {
+		return netip.AddrPort{}, fmt.Errorf("%s: host %q has roles %v, none of which provides %s (%s needs one of %v)",
+			p.Source, h.Name, h.Roles, s, services[s].description, services[s].roles)
+	}
+	return netip.AddrPortFrom(h.addr, uint16(p.Port(s))), nil
+}
+
+// Endpoint is one host providing a service.
+type Endpoint struct {
+	Host string
+	Addr netip.AddrPort
+}
+
+// Endpoints lists every host that provides a service, in profile order:
+// the peers a client of that service may contact.
+func (p *Profile) Endpoints(s Service) []Endpoint {
+	var out []Endpoint
+	for i := range p.Hosts {
+		h := &p.Hosts[i]
+		if h.Provides(s) {
+			out = append(out, Endpoint{Host: h.Name, Addr: netip.AddrPortFrom(h.addr, uint16(p.Port(s)))})
+		}
+	}
+	return out
+}

@@ -1,0 +1,101 @@
+package cluster
+
+// Settings is the profile as every consumer sees it after defaults: the
+// same document nix/lib/default.nix computes with builtins.fromTOML. The
+// golden files in nix/lib/tests hold it for every profile in hosts/, and
+// both implementations are checked against them, so the Nix modules and
+// the daemons can never disagree about a port or a default.
+type Settings struct {
+	Cluster   ClusterSettings               `json:"cluster"`
+	Hosts     map[string]HostSettings       `json:"hosts"`
+	Endpoints map[Service][]EndpointSetting `json:"endpoints"`
+}
+
+// ClusterSettings is [cluster] with defaults applied and every port resolved.
+type ClusterSettings struct {
+	Name           string          `json:"name"`
+	Domains        []string        `json:"domains"`
+	Network        string          `json:"network"`
+	KeyFile        string          `json:"key_file"`
+	Layout         string          `json:"layout"`
+	Placement      string          `json:"placement"`
+	TrustedNetwork bool            `json:"trusted_network"`
+	Passwd         PasswdSettings  `json:"passwd"`
+	Log            LogSettings     `json:"log"`
+	DNS            DNS             `json:"dns"`
+	Ports          map[Service]int `json:"ports"`
+}
+
+// PasswdSettings carries the failover timeout in milliseconds, a unit both
+// Go and Nix can print without a duration parser.
+type PasswdSettings struct {
+	UDPPort   int   `json:"udp_port"`
+	TCPPort   int   `json:"tcp_port"`
+	TimeoutMS int64 `json:"timeout_ms"`
+}
+
+// LogSettings is [cluster.log]; Network is null unless the target is syslog.
+type LogSettings struct {
+	Target  string  `json:"target"`
+	Network *string `json:"network"`
+	Level   string  `json:"level"`
+}
+
+// HostSettings is one [[host]] with defaults and its listen addresses.
+type HostSettings struct {
+	Name    string             `json:"name"`
+	Address string             `json:"address"`
+	Roles   []Role             `json:"roles"`
+	Listen  map[Service]string `json:"listen"`
+	MX      *MX                `json:"mx"`
+	Storage *Storage           `json:"storage"`
+	SMTPD   *SMTPD             `json:"smtpd"`
+	TLS     *TLS               `json:"tls"`
+}
+
+// EndpointSetting is one provider of a service.
+type EndpointSetting struct {
+	Host   string `json:"host"`
+	Listen string `json:"listen"`
+}
+
+// Settings computes the resolved settings document.
+func (p *Profile) Settings() Settings {
+	c := p.Cluster
+	s := Settings{
+		Cluster: ClusterSettings{
+			Name: c.Name, Domains: c.Domains, Network: c.Network, KeyFile: c.KeyFile,
+			Layout: c.Layout, Placement: c.Placement, TrustedNetwork: c.TrustedNetwork,
+			Passwd: PasswdSettings{UDPPort: c.Passwd.UDPPort, TCPPort: c.Passwd.TCPPort,
+				TimeoutMS: c.Passwd.Timeout.Std().Milliseconds()},
+			Log:   LogSettings{Target: c.Log.Target, Level: c.Log.Level},
+			DNS:   c.DNS,
+			Ports: map[Service]int{},
+		},
+		Hosts:     map[string]HostSettings{},
+		Endpoints: map[Service][]EndpointSetting{},
+	}
+	if c.Log.Target == "syslog" {
+		n := c.Log.Network
+		s.Cluster.Log.Network = &n
+	}
+	for _, svc := range Services() {
+		s.Cluster.Ports[svc] = p.Port(svc)
+		eps := []EndpointSetting{}
+		for _, e := range p.Endpoints(svc) {
+			eps = append(eps, EndpointSetting{Host: e.Host, Listen: e.Addr.String()})
+		}
+		s.Endpoints[svc] = eps
+	}
+	for _, h := range p.Hosts {
+		hs := HostSettings{Name: h.Name, Address: h.Address, Roles: h.Roles, Listen: map[Service]string{},
+			MX: h.MX, Storage: h.Storage, SMTPD: h.SMTPD, TLS: h.TLS}
+		for _, svc := range Services() {
+			if a, err := p.Listen(h.Name, svc); err == nil {
+				hs.Listen[svc] = a.String()
+			}
+		}
+		s.Hosts[h.Name] = hs
+	}
+	return s
+}

@@ -1,0 +1,91 @@
+// Command correoctl is the operator's tool for a correo cluster: it checks
+// host profiles, prints the settings and DNS zone they produce, and reports
+// on mailbox layouts. Each subcommand is a thin wrapper over a package.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// command is one `correoctl <group> <verb>`.
+type command struct {
+	group, verb string
+	summary     string
+	run         func(args []string, stdout, stderr io.Writer) error
+}
+
+var commands = []command{
+	{"profile", "check", "validate a host profile (all errors at once)", runProfileCheck},
+	{"profile", "settings", "print the resolved per-host settings as JSON (what nix/lib computes)", runProfileSettings},
+	{"dns", "zone", "print the cluster DNS zone generated from a profile", runDNSZone},
+	{"layout", "report", "compare mailbox layout schemes over a list of user names (the paper's Fig. 4)", runLayoutReport},
+	{"cluster", "up", "boot a loopback profile's hosts on this machine until Ctrl-C (make dev)", runClusterUp},
+	{"layout", "sample", "print a realistic sample of ISP user names", runLayoutSample},
+}
+
+// errUsage marks errors that should print the usage and exit 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 2 {
+		usage(stderr)
+		return 2
+	}
+	for _, c := range commands {
+		if c.group == args[0] && c.verb == args[1] {
+			err := c.run(args[2:], stdout, stderr)
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+				if !errors.Is(err, flag.ErrHelp) {
+					fmt.Fprintf(stderr, "correoctl %s %s: %v\n", c.group, c.verb, strings.TrimPrefix(err.Error(), "usage: "))
+				}
+				return 2
+			default:
+				fmt.Fprintf(stderr, "correoctl %s %s: %v\n", c.group, c.verb, err)
+				return 1
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "correoctl: unknown command %q\n", strings.Join(args[:2], " "))
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: correoctl <group> <command> [flags]")
+	sorted := append([]command(nil), commands...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].group < sorted[j].group })
+	for _, c := range sorted {
+		fmt.Fprintf(w, "  %-8s %-9s %s\n", c.group, c.verb, c.summary)
+	}
+}
+
+// newFlags makes a flag set that reports errors instead of exiting.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("correoctl "+name, flag.ContinueOnError)
+	return fs
+}
+
+// parseFlags marks bad flags as usage errors (exit 2), as flag.ExitOnError
+// would, but lets the caller decide.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package dnszone turns a host profile into the cluster's DNS zone: the
+// paper's round-robin pools, made by a real authoritative server from the
+// same file every daemon reads. nix/lib/zone.nix writes the same text from
+// the same profile; a test holds the two byte for byte equal.
+package dnszone
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"correo/src/cluster"
+)
+
+// Pools are the round-robin names clients and the Internet use: each has
+// one address record per host with the role, so DNS spreads the load.
+var Pools = []struct {
+	Name string
+	Role cluster.Role
+}{
+	{"mx", cluster.RoleMX},
+	{"relay", cluster.RoleRelay},
+	{"pop", cluster.RolePOPProxy},
+}
+
+// SOA timers (refresh, retry, expire, negative-cache TTL) are fixed: the
+// zone changes only when the profile does, and a secondary of the cluster
+// zone should follow within the hour.
+const (
+	soaRefresh = 3600
+	soaRetry   = 900
+	soaExpire  = 1209600
+)
+
+// Zone renders the cluster zone in master-file format (RFC 1035 §5). The
+// format is deliberately plain — one record per line, tab separated, names
+// relative to $ORIGIN — so that the Nix generator can produce identical
+// bytes with string concatenation alone.
+func Zone(p *cluster.Profile) (string, error) {
+	c := p.Cluster
+	zone := c.DNS.Zone
+	nsHosts := p.HostsWithRole(cluster.RoleDNS)
+	if len(nsHosts) == 0 {
+		return "", fmt.Errorf("%s: no host has role dns: the zone %s needs at least one name server", p.Source, zone)
+	}
+	fqdn := func(host string) string { return host + "." + zone + "." }
+	var b strings.Builder
+	fmt.Fprintf(&b, "; zone %s of correo cluster %s, generated from its host profile; do not edit\n", zone, c.Name)
+	fmt.Fprintf(&b, "$ORIGIN %s.\n", zone)
+	fmt.Fprintf(&b, "$TTL %d\n", c.DNS.TTL)
+	fmt.Fprintf(&b, "@\tIN\tSOA\t%s\thostmaster.%s.\t%d %d %d %d %d\n",
+		fqdn(nsHosts[0].Name), zone, c.DNS.Serial, soaRefresh, soaRetry, soaExpire, c.DNS.TTL)
+	for _, h := range nsHosts {
+		fmt.Fprintf(&b, "@\tIN\tNS\t%s\n", fqdn(h.Name))
+	}
+	mxHosts := p.HostsWithRole(cluster.RoleMX)
+	// Stable sort: equal preferences keep profile order, so the output is
+	// deterministic and the servers rotate them.
+	sort.SliceStable(mxHosts, func(i, j int) bool { return mxHosts[i].MX.Preference < mxHosts[j].MX.Preference })
+	for _, d := range c.Domains {
+		owner, ok := ownerIn(d, zone)
+		if !ok {
+			// A domain outside the cluster zone is delegated by the ISP's own
+			// DNS, with its MX pointing at mx.<zone>.
+			continue
+		}
+		for _, h := range mxHosts {
+			fmt.Fprintf(&b, "%s\tIN\tMX\t%d %s\n", owner, h.MX.Preference, fqdn(h.Name))
+		}
+	}
+	for _, h := range p.Hosts {
+		fmt.Fprintf(&b, "%s\tIN\t%s\t%s\n", h.Name, addrType(h.Address), h.Address)
+	}
+	for _, pool := range Pools {
+		for _, h := range p.HostsWithRole(pool.Role) {
+			fmt.Fprintf(&b, "%s\tIN\t%s\t%s\n", pool.Name, addrType(h.Address), h.Address)
+		}
+	}
+	return b.String(), nil
+}
+
+// ownerIn returns the owner name of domain relative to zone ("@" for the
+// apex), or false when the domain lies outside the zone.
+func ownerIn(domain, zone string) (string, bool) {
+	if domain == zone {
+		return "@", true
+	}
+	if rel, ok := strings.CutSuffix(domain, "."+zone); ok {
+		return rel, true
+	}
+	return "", false
+}
+
+func addrType(addr string) string {
+	if strings.Contains(addr, ":") {
+		return "AAAA"
+	}
+	return "A"
+}

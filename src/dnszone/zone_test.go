@@ -1,0 +1,129 @@
+package dnszone
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"correo/src/cluster"
+	"correo/src/testutil"
+)
+
+func load(t *testing.T, path string) *cluster.Profile {
+	t.Helper()
+	p, err := cluster.Load(path, cluster.Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExampleZone(t *testing.T) {
+	z, err := Zone(load(t, "../../hosts/example.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"$ORIGIN correo.example.\n",
+		"$TTL 300\n",
+		"@\tIN\tSOA\tns1.correo.example.\thostmaster.correo.example.\t2026112901 3600 900 1209600 300\n",
+		"@\tIN\tNS\tns1.correo.example.\n",
+		"@\tIN\tMX\t10 mx1.correo.example.\n@\tIN\tMX\t10 mx2.correo.example.\n",
+		"mail\tIN\tMX\t10 mx1.correo.example.\n",
+		"store3\tIN\tA\t10.77.0.33\n",
+		"mx\tIN\tA\t10.77.0.10\nmx\tIN\tA\t10.77.0.11\n",
+		"relay\tIN\tA\t10.77.0.20\n",
+		"pop\tIN\tA\t10.77.0.10\npop\tIN\tA\t10.77.0.11\n",
+	}
+	for _, w := range want {
+		if !strings.Contains(z, w) {
+			t.Errorf("zone lacks %q:\n%s", w, z)
+		}
+	}
+}
+
+func TestMXOrderAndOutsideDomains(t *testing.T) {
+	src := `[cluster]
+name = "t"
+domains = ["t.example", "other.example"]
+network = "fd00:77::/64"
+key_file = "k"
+layout = "first3"
+placement = "letters"
+[cluster.passwd]
+udp_port = 7001
+tcp_port = 7002
+[cluster.dns]
+zone = "t.example"
+
+[[host]]
+name = "ns"
+address = "fd00:77::2"
+roles = ["dns", "passwd-primary", "storage"]
+[host.storage]
+data_dir = "/m"
+
+[[host]]
+name = "backup"
+address = "fd00:77::20"
+roles = ["mx"]
+[host.mx]
+preference = 20
+
+[[host]]
+name = "main"
+address = "fd00:77::10"
+roles = ["mx"]
+`
+	p, err := cluster.Parse([]byte(src), "t.toml", cluster.Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, err := Zone(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(z, "@\tIN\tMX\t10 main.t.example.\n@\tIN\tMX\t20 backup.t.example.\n") {
+		t.Errorf("MX records not in preference order:\n%s", z)
+	}
+	if strings.Contains(z, "other") {
+		t.Errorf("domain outside the zone got records:\n%s", z)
+	}
+	if !strings.Contains(z, "main\tIN\tAAAA\tfd00:77::10\n") {
+		t.Errorf("IPv6 host lacks AAAA:\n%s", z)
+	}
+}
+
+func TestZoneNeedsDNSHost(t *testing.T) {
+	p := load(t, "../../hosts/example.toml")
+	for i := range p.Hosts {
+		p.Hosts[i].Roles = []cluster.Role{cluster.RoleStorage}
+	}
+	if _, err := Zone(p); err == nil || !strings.Contains(err.Error(), "no host has role dns") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestNamedCheckzone hands every committed profile's zone to BIND's
+// checker: the zone must load in a real authoritative server.
+func TestNamedCheckzone(t *testing.T) {
+	checker := testutil.NeedCommand(t, "named-checkzone")
+	files, _ := filepath.Glob("../../hosts/*.toml")
+	for _, f := range files {
+		p := load(t, f)
+		z, err := Zone(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zf := filepath.Join(t.TempDir(), "zone")
+		if err := os.WriteFile(zf, []byte(z), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(checker, "-k", "fail", "-m", "fail", "-n", "fail", p.Cluster.DNS.Zone, zf).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: named-checkzone refused the zone: %v\n%s\n%s", f, err, out, z)
+		}
+	}
+}
