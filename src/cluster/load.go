@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"reflect"
@@ -107,13 +108,24 @@ func Parse(data []byte, source string, opt Options) (*Profile, error) {
 		return nil, Errors{{Source: source, Msg: err.Error()}}
 	}
 	p.Cluster, p.Hosts = raw.Cluster, raw.Hosts
-	v := &validator{p: p, lines: scanKeyLines(data), opt: opt}
+	// A second, untyped decode tells an explicit zero from an absent key,
+	// whatever TOML syntax (tables, inline tables, dotted keys) set it.
+	var untyped map[string]any
+	toml.Decode(string(data), &untyped)
+	v := &validator{p: p, lines: scanKeyLines(data), opt: opt, raw: untyped}
 	for _, k := range md.Undecoded() {
 		v.unknownKey(k)
 	}
 	v.validate()
 	if len(v.errs) > 0 {
-		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line && v.errs[i].Line > 0 })
+		// File order; errors about the whole file (no line) come last.
+		order := func(e *Error) int {
+			if e.Line == 0 {
+				return math.MaxInt
+			}
+			return e.Line
+		}
+		sort.SliceStable(v.errs, func(i, j int) bool { return order(v.errs[i]) < order(v.errs[j]) })
 		return nil, v.errs
 	}
 	return p, nil
@@ -126,6 +138,18 @@ type validator struct {
 	lines keyLines
 	opt   Options
 	errs  Errors
+	raw   map[string]any
+}
+
+// hostKeySet reports whether host[i] sets table.key explicitly.
+func (v *validator) hostKeySet(i int, table, key string) bool {
+	hosts, _ := v.raw["host"].([]map[string]any)
+	if i >= len(hosts) {
+		return false
+	}
+	t, _ := hosts[i][table].(map[string]any)
+	_, ok := t[key]
+	return ok
 }
 
 // errAt records a problem with the key at path (dotted, no indices) in
@@ -443,7 +467,7 @@ func (v *validator) validateHostTables(i int) {
 			h.MX = &MX{Preference: DefaultMXPreference}
 		} else if h.MX.Preference < 0 || h.MX.Preference > 65535 {
 			v.errAt("host.mx.preference", i, "MX preference %d out of range 0-65535", h.MX.Preference)
-		} else if !v.lines.has("host.mx.preference", i) && h.MX.Preference == 0 {
+		} else if !v.hostKeySet(i, "mx", "preference") {
 			h.MX.Preference = DefaultMXPreference
 		}
 	}
@@ -519,11 +543,6 @@ func (v *validator) validatePorts() {
 			}
 		}
 	}
-}
-
-func (kl keyLines) has(path string, index int) bool {
-	_, ok := kl.byIndexed[indexedKey(path, index)]
-	return ok
 }
 
 // isLabel accepts lower-case DNS labels (RFC 1123 host names).

@@ -263,6 +263,17 @@ func TestDefaultsFilled(t *testing.T) {
 	if mx.MX.Preference != 0 {
 		t.Errorf("explicit preference 0 replaced by %d", mx.MX.Preference)
 	}
+	inline := goodProfile + "\n[[host]]\nname = \"mx2\"\naddress = \"10.77.0.11\"\nroles = [\"mx\"]\nmx = { preference = 0 }\n\n[[host]]\nname = \"mx3\"\naddress = \"10.77.0.12\"\nroles = [\"mx\"]\n[host.mx]\n"
+	p2, err := Parse([]byte(inline), "x.toml", Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := p2.Host("mx2"); h.MX.Preference != 0 {
+		t.Errorf("inline-table preference 0 replaced by %d", h.MX.Preference)
+	}
+	if h, _ := p2.Host("mx3"); h.MX.Preference != DefaultMXPreference {
+		t.Errorf("empty [host.mx] preference = %d, want the default", h.MX.Preference)
+	}
 	if mx.SMTPD == nil || mx.SMTPD.MaxMessageBytes != DefaultMaxMessageBytes || mx.SMTPD.MaxConnectionsPerClient != DefaultMaxConnectionsPerClient {
 		t.Errorf("smtpd defaults not applied: %+v", mx.SMTPD)
 	}

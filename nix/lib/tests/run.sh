@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Golden tests for nix/lib against the Go implementation (src/cluster,
+# src/dnszone). Run from the repository root:
+#
+#   bash nix/lib/tests/run.sh
+#
+# Needs go, nix (2.8+, nix-command is enabled per call), jq and
+# named-checkzone (bind9-utils). Prints one line per check and a final
+# "N passed, M failed"; exits non-zero when anything failed.
+#
+# To refresh the golden files after a deliberate change to the settings
+# document or the zone, regenerate them from Go and review the diff:
+#   UPDATE_GOLDEN=1 bash nix/lib/tests/run.sh
+set -euo pipefail
+
+# The repository root is three levels above this script, wherever it is
+# called from.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+cd "$root"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+golden=nix/lib/tests/golden
+evalnix=nix/lib/tests/eval.nix
+nixflags=(--extra-experimental-features nix-command)
+passed=0
+failed=0
+
+pass() { passed=$((passed + 1)); echo "ok   $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL $*"; }
+# Show the first lines of a file indented, to explain a failure.
+show() { awk 'NR <= 20 { print "     | " $0 }' "$1"; }
+
+# nix_settings PROFILE OUT ERR: settings as sorted JSON. (On an error,
+# nix-instantiate --json has already printed part of the document: only
+# a successful evaluation goes through jq.)
+nix_settings() {
+	nix-instantiate --eval --strict --json "$evalnix" --argstr profile "$root/$1" >"$2.raw" 2>"$3" &&
+		jq -S . "$2.raw" >"$2"
+}
+# nix_zone PROFILE OUT ERR: the zone text, raw.
+nix_zone() {
+	nix "${nixflags[@]}" eval --raw --file "$evalnix" \
+		--apply "f: f { profile = \"$root/$1\"; what = \"zone\"; }" >"$2" 2>"$3"
+}
+
+# 1. Every .nix file parses (syntax, undefined variables, duplicate attributes).
+while IFS= read -r f; do
+	if nix-instantiate --parse "$f" >/dev/null 2>"$tmp/parse.err"; then
+		pass "parse $f"
+	else
+		fail "parse $f"; show "$tmp/parse.err"
+	fi
+done < <(find . -name '*.nix' -not -path './.git/*' | sort)
+
+# 2. Build correoctl once.
+if go build -o "$tmp/correoctl" ./src/cmd/correoctl 2>"$tmp/build.err"; then
+	pass "go build ./src/cmd/correoctl"
+	have_go=1
+else
+	fail "go build ./src/cmd/correoctl"; show "$tmp/build.err"
+	have_go=0
+fi
+
+# 3. Every profile in hosts/: Nix settings == golden == Go; Nix zone == Go
+#    zone == golden zone; named-checkzone accepts it.
+for toml in hosts/*.toml; do
+	name=$(basename "$toml" .toml)
+	gold="$golden/$name.settings.json"
+	goldzone="$golden/$name.zone"
+	if [ "${UPDATE_GOLDEN:-}" = 1 ] && [ "$have_go" = 1 ]; then
+		"$tmp/correoctl" profile settings --profile "$toml" >"$gold"
+		"$tmp/correoctl" dns zone --profile "$toml" >"$goldzone"
+		echo "     updated $gold $goldzone"
+	fi
+
+	have_nix=0
+	if nix_settings "$toml" "$tmp/$name.nix.json" "$tmp/$name.nix.err"; then
+		have_nix=1
+	else
+		fail "nix settings $toml evaluates"; show "$tmp/$name.nix.err"
+	fi
+	if [ ! -f "$gold" ]; then
+		fail "golden $gold exists (UPDATE_GOLDEN=1 creates it)"
+	else
+		jq -S . "$gold" >"$tmp/$name.gold.json"
+		if [ "$have_nix" = 1 ]; then
+			if diff -u "$tmp/$name.gold.json" "$tmp/$name.nix.json" >"$tmp/diff"; then
+				pass "nix settings $toml == $gold"
+			else
+				fail "nix settings $toml == $gold"; show "$tmp/diff"
+			fi
+		fi
+		if [ "$have_go" = 1 ]; then
+			if "$tmp/correoctl" profile settings --profile "$toml" 2>"$tmp/go.err" | jq -S . >"$tmp/$name.go.json" &&
+				diff -u "$tmp/$name.gold.json" "$tmp/$name.go.json" >"$tmp/diff"; then
+				pass "go settings $toml == $gold"
+			else
+				fail "go settings $toml == $gold"; show "$tmp/go.err"; show "$tmp/diff"
+			fi
+		fi
+	fi
+
+	if nix_zone "$toml" "$tmp/$name.nix.zone" "$tmp/$name.zone.err"; then
+		if [ "$have_go" = 1 ]; then
+			if "$tmp/correoctl" dns zone --profile "$toml" >"$tmp/$name.go.zone" 2>"$tmp/go.err" &&
+				cmp -s "$tmp/$name.go.zone" "$tmp/$name.nix.zone"; then
+				pass "nix zone $toml == go dns zone (bytes)"
+			else
+				diff -u "$tmp/$name.go.zone" "$tmp/$name.nix.zone" >"$tmp/diff" || true
+				fail "nix zone $toml == go dns zone (bytes)"; show "$tmp/go.err"; show "$tmp/diff"
+			fi
+		fi
+		if [ -f "$goldzone" ] && cmp -s "$goldzone" "$tmp/$name.nix.zone"; then
+			pass "nix zone $toml == $goldzone"
+		else
+			fail "nix zone $toml == $goldzone"
+		fi
+		zone=$(sed -n 's/^\$ORIGIN \(.*\)\.$/\1/p' "$tmp/$name.nix.zone")
+		if named-checkzone "$zone" "$tmp/$name.nix.zone" >"$tmp/checkzone.out" 2>&1; then
+			pass "named-checkzone $zone ($toml)"
+		else
+			fail "named-checkzone $zone ($toml)"; show "$tmp/checkzone.out"
+		fi
+	else
+		fail "nix zone $toml evaluates"; show "$tmp/$name.zone.err"
+	fi
+done
+
+# 4. Every bad profile: Nix must refuse it with the message its first line
+#    names ("# error: <substring>").
+for toml in src/cluster/testdata/bad/*.toml; do
+	want=$(head -n 1 "$toml" | sed -n 's/^# error: //p')
+	if [ -z "$want" ]; then
+		fail "bad $toml: first line is not '# error: <substring>'"
+		continue
+	fi
+	if nix_settings "$toml" "$tmp/bad.json" "$tmp/bad.err"; then
+		fail "bad $toml: nix accepted it (want: $want)"
+	elif grep -qF -- "$want" "$tmp/bad.err"; then
+		pass "bad $toml: nix refuses it: $want"
+	else
+		fail "bad $toml: nix error lacks: $want"; show "$tmp/bad.err"
+	fi
+done
+
+# 5. The pure-Nix golden check the flake runs (checks.lib-golden), here
+#    without the flake: it must agree.
+if nix-instantiate --eval --strict --json nix/lib/tests/golden.nix -A failed >"$tmp/golden.out" 2>"$tmp/golden.err" &&
+	[ "$(cat "$tmp/golden.out")" = "[]" ]; then
+	pass "nix/lib/tests/golden.nix (the flake's lib-golden check)"
+else
+	fail "nix/lib/tests/golden.nix (the flake's lib-golden check)"; show "$tmp/golden.out"; show "$tmp/golden.err"
+fi
+
+# 6. The same check as the derivation the flake builds, built offline with
+#    /bin/sh (no nixpkgs, no substituters).
+if nix-build nix/lib/tests/check.nix --no-out-link --option substituters '' >"$tmp/check.out" 2>"$tmp/check.err"; then
+	pass "nix-build nix/lib/tests/check.nix (lib-golden derivation)"
+else
+	fail "nix-build nix/lib/tests/check.nix (lib-golden derivation)"; show "$tmp/check.err"
+fi
+
+# 7. flake.nix's outputs evaluate (with a stub nixpkgs: the real one cannot
+#    be downloaded here) and the package lists every command in src/cmd.
+if nix-instantiate --eval --strict --json nix/lib/tests/flake-stub.nix >"$tmp/flake.json" 2>"$tmp/flake.err"; then
+	want=$(find src/cmd -mindepth 1 -maxdepth 1 -type d -printf 'src/cmd/%f\n' | sort | jq -R . | jq -cs .)
+	got=$(jq -c '.subPackages | sort' "$tmp/flake.json")
+	if [ "$want" = "$got" ]; then
+		pass "flake.nix outputs evaluate (stub nixpkgs); subPackages $got"
+	else
+		fail "flake.nix subPackages: want $want, got $got"
+	fi
+else
+	fail "flake.nix outputs evaluate (stub nixpkgs)"; show "$tmp/flake.err"
+fi
+
+# 8. vendorHash in nix/packages/correo.nix matches go.mod/go.sum: the NAR
+#    hash of what `go mod vendor` writes, as buildGoModule's goModules
+#    fixed output holds it. Offline: needs the modules in the Go cache.
+if [ "$have_go" = 1 ]; then
+	mkdir "$tmp/vend"
+	cp -r go.mod go.sum hosts src "$tmp/vend/"
+	if (cd "$tmp/vend" && GOFLAGS=-mod=readonly GOPROXY=off go mod vendor) >"$tmp/vend.err" 2>&1; then
+		want=$(nix "${nixflags[@]}" hash path --type sha256 "$tmp/vend/vendor")
+		got=$(sed -n 's/^ *vendorHash = "\(.*\)";/\1/p' nix/packages/correo.nix)
+		if [ "$want" = "$got" ]; then
+			pass "vendorHash $got matches go.mod/go.sum"
+		else
+			fail "vendorHash in nix/packages/correo.nix is $got; go.mod/go.sum need $want"
+		fi
+	else
+		fail "go mod vendor (for the vendorHash check)"; show "$tmp/vend.err"
+	fi
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,63 @@
+# The cluster's DNS zone: the Nix twin of dnszone.Zone in
+# src/dnszone/zone.go, byte for byte (nix/lib/tests/run.sh compares them).
+# Plain master-file text, one record per line, tab separated, names
+# relative to $ORIGIN, so string concatenation is enough.
+let
+  inherit (builtins) concatStringsSep concatMap filter map toString sort length head stringLength substring;
+  svcs = import ./services.nix;
+  util = import ./util.nix;
+
+  # Fixed SOA timers, as in zone.go.
+  soaRefresh = 3600;
+  soaRetry = 900;
+  soaExpire = 1209600;
+
+  # The round-robin pools and the role whose hosts each holds.
+  pools = [
+    { name = "mx"; role = "mx"; }
+    { name = "relay"; role = "relay"; }
+    { name = "pop"; role = "popproxy"; }
+  ];
+
+  addrType = addr: if util.hasInfix ":" addr then "AAAA" else "A";
+
+  # The owner of domain relative to zone ("@" for the apex), or null when
+  # the domain lies outside the zone (the ISP's own DNS delegates it).
+  ownerIn = domain: zone:
+    if domain == zone then "@"
+    else if util.hasSuffix ".${zone}" domain then util.removeSuffix ".${zone}" domain
+    else null;
+in
+profile:
+let
+  c = profile.cluster;
+  zone = c.dns.zone;
+  fqdn = host: "${host}.${zone}.";
+  withRole = svcs.hostsWithRole profile;
+  nsHosts = withRole "dns";
+  # builtins.sort is stable: equal preferences keep profile order, as Go's
+  # sort.SliceStable does.
+  mxHosts = sort (a: b: a.mx.preference < b.mx.preference) (withRole "mx");
+  line = fields: concatStringsSep "\t" fields + "\n";
+  ts = toString;
+in
+if nsHosts == [ ] then
+  throw "${profile.source}: no host has role dns: the zone ${zone} needs at least one name server"
+else
+  concatStringsSep "" (
+    [
+      "; zone ${zone} of correo cluster ${c.name}, generated from its host profile; do not edit\n"
+      "$ORIGIN ${zone}.\n"
+      "$TTL ${ts c.dns.ttl}\n"
+      (line [ "@" "IN" "SOA" (fqdn (head nsHosts).name) "hostmaster.${zone}." "${ts c.dns.serial} ${ts soaRefresh} ${ts soaRetry} ${ts soaExpire} ${ts c.dns.ttl}" ])
+    ]
+    ++ map (h: line [ "@" "IN" "NS" (fqdn h.name) ]) nsHosts
+    ++ concatMap
+      (d:
+        let owner = ownerIn d zone;
+        in if owner == null then [ ]
+        else map (h: line [ owner "IN" "MX" "${ts h.mx.preference} ${fqdn h.name}" ]) mxHosts)
+      c.domains
+    ++ map (h: line [ h.name "IN" (addrType h.address) h.address ]) profile.hosts
+    ++ concatMap (p: map (h: line [ p.name "IN" (addrType h.address) h.address ]) (withRole p.role)) pools
+  )

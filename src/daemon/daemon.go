@@ -1,0 +1,167 @@
+// Package daemon is the start-up every correo program shares: the
+// -profile/-host/-state flags, loading the profile, building the logger
+// the profile asks for, telling the supervisor it is ready, and stopping
+// on SIGTERM. Daemons stay thin: main parses, calls Start, wires its
+// packages, and calls Ready.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"correo/src/cluster"
+	"correo/src/logging"
+)
+
+// Env is what a daemon knows after start-up.
+type Env struct {
+	Program  string
+	Profile  *cluster.Profile
+	Host     *cluster.Host
+	StateDir string
+	Log      *logging.Logger
+	// Ctx is cancelled on SIGINT or SIGTERM.
+	Ctx  context.Context
+	stop context.CancelFunc
+}
+
+// Flags are the flags every daemon accepts; a daemon may add its own to
+// FlagSet before calling Parse.
+type Flags struct {
+	FlagSet *flag.FlagSet
+	Profile string
+	Host    string
+	State   string
+}
+
+// NewFlags defines the common flags for program.
+func NewFlags(program string) *Flags {
+	f := &Flags{FlagSet: flag.NewFlagSet(program, flag.ContinueOnError)}
+	f.FlagSet.StringVar(&f.Profile, "profile", "", "host profile (default: the embedded hosts/dev.toml)")
+	f.FlagSet.StringVar(&f.Host, "host", "", "which host of the profile this is (default: the only host, if there is one)")
+	f.FlagSet.StringVar(&f.State, "state", "", "state directory (default: /var/lib/correo/<program>)")
+	return f
+}
+
+// Start loads the profile, finds this host, checks it has one of the roles
+// the program serves, and builds the logger. Errors are meant for stderr
+// and exit status 1 (EX_CONFIG would be kinder, but supervisors treat any
+// non-zero exit the same).
+func (f *Flags) Start(args []string, roles ...cluster.Role) (*Env, error) {
+	program := f.FlagSet.Name()
+	if err := f.FlagSet.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &UsageError{err}
+	}
+	p, err := cluster.LoadFlag(f.Profile, cluster.Options{})
+	if err != nil {
+		return nil, err
+	}
+	hostName := f.Host
+	if hostName == "" {
+		if len(p.Hosts) != 1 {
+			return nil, fmt.Errorf("%s: the profile has %d hosts: say which one this is with -host", p.Source, len(p.Hosts))
+		}
+		hostName = p.Hosts[0].Name
+	}
+	h, err := p.Host(hostName)
+	if err != nil {
+		return nil, err
+	}
+	if len(roles) > 0 {
+		ok := false
+		for _, r := range roles {
+			ok = ok || h.HasRole(r)
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: host %s has roles %v; %s serves %v", p.Source, h.Name, h.Roles, program, roles)
+		}
+	}
+	state := f.State
+	if state == "" {
+		state = "/var/lib/correo/" + program
+	}
+	if err := os.MkdirAll(state, 0o750); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	lcfg, err := LogConfig(p, h.Name, program)
+	if err != nil {
+		return nil, err
+	}
+	lg, err := logging.New(lcfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return &Env{Program: program, Profile: p, Host: h, StateDir: state, Log: lg, Ctx: ctx, stop: stop}, nil
+}
+
+// LogConfig turns the profile's [cluster.log] into a logging.Config for
+// one program on one host: syslog over the network goes to the loghost.
+func LogConfig(p *cluster.Profile, host, program string) (logging.Config, error) {
+	l := p.Cluster.Log
+	cfg := logging.Config{Target: l.Target, AppName: program, Hostname: host}
+	if err := cfg.Level.UnmarshalText([]byte(strings.ToUpper(l.Level))); err != nil {
+		return cfg, fmt.Errorf("%s: cluster.log.level %q: %v", p.Source, l.Level, err)
+	}
+	if l.Target == logging.TargetSyslog {
+		cfg.Network = l.Network
+		if l.Network != "unix" {
+			eps := p.Endpoints(cluster.SvcSyslog)
+			if len(eps) == 0 {
+				return cfg, fmt.Errorf("%s: logging to syslog over %s needs a loghost", p.Source, l.Network)
+			}
+			cfg.Address = eps[0].Addr.String()
+		}
+	}
+	return cfg, nil
+}
+
+// Ready tells the supervisor (systemd, or correo's runner) that the daemon
+// is serving: every listener is bound.
+func (e *Env) Ready() {
+	daemon.SdNotify(false, daemon.SdNotifyReady)
+	e.Log.Info("ready", "host", e.Host.Name)
+}
+
+// Close flushes the logger and releases the signal handler.
+func (e *Env) Close() {
+	e.stop()
+	e.Log.Close()
+}
+
+// Main runs a daemon's body and turns its error into an exit status: 0 on
+// clean shutdown, 2 for bad flags, 1 otherwise, with one line on stderr.
+func Main(program string, run func(args []string, stderr io.Writer) error) {
+	err := run(os.Args[1:], os.Stderr)
+	switch {
+	case err == nil:
+		os.Exit(0)
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// UsageError is a bad command line: exit status 2.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }

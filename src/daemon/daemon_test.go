@@ -1,0 +1,103 @@
+package daemon
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"correo/src/cluster"
+	"correo/src/keyfile"
+)
+
+func TestLogConfig(t *testing.T) {
+	ex, err := cluster.Load("../../hosts/example.toml", cluster.Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LogConfig(ex, "mx1", "smtpd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Target != "syslog" || cfg.Network != "udp" || cfg.Address != "10.77.0.2:514" || cfg.Hostname != "mx1" || cfg.AppName != "smtpd" || cfg.Level != slog.LevelInfo {
+		t.Errorf("example mx1: %+v", cfg)
+	}
+	dev, _ := cluster.LoadDefault(cluster.Options{SkipFiles: true})
+	cfg, err = LogConfig(dev, "dev", "passwdd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Target != "stderr" || cfg.Level != slog.LevelDebug {
+		t.Errorf("dev: %+v", cfg)
+	}
+}
+
+func writeProfile(t *testing.T, hosts string) string {
+	t.Helper()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "cluster.key")
+	if _, err := keyfile.Create(key); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "p.toml")
+	src := `[cluster]
+name = "t"
+domains = ["t.example"]
+network = "127.0.0.0/8"
+key_file = "` + key + `"
+layout = "first3"
+placement = "letters"
+[cluster.passwd]
+udp_port = 17001
+tcp_port = 17002
+` + hosts
+	os.WriteFile(p, []byte(src), 0o644)
+	return p
+}
+
+func TestStart(t *testing.T) {
+	one := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\", \"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
+	two := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\"]\n[[host]]\nname = \"b\"\naddress = \"127.0.0.2\"\nroles = [\"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
+	tests := []struct {
+		name string
+		args []string
+		role cluster.Role
+		host string
+		err  string
+	}{
+		{"only host is the default", []string{"-profile", one}, cluster.RolePasswdPrimary, "a", ""},
+		{"two hosts need -host", []string{"-profile", two}, cluster.RoleStorage, "", "say which one this is with -host"},
+		{"named host", []string{"-profile", two, "-host", "b"}, cluster.RoleStorage, "b", ""},
+		{"wrong role", []string{"-profile", two, "-host", "a"}, cluster.RoleStorage, "", "passwdd serves [storage]"},
+		{"unknown host", []string{"-profile", two, "-host", "zz"}, cluster.RoleStorage, "", `no host named "zz"`},
+		{"bad flag", []string{"-bogus"}, cluster.RoleStorage, "", "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := NewFlags("passwdd")
+			f.FlagSet.SetOutput(&strings.Builder{})
+			env, err := f.Start(append(tt.args, "-state", t.TempDir()), tt.role)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				if tt.name == "bad flag" {
+					var ue *UsageError
+					if !errors.As(err, &ue) {
+						t.Fatal("bad flag is not a UsageError")
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer env.Close()
+			if env.Host.Name != tt.host {
+				t.Fatalf("host = %s, want %s", env.Host.Name, tt.host)
+			}
+		})
+	}
+}
