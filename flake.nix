@@ -18,6 +18,9 @@
 
       packages.${system} = rec {
         correo = pkgs.callPackage ./nix/packages/correo.nix { };
+        # libnss_correo.so.2 (C): the operating system's view of the
+        # cluster's users, through nssd.
+        nss = pkgs.callPackage ./nix/packages/nss.nix { };
         default = correo;
       };
 

@@ -77,6 +77,22 @@ let
           ];
         }
         { k = "ports"; t = table (map (k: { inherit k; t = t.int; }) svcs.portKeys); }
+        {
+          k = "nss";
+          t = table [
+            { k = "positive_ttl"; t = t.str; }
+            { k = "negative_ttl"; t = t.str; }
+            { k = "cache_entries"; t = t.int; }
+            { k = "socket"; t = t.str; }
+            {
+              k = "groups";
+              t = arrayOfTables [
+                { k = "name"; t = t.str; }
+                { k = "gid"; t = t.int; }
+              ];
+            }
+          ];
+        }
       ];
     }
     {
@@ -221,6 +237,42 @@ let
       ttl = let x = get dnsRaw "ttl" 0; in if x == 0 then 300 else x;
       ports = listToAttrs (map (k: { name = k; value = get portsRaw k 0; }) svcs.portKeys);
 
+      # [cluster.nss] (validateNSS in Go).
+      nssRaw = rc.nss or { };
+      nssTTL = k: def: if nssRaw ? ${k} then parseDuration nssRaw.${k} else { ms = def; };
+      positiveTTL = nssTTL "positive_ttl" 300000;
+      negativeTTL = nssTTL "negative_ttl" 30000;
+      cacheEntries = let x = get nssRaw "cache_entries" 0; in if x == 0 then 100000 else x;
+      nssSocket = let x = get nssRaw "socket" ""; in if x == "" then "/run/correo/nssd.sock" else x;
+      nssGroups =
+        let g = map (x: { name = x.name or ""; gid = x.gid or 0; }) (get nssRaw "groups" [ ]);
+        in if g == [ ] then [{ name = "correo"; gid = 5000; }] else g;
+      nssErrors = concatLists [
+        (if positiveTTL ? error then [ (err "cluster.nss.positive_ttl" positiveTTL.error) ] else [ ])
+        (if negativeTTL ? error then [ (err "cluster.nss.negative_ttl" negativeTTL.error) ] else [ ])
+        (if cacheEntries < 0 then [ (err "cluster.nss.cache_entries" "${toString cacheEntries} must be positive (number of cached answers)") ] else [ ])
+        (if stringLength nssSocket > 107
+         then [ (err "cluster.nss.socket" "${quote nssSocket} is ${toString (stringLength nssSocket)} bytes: a Unix socket path holds at most 107") ]
+         else [ ])
+        (concatLists (imap0
+          (i: g:
+            let
+              before = genList (j: elemAt nssGroups j) i;
+              n = toString i;
+            in
+            (if match "[a-z_][a-z0-9_-]{0,31}" g.name == null
+             then [ (err "cluster.nss.groups" "group ${n}: name ${quote g.name}: use 1-32 of a-z, 0-9, '_' and '-', starting with a letter or '_'") ]
+             else if builtins.any (b: b.name == g.name) before
+             then [ (err "cluster.nss.groups" "group ${n}: name ${quote g.name} listed twice") ]
+             else [ ])
+            ++ (if g.gid < 1 || g.gid > 4294967294
+             then [ (err "cluster.nss.groups" "group ${n} (${g.name}): gid ${toString g.gid} out of range 1-4294967294") ]
+             else if builtins.any (b: b.gid == g.gid) before
+             then [ (err "cluster.nss.groups" "group ${n} (${g.name}): gid ${toString g.gid} listed twice") ]
+             else [ ]))
+          nssGroups))
+      ];
+
       prefix = if network == "" then null else net.parsePrefix network;
       networkOK = prefix != null && net.isMasked prefix;
 
@@ -270,6 +322,7 @@ let
           (k: let n = ports.${k}; in
             if n < 0 || n > 65535 then [ (err "cluster.ports.${k}" "port ${toString n} out of range 1-65535 (0 or absent: the standard port)") ] else [ ])
           svcs.portKeys)
+        nssErrors
       ];
 
       # --- hosts ---
@@ -399,6 +452,13 @@ let
         log = { target = logTarget; network = logNetwork; level = logLevel; };
         dns = { inherit zone serial ttl; };
         inherit ports;
+        nss = {
+          positive_ttl_ms = positiveTTL.ms or 0;
+          negative_ttl_ms = negativeTTL.ms or 0;
+          cache_entries = cacheEntries;
+          socket = nssSocket;
+          groups = nssGroups;
+        };
       };
 
       # validatePorts: two services of one host on the same port and

@@ -24,6 +24,7 @@ in
       network = if c.log.target == "syslog" then c.log.network else null;
     };
     ports = listToAttrs (map (s: { name = s.name; value = port s; }) svcs.services);
+    inherit (c) nss;
   };
 
   hosts = listToAttrs (map

@@ -303,11 +303,55 @@ func (v *validator) validateCluster() {
 	} else if c.DNS.TTL < 0 {
 		v.errAt("cluster.dns.ttl", -1, "TTL %d must be positive (seconds)", c.DNS.TTL)
 	}
+	v.validateNSS()
 	pv := reflect.ValueOf(c.Ports)
 	for i := 0; i < pv.NumField(); i++ {
 		if n := int(pv.Field(i).Int()); n < 0 || n > 65535 {
 			v.errAt("cluster.ports."+pv.Type().Field(i).Tag.Get("toml"), -1, "port %d out of range 1-65535 (0 or absent: the standard port)", n)
 		}
+	}
+}
+
+// groupNameRE is what useradd accepts by default for group names.
+var groupNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+// maxSocketPath is the room in sockaddr_un.sun_path, without the NUL.
+const maxSocketPath = 107
+
+func (v *validator) validateNSS() {
+	n := &v.p.Cluster.NSS
+	if n.PositiveTTL == 0 {
+		n.PositiveTTL = Duration(DefaultNSSPositiveTTL)
+	}
+	if n.NegativeTTL == 0 {
+		n.NegativeTTL = Duration(DefaultNSSNegativeTTL)
+	}
+	if n.CacheEntries == 0 {
+		n.CacheEntries = DefaultNSSCacheEntries
+	} else if n.CacheEntries < 0 {
+		v.errAt("cluster.nss.cache_entries", -1, "%d must be positive (number of cached answers)", n.CacheEntries)
+	}
+	if n.Socket == "" {
+		n.Socket = DefaultNSSSocket
+	} else if len(n.Socket) > maxSocketPath {
+		v.errAt("cluster.nss.socket", -1, "%q is %d bytes: a Unix socket path holds at most %d", n.Socket, len(n.Socket), maxSocketPath)
+	}
+	if len(n.Groups) == 0 {
+		n.Groups = DefaultNSSGroups()
+	}
+	names, gids := map[string]bool{}, map[int64]bool{}
+	for i, g := range n.Groups {
+		if !groupNameRE.MatchString(g.Name) {
+			v.errAt("cluster.nss.groups", -1, "group %d: name %q: use 1-32 of a-z, 0-9, '_' and '-', starting with a letter or '_'", i, g.Name)
+		} else if names[g.Name] {
+			v.errAt("cluster.nss.groups", -1, "group %d: name %q listed twice", i, g.Name)
+		}
+		if g.GID < 1 || g.GID > 4294967294 {
+			v.errAt("cluster.nss.groups", -1, "group %d (%s): gid %d out of range 1-4294967294", i, g.Name, g.GID)
+		} else if gids[g.GID] {
+			v.errAt("cluster.nss.groups", -1, "group %d (%s): gid %d listed twice", i, g.Name, g.GID)
+		}
+		names[g.Name], gids[g.GID] = true, true
 	}
 }
 

@@ -318,3 +318,40 @@ func FuzzParse(f *testing.F) {
 		_ = p.Settings()
 	})
 }
+
+func TestNSSDefaultsAndChecks(t *testing.T) {
+	p, err := LoadDefault(Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := p.Cluster.NSS
+	if n.PositiveTTL.Std() != DefaultNSSPositiveTTL || n.NegativeTTL.Std() != DefaultNSSNegativeTTL ||
+		n.CacheEntries != DefaultNSSCacheEntries || len(n.Groups) != 1 || n.Groups[0] != (NSSGroup{"correo", 5000}) {
+		t.Errorf("dev profile nss = %+v", n)
+	}
+	if n.Socket != ".dev/run/nssd.sock" {
+		t.Errorf("dev socket = %q", n.Socket)
+	}
+	base := string(hostsDev(t))
+	for extra, want := range map[string]string{
+		"cache_entries = -1":                           "cluster.nss.cache_entries: -1 must be positive",
+		`socket = "/` + strings.Repeat("s", 120) + `"`: "a Unix socket path holds at most 107",
+		"groups = [{name = \"Mail\", gid = 7}]":        `name "Mail": use 1-32`,
+		"groups = [{name = \"mail\", gid = 0}]":        "gid 0 out of range",
+		"negative_ttl = \"0s\"":                        "positive duration",
+	} {
+		src := strings.Replace(base, "[cluster.nss]\nsocket = \".dev/run/nssd.sock\"\n", "[cluster.nss]\n"+extra+"\n", 1)
+		_, err := Parse([]byte(src), "x.toml", Options{SkipFiles: true})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", extra, err, want)
+		}
+	}
+}
+
+func hostsDev(t *testing.T) []byte {
+	b, err := os.ReadFile("../../hosts/dev.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -79,6 +79,7 @@ type Cluster struct {
 	Log    Log    `toml:"log"`
 	DNS    DNS    `toml:"dns"`
 	Ports  Ports  `toml:"ports"`
+	NSS    NSS    `toml:"nss"`
 }
 
 // Passwd holds the password service's ports and client policy.
@@ -104,6 +105,31 @@ type DNS struct {
 	Zone   string `toml:"zone" json:"zone"`
 	Serial uint32 `toml:"serial" json:"serial"`
 	TTL    int    `toml:"ttl" json:"ttl"`
+}
+
+// NSS configures nssd, the agent on every host that answers
+// libnss_correo.so.2 (the operating system's view of cluster users).
+type NSS struct {
+	// PositiveTTL and NegativeTTL bound how long nssd answers a user, or
+	// "no such user", from its cache; CacheEntries bounds its size.
+	PositiveTTL  Duration `toml:"positive_ttl"`
+	NegativeTTL  Duration `toml:"negative_ttl"`
+	CacheEntries int      `toml:"cache_entries"`
+	// Socket is where nssd listens. The module looks at
+	// /run/correo/nssd.sock unless built with another CORREO_NSS_SOCKET
+	// (or, for programs that are not setuid, told so by that environment
+	// variable): change both together.
+	Socket string `toml:"socket"`
+	// Groups are the cluster's mail groups, answered by getgrnam,
+	// getgrgid and getgrent. Users belong to them through the gid of
+	// their passwd entry; the groups list no members.
+	Groups []NSSGroup `toml:"groups"`
+}
+
+// NSSGroup is one mail group.
+type NSSGroup struct {
+	Name string `toml:"name" json:"name"`
+	GID  int64  `toml:"gid" json:"gid"`
 }
 
 // Ports overrides the standard ports; zero means the standard one.
@@ -174,7 +200,17 @@ const (
 	DefaultMaxRecipients           = 100
 	DefaultMaxConnections          = 1000
 	DefaultMaxConnectionsPerClient = 20
+	DefaultNSSPositiveTTL          = 5 * time.Minute
+	DefaultNSSNegativeTTL          = 30 * time.Second
+	DefaultNSSCacheEntries         = 100000
+	DefaultNSSSocket               = "/run/correo/nssd.sock"
 )
+
+// DefaultNSSGroups is the mail group a profile gets when it names none:
+// gid 5000, outside the ranges Debian and NixOS give system (<1000) and
+// local human (1000-4999 in practice) accounts, where ISP mail users'
+// uids start too.
+func DefaultNSSGroups() []NSSGroup { return []NSSGroup{{Name: "correo", GID: 5000}} }
 
 // Duration is a TOML string such as "2s" or "1m30s".
 type Duration time.Duration

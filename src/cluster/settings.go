@@ -24,6 +24,16 @@ type ClusterSettings struct {
 	Log            LogSettings     `json:"log"`
 	DNS            DNS             `json:"dns"`
 	Ports          map[Service]int `json:"ports"`
+	NSS            NSSSettings     `json:"nss"`
+}
+
+// NSSSettings is [cluster.nss] with defaults, durations in milliseconds.
+type NSSSettings struct {
+	PositiveTTLMS int64      `json:"positive_ttl_ms"`
+	NegativeTTLMS int64      `json:"negative_ttl_ms"`
+	CacheEntries  int        `json:"cache_entries"`
+	Socket        string     `json:"socket"`
+	Groups        []NSSGroup `json:"groups"`
 }
 
 // PasswdSettings carries the failover timeout in milliseconds, a unit both
@@ -71,6 +81,9 @@ func (p *Profile) Settings() Settings {
 			Log:   LogSettings{Target: c.Log.Target, Level: c.Log.Level},
 			DNS:   c.DNS,
 			Ports: map[Service]int{},
+			NSS: NSSSettings{PositiveTTLMS: c.NSS.PositiveTTL.Std().Milliseconds(),
+				NegativeTTLMS: c.NSS.NegativeTTL.Std().Milliseconds(), CacheEntries: c.NSS.CacheEntries,
+				Socket: c.NSS.Socket, Groups: c.NSS.Groups},
 		},
 		Hosts:     map[string]HostSettings{},
 		Endpoints: map[Service][]EndpointSetting{},

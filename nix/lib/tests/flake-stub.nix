@@ -1,6 +1,6 @@
 # flake.nix cannot be evaluated offline (its nixpkgs input needs a
 # download), so run.sh calls its `outputs` function with a stub nixpkgs:
-# just enough of lib and buildGoModule to show that the outputs evaluate,
+# just enough of lib, buildGoModule and stdenv to show that the outputs evaluate,
 # that the package sees the commands under src/cmd, and that the
 # lib-golden check instantiates. Not a substitute for `nix flake check`
 # on a machine with network access.
@@ -15,7 +15,12 @@ let
   };
   pkgs = {
     bash = "/bin";  # "${pkgs.bash}/bin/bash" -> "/bin/bin/bash": never built here
-    callPackage = f: args: import f ({ lib = stubLib; buildGoModule = a: a; } // args);
+    # Like nixpkgs' callPackage: each package gets only the arguments it
+    # names.
+    callPackage = f: args:
+      let fn = import f;
+      in fn (builtins.intersectAttrs (builtins.functionArgs fn)
+        ({ lib = stubLib; buildGoModule = a: a; stdenv.mkDerivation = a: a; } // args));
   };
   flake = import ../../../flake.nix;
   outputs = flake.outputs {
@@ -23,11 +28,14 @@ let
     nixpkgs.legacyPackages.x86_64-linux = pkgs;
   };
   pkg = outputs.packages.x86_64-linux.correo;
+  nss = outputs.packages.x86_64-linux.nss;
 in
 {
   description = flake.description;
   libHasFunctions = outputs.lib ? loadProfile && outputs.lib ? settings && outputs.lib ? zone;
   inherit (pkg) pname version vendorHash subPackages;
   cgo = pkg.env.CGO_ENABLED;
+  nssPname = nss.pname;
+  nssSources = map baseNameOf nss.src.fileset;
   checkDrv = outputs.checks.x86_64-linux.lib-golden.drvPath;
 }

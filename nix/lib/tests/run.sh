@@ -172,6 +172,13 @@ if nix-instantiate --eval --strict --json nix/lib/tests/flake-stub.nix >"$tmp/fl
 	else
 		fail "flake.nix subPackages: want $want, got $got"
 	fi
+	# packages.nss builds src/nss from exactly its Makefile and sources.
+	got=$(jq -c '[.nssPname, (.nssSources | sort)]' "$tmp/flake.json")
+	if [ "$got" = '["correo-nss",["Makefile","nss_correo.c","nss_correo.map"]]' ]; then
+		pass "flake.nix packages.nss: $got"
+	else
+		fail "flake.nix packages.nss: got $got"
+	fi
 else
 	fail "flake.nix outputs evaluate (stub nixpkgs)"; show "$tmp/flake.err"
 fi

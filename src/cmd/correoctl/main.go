@@ -26,6 +26,17 @@ var commands = []command{
 	{"dns", "zone", "print the cluster DNS zone generated from a profile", runDNSZone},
 	{"layout", "report", "compare mailbox layout schemes over a list of user names (the paper's Fig. 4)", runLayoutReport},
 	{"cluster", "up", "boot a loopback profile's hosts on this machine until Ctrl-C (make dev)", runClusterUp},
+	{"users", "add", "add a user (-password-stdin to set a password)", runUsersAdd},
+	{"users", "del", "delete a user", runUsersDel},
+	{"users", "mod", "change a user's fields (-state disabled, -storage, -quota ...)", runUsersMod},
+	{"users", "passwd", "set a user's password (read from stdin)", runUsersPasswd},
+	{"users", "show", "show one user (never the hash)", runUsersShow},
+	{"users", "list", "list every user", runUsersList},
+	{"users", "import", "import users from passwd(+shadow) or CSV, all or nothing", runUsersImport},
+	{"alias", "add", "give a user another local part", runAliasAdd},
+	{"alias", "del", "remove an alias", runAliasDel},
+	{"passwd", "status", "state of both passwd servers", runPasswdStatus},
+	{"key", "new", "create a cluster key file", runKeyNew},
 	{"layout", "sample", "print a realistic sample of ISP user names", runLayoutSample},
 }
 

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"correo/src/keyfile"
+	"correo/src/nssproto"
+)
+
+// The real binary against a profile whose passwd servers are not running:
+// it serves groups from the profile, answers user lookups "unavail"
+// (never hangs), refuses a second instance on the same socket, and stops
+// cleanly on SIGTERM, removing its socket.
+func TestDaemon(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "nssd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	key := filepath.Join(dir, "cluster.key")
+	if _, err := keyfile.Create(key); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "run", "nssd.sock")
+	dev, err := os.ReadFile("../../../hosts/dev.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof := strings.NewReplacer(`key_file = ".dev/cluster.key"`, `key_file = "`+key+`"`,
+		`socket = ".dev/run/nssd.sock"`, `socket = "`+sock+`"`+"\n[[cluster.nss.groups]]\nname = \"correo\"\ngid = 5000\n[[cluster.nss.groups]]\nname = \"buzones\"\ngid = 5100",
+		"udp_port = 17001", "udp_port = 1", // nothing answers there
+		`timeout = "2s"`, `timeout = "200ms"`).Replace(string(dev))
+	profile := filepath.Join(dir, "p.toml")
+	os.WriteFile(profile, []byte(prof), 0o644)
+
+	var stderr lockedBuffer
+	cmd := exec.Command(bin, "-profile", profile, "-state", filepath.Join(dir, "state"))
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("nssd not ready:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o666 {
+		t.Fatalf("socket: %v %v", st.Mode(), err)
+	}
+
+	ask := func(req nssproto.Request) nssproto.Response {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, _ := nssproto.AppendRequest(nil, req)
+		c.Write(b)
+		r, err := nssproto.ReadResponse(c, req.Op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := ask(nssproto.Request{Op: nssproto.OpGetgrnam, Name: "buzones"}); r.Status != nssproto.StatusFound || r.Groups[0].GID != 5100 {
+		t.Errorf("getgrnam buzones: %+v", r)
+	}
+	if r := ask(nssproto.Request{Op: nssproto.OpGetpwnam, Name: "juan"}); r.Status != nssproto.StatusUnavail {
+		t.Errorf("getpwnam with no passwdd: %v, want unavail", r.Status)
+	}
+
+	// A second nssd on the same socket refuses to start.
+	out, err := exec.Command(bin, "-profile", profile, "-state", filepath.Join(dir, "state")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another nssd") {
+		t.Errorf("second nssd: %v\n%s", err, out)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nssd did not stop on SIGTERM")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind after a clean stop: %v", err)
+	}
+}
+
+// lockedBuffer collects the daemon's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

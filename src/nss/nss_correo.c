@@ -1,0 +1,776 @@
+/*
+ * libnss_correo.so.2: the Name Service Switch module that lets every
+ * program on a correo host see the cluster's users (passwd) and mail
+ * groups (group), with `passwd: files correo` in /etc/nsswitch.conf.
+ *
+ * It is a thin client of nssd, the per-host agent, over a Unix stream
+ * socket (protocol: src/nssproto/PROTOCOL.md). nssd holds the cluster key,
+ * the cache and the failover logic; this module only asks and copies.
+ *
+ * Why C and not a Go c-shared library: NSS modules are loaded into every
+ * process that resolves a user. A Go runtime inside such a process hangs
+ * after fork() without exec (goroutines, the GC and the network poller do
+ * not survive into the child; golang/go#15538), and sshd, cron and Postfix
+ * do exactly that. So the module is plain C99/gnu11 with nothing but libc.
+ *
+ * Rules it keeps:
+ *  - Every wait is bounded by poll() against one deadline per call
+ *    (CORREO_NSS_TIMEOUT_MS). nssd not running (no socket, connection
+ *    refused) returns NSS_STATUS_UNAVAIL at once, so `files` still works.
+ *  - No connection outlives a call: lookups open, ask, close. There is no
+ *    shared connection for a forked child to inherit, and nothing to lock.
+ *  - Enumeration state (getpwent/getgrent) is one page of records behind a
+ *    mutex; a fork handler resets it in the child.
+ *  - Every length from the socket is checked against the frame and the
+ *    protocol limits before anything is copied; a malformed answer is
+ *    UNAVAIL, never a crash. Too small a caller buffer is
+ *    NSS_STATUS_TRYAGAIN with ERANGE so glibc retries with a larger one.
+ *  - The password field is always "x": hashes never leave passwdd.
+ *  - No record with uid 0 or gid 0 is ever returned (nssd refuses them
+ *    too): a mail user is never root.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* secure_getenv */
+#endif
+#include <errno.h>
+#include <grp.h>
+#include <nss.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdalign.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CORREO_NSS_SOCKET
+#define CORREO_NSS_SOCKET "/run/correo/nssd.sock"
+#endif
+
+/* The whole budget of one call (connect, send, receive). Constant, and
+ * above nssd's own upstream bound (4 s, src/nssd DefaultUpstreamTimeout)
+ * which is above passwd's 2 s failover timeout: a lookup made while
+ * pwclient switches to the secondary still gets its answer, and nssd
+ * always answers "unavail" before this expires. Only a wedged nssd costs
+ * the full wait; a stopped one costs nothing (connect fails at once). */
+#ifndef CORREO_NSS_TIMEOUT_MS
+#define CORREO_NSS_TIMEOUT_MS 5000
+#endif
+
+/* Protocol constants: src/nssproto/nssproto.go. */
+#define PROTO_VERSION 1
+#define MAX_REQUEST 1024
+#define MAX_RESPONSE 65536
+#define MAX_NAME 255
+#define MAX_FIELD 4096
+#define MAX_MEMBERS 1024
+
+enum { OP_GETPWNAM = 1, OP_GETPWUID, OP_GETPWENT, OP_GETGRNAM, OP_GETGRGID, OP_GETGRENT };
+enum { ST_FOUND = 0, ST_NOTFOUND = 1, ST_UNAVAIL = 2, ST_TRYAGAIN = 3 };
+
+/* An enumeration that keeps returning empty pages that promise more is
+ * broken; give up after this many. */
+#define MAX_EMPTY_PAGES 16
+
+/* Built with -fvisibility=hidden; the version script nss_correo.map
+ * lists the same entry points, so nothing else can leak either way. */
+#define HIDDEN __attribute__((visibility("hidden")))
+#define EXPORT __attribute__((visibility("default")))
+
+/* ------------------------------------------------------------------ */
+/* Decoding: a cursor over a received body. Every read checks bounds.  */
+
+struct rd {
+	const unsigned char *p;
+	size_t left;
+	int bad;
+};
+
+static const unsigned char *rd_take(struct rd *r, size_t n)
+{
+	if (r->bad || r->left < n) {
+		r->bad = 1;
+		return NULL;
+	}
+	const unsigned char *v = r->p;
+	r->p += n;
+	r->left -= n;
+	return v;
+}
+
+static uint32_t rd_u8(struct rd *r)
+{
+	const unsigned char *v = rd_take(r, 1);
+	return v ? v[0] : 0;
+}
+
+static uint32_t rd_u16(struct rd *r)
+{
+	const unsigned char *v = rd_take(r, 2);
+	return v ? ((uint32_t)v[0] << 8) | v[1] : 0;
+}
+
+static uint32_t rd_u32(struct rd *r)
+{
+	const unsigned char *v = rd_take(r, 4);
+	return v ? ((uint32_t)v[0] << 24) | ((uint32_t)v[1] << 16) | ((uint32_t)v[2] << 8) | v[3] : 0;
+}
+
+static uint64_t rd_u64(struct rd *r)
+{
+	uint64_t hi = rd_u32(r);
+	return (hi << 32) | rd_u32(r);
+}
+
+/* A string that may travel: at most max bytes, no NUL (it would cut the C
+ * string), no ':' or newline (they would corrupt passwd lines), and when
+ * nonempty is set, at least one byte. extra is one more byte to refuse
+ * (',' in group members) or 0. */
+struct str {
+	const char *s;
+	size_t n;
+};
+
+static struct str rd_str(struct rd *r, size_t max, int nonempty, char extra)
+{
+	struct str out = { "", 0 };
+	size_t n = rd_u16(r);
+	if (r->bad)
+		return out;
+	if (n > max || (nonempty && n == 0)) {
+		r->bad = 1;
+		return out;
+	}
+	const unsigned char *v = rd_take(r, n);
+	if (!v)
+		return out;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] == 0 || v[i] == ':' || v[i] == '\n' || (extra && v[i] == (unsigned char)extra)) {
+			r->bad = 1;
+			return out;
+		}
+	}
+	out.s = (const char *)v;
+	out.n = n;
+	return out;
+}
+
+struct pwrec {
+	struct str name, gecos, home, shell;
+	uint32_t uid, gid;
+};
+
+struct grrec {
+	struct str name;
+	uint32_t gid;
+	uint32_t nmem;
+	struct rd members; /* positioned at the first member */
+	size_t members_bytes; /* sum of member lengths */
+};
+
+static int parse_pw(struct rd *r, struct pwrec *pw)
+{
+	pw->name = rd_str(r, MAX_NAME, 1, 0);
+	pw->uid = rd_u32(r);
+	pw->gid = rd_u32(r);
+	pw->gecos = rd_str(r, MAX_FIELD, 0, 0);
+	pw->home = rd_str(r, MAX_FIELD, 0, 0);
+	pw->shell = rd_str(r, MAX_FIELD, 0, 0);
+	return r->bad ? -1 : 0;
+}
+
+static int parse_gr(struct rd *r, struct grrec *gr)
+{
+	gr->name = rd_str(r, MAX_NAME, 1, 0);
+	gr->gid = rd_u32(r);
+	gr->nmem = rd_u16(r);
+	if (r->bad || gr->nmem > MAX_MEMBERS)
+		return -1;
+	gr->members = *r;
+	gr->members_bytes = 0;
+	for (uint32_t i = 0; i < gr->nmem; i++) {
+		struct str m = rd_str(r, MAX_NAME, 1, ',');
+		gr->members_bytes += m.n;
+	}
+	return r->bad ? -1 : 0;
+}
+
+/* Checks a whole response body for op the way src/nssproto's
+ * DecodeResponse does: 0 when well-formed. The enumeration code checks a
+ * page once with it before handing out any record of it. */
+HIDDEN int correo_nss_check_response(int op, const unsigned char *body, size_t len)
+{
+	struct rd r = { body, len, 0 };
+	if (op < OP_GETPWNAM || op > OP_GETGRENT || len > MAX_RESPONSE)
+		return -1;
+	uint32_t st = rd_u8(&r);
+	if (r.bad)
+		return -1;
+	if (st == ST_NOTFOUND || st == ST_UNAVAIL || st == ST_TRYAGAIN)
+		return r.left == 0 ? 0 : -1;
+	if (st != ST_FOUND)
+		return -1;
+	uint32_t n = 1;
+	if (op == OP_GETPWENT || op == OP_GETGRENT) {
+		(void)rd_u64(&r);
+		n = rd_u16(&r);
+	}
+	int group = op == OP_GETGRNAM || op == OP_GETGRGID || op == OP_GETGRENT;
+	for (uint32_t i = 0; i < n && !r.bad; i++) {
+		struct pwrec pw;
+		struct grrec gr;
+		if (group ? parse_gr(&r, &gr) : parse_pw(&r, &pw))
+			return -1;
+	}
+	return (r.bad || r.left != 0) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Copying into the caller's buffer.                                   */
+
+/* Copies s into *buf as a C string; -1 when it does not fit. */
+static int put_str(char **buf, size_t *left, struct str s, char **dst)
+{
+	if (*left < s.n + 1)
+		return -1;
+	memcpy(*buf, s.s, s.n);
+	(*buf)[s.n] = 0;
+	*dst = *buf;
+	*buf += s.n + 1;
+	*left -= s.n + 1;
+	return 0;
+}
+
+static const struct str password_x = { "x", 1 };
+
+static enum nss_status fill_pw(const struct pwrec *rec, struct passwd *pw, char *buf, size_t buflen, int *errnop)
+{
+	char *b = buf;
+	size_t left = buflen;
+	if (put_str(&b, &left, rec->name, &pw->pw_name) || put_str(&b, &left, password_x, &pw->pw_passwd) ||
+	    put_str(&b, &left, rec->gecos, &pw->pw_gecos) || put_str(&b, &left, rec->home, &pw->pw_dir) ||
+	    put_str(&b, &left, rec->shell, &pw->pw_shell)) {
+		*errnop = ERANGE;
+		return NSS_STATUS_TRYAGAIN;
+	}
+	pw->pw_uid = rec->uid;
+	pw->pw_gid = rec->gid;
+	return NSS_STATUS_SUCCESS;
+}
+
+static enum nss_status fill_gr(const struct grrec *rec, struct group *gr, char *buf, size_t buflen, int *errnop)
+{
+	/* gr_mem first, aligned for char *, then the strings. */
+	size_t pad = (alignof(char *) - ((uintptr_t)buf % alignof(char *))) % alignof(char *);
+	size_t ptrs = ((size_t)rec->nmem + 1) * sizeof(char *);
+	size_t need = pad + ptrs + rec->name.n + 1 + 2 + rec->members_bytes + rec->nmem;
+	if (buflen < need) {
+		*errnop = ERANGE;
+		return NSS_STATUS_TRYAGAIN;
+	}
+	char **mem = (char **)(void *)(buf + pad);
+	char *b = buf + pad + ptrs;
+	size_t left = buflen - pad - ptrs;
+	/* Cannot fail: need was computed from the same lengths. */
+	put_str(&b, &left, rec->name, &gr->gr_name);
+	put_str(&b, &left, password_x, &gr->gr_passwd);
+	struct rd m = rec->members;
+	for (uint32_t i = 0; i < rec->nmem; i++)
+		put_str(&b, &left, rd_str(&m, MAX_NAME, 1, ','), &mem[i]);
+	mem[rec->nmem] = NULL;
+	gr->gr_mem = mem;
+	gr->gr_gid = rec->gid;
+	return NSS_STATUS_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ */
+/* Transport: one connection per exchange, every wait bounded.         */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd is ready for events or the deadline passes: 0 ready,
+ * -1 timed out or failed. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
+			return -1;
+		struct pollfd p = { .fd = fd, .events = events };
+		int r = poll(&p, 1, (int)left);
+		if (r > 0)
+			return 0; /* ready, or HUP/ERR: the next read/write reports it */
+		if (r == 0 || errno != EINTR)
+			return -1;
+	}
+}
+
+/* The socket path: the build-time default, or CORREO_NSS_SOCKET from the
+ * environment when the process is not setuid/setgid (secure_getenv
+ * returns NULL under AT_SECURE: a user must not point a setuid program's
+ * idea of users at a socket of their own). Only absolute paths. */
+static const char *socket_path(void)
+{
+	const char *p = secure_getenv("CORREO_NSS_SOCKET");
+	if (p && p[0] == '/' && strlen(p) < sizeof(((struct sockaddr_un *)0)->sun_path))
+		return p;
+	return CORREO_NSS_SOCKET;
+}
+
+static int connect_nssd(int64_t deadline)
+{
+	struct sockaddr_un sa;
+	const char *path = socket_path();
+	size_t n = strlen(path);
+	if (n >= sizeof(sa.sun_path))
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, n + 1);
+
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	for (;;) {
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			/* nssd's backlog is full: it is alive but busy. Retry
+			 * shortly, within the deadline. */
+			int64_t left = deadline - now_ms();
+			if (left <= 0)
+				break;
+			poll(NULL, 0, left < 5 ? (int)left : 5);
+			continue;
+		}
+		if (errno == EINPROGRESS) {
+			int err = 0;
+			socklen_t len = sizeof(err);
+			if (wait_fd(fd, POLLOUT, deadline) == 0 &&
+			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
+				return fd;
+		}
+		/* ENOENT (no socket), ECONNREFUSED (nssd gone), anything else:
+		 * give up at once. */
+		break;
+	}
+	close(fd);
+	return -1;
+}
+
+static int send_all(int fd, const unsigned char *p, size_t n, int64_t deadline)
+{
+	while (n > 0) {
+		/* MSG_NOSIGNAL: a vanished nssd must not SIGPIPE the caller. */
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+		} else if (w < 0 && errno == EINTR) {
+			continue;
+		} else if (w < 0 && errno == EAGAIN) {
+			if (wait_fd(fd, POLLOUT, deadline))
+				return -1;
+		} else {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int recv_all(int fd, unsigned char *p, size_t n, int64_t deadline)
+{
+	while (n > 0) {
+		ssize_t r = recv(fd, p, n, 0);
+		if (r > 0) {
+			p += r;
+			n -= (size_t)r;
+		} else if (r == 0) {
+			return -1; /* closed mid-frame */
+		} else if (errno == EINTR) {
+			continue;
+		} else if (errno == EAGAIN) {
+			if (wait_fd(fd, POLLIN, deadline))
+				return -1;
+		} else {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Sends a framed request and receives the response body into a malloc'd
+ * buffer (*body, *len; the caller frees it). -1 on any failure. */
+static int exchange(const unsigned char *req, size_t reqlen, unsigned char **body, size_t *len)
+{
+	int64_t deadline = now_ms() + CORREO_NSS_TIMEOUT_MS;
+	int saved = errno;
+	int rc = -1;
+	unsigned char hdr[4];
+	unsigned char *b = NULL;
+	int fd = connect_nssd(deadline);
+	if (fd < 0)
+		goto out;
+	if (send_all(fd, req, reqlen, deadline) || recv_all(fd, hdr, 4, deadline))
+		goto out;
+	uint32_t n = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
+	if (n < 1 || n > MAX_RESPONSE)
+		goto out; /* refused before allocating anything */
+	b = malloc(n);
+	if (!b || recv_all(fd, b, n, deadline))
+		goto out;
+	*body = b;
+	*len = n;
+	b = NULL;
+	rc = 0;
+out:
+	free(b);
+	if (fd >= 0)
+		close(fd);
+	/* The caller reports through *errnop; leave the process's errno as
+	 * it was, as glibc's own modules do. */
+	errno = saved;
+	return rc;
+}
+
+/* Frames a request: length, version, op, payload. */
+static size_t frame(unsigned char *buf, int op, const unsigned char *payload, size_t plen)
+{
+	uint32_t n = (uint32_t)(2 + plen);
+	buf[0] = (unsigned char)(n >> 24);
+	buf[1] = (unsigned char)(n >> 16);
+	buf[2] = (unsigned char)(n >> 8);
+	buf[3] = (unsigned char)n;
+	buf[4] = PROTO_VERSION;
+	buf[5] = (unsigned char)op;
+	memcpy(buf + 6, payload, plen);
+	return 6 + plen;
+}
+
+/* Asks nssd. On NSS_STATUS_SUCCESS, *body holds the whole body (free it)
+ * and *r is positioned after the status byte of a "found" answer. Other
+ * statuses are the NSS answer to return, with *errnop set. */
+static enum nss_status ask(int op, const unsigned char *payload, size_t plen, unsigned char **body, struct rd *r,
+			   int *errnop)
+{
+	unsigned char req[6 + 2 + MAX_NAME];
+	size_t len = 0;
+	*body = NULL;
+	if (exchange(req, frame(req, op, payload, plen), body, &len)) {
+		*errnop = ENOENT;
+		return NSS_STATUS_UNAVAIL;
+	}
+	if (correo_nss_check_response(op, *body, len)) {
+		free(*body);
+		*body = NULL;
+		*errnop = ENOENT;
+		return NSS_STATUS_UNAVAIL;
+	}
+	r->p = *body + 1;
+	r->left = len - 1;
+	r->bad = 0;
+	switch ((*body)[0]) {
+	case ST_FOUND:
+		return NSS_STATUS_SUCCESS;
+	case ST_NOTFOUND:
+		*errnop = ENOENT;
+		free(*body);
+		*body = NULL;
+		return NSS_STATUS_NOTFOUND;
+	case ST_TRYAGAIN:
+		*errnop = EAGAIN;
+		free(*body);
+		*body = NULL;
+		return NSS_STATUS_TRYAGAIN;
+	default:
+		*errnop = ENOENT;
+		free(*body);
+		*body = NULL;
+		return NSS_STATUS_UNAVAIL;
+	}
+}
+
+/* A name the protocol can carry; anything else cannot be a correo user. */
+static int name_payload(const char *name, unsigned char *payload, size_t *plen)
+{
+	size_t n = name ? strnlen(name, MAX_NAME + 1) : 0;
+	if (n == 0 || n > MAX_NAME || strpbrk(name, ":\n"))
+		return -1;
+	payload[0] = (unsigned char)(n >> 8);
+	payload[1] = (unsigned char)n;
+	memcpy(payload + 2, name, n);
+	*plen = 2 + n;
+	return 0;
+}
+
+static void id_payload(uint32_t id, unsigned char *p)
+{
+	p[0] = (unsigned char)(id >> 24);
+	p[1] = (unsigned char)(id >> 16);
+	p[2] = (unsigned char)(id >> 8);
+	p[3] = (unsigned char)id;
+}
+
+static void cursor_payload(uint64_t c, unsigned char *p)
+{
+	id_payload((uint32_t)(c >> 32), p);
+	id_payload((uint32_t)c, p + 4);
+}
+
+/* ------------------------------------------------------------------ */
+/* passwd                                                              */
+
+static enum nss_status ask_pw(int op, const unsigned char *payload, size_t plen, const char *want_name,
+			     uint32_t want_uid, struct passwd *pw, char *buf, size_t buflen, int *errnop)
+{
+	unsigned char *body;
+	struct rd r;
+	struct pwrec rec;
+	enum nss_status st = ask(op, payload, plen, &body, &r, errnop);
+	if (st != NSS_STATUS_SUCCESS)
+		return st;
+	parse_pw(&r, &rec); /* checked by correo_nss_check_response */
+	/* An answer about someone else, or about root, is no answer. */
+	if ((want_name && (rec.name.n != strlen(want_name) || memcmp(rec.name.s, want_name, rec.name.n))) ||
+	    (!want_name && rec.uid != want_uid) || rec.uid == 0 || rec.gid == 0) {
+		*errnop = ENOENT;
+		st = NSS_STATUS_NOTFOUND;
+	} else {
+		st = fill_pw(&rec, pw, buf, buflen, errnop);
+	}
+	free(body);
+	return st;
+}
+
+EXPORT enum nss_status _nss_correo_getpwnam_r(const char *name, struct passwd *pw, char *buf, size_t buflen, int *errnop)
+{
+	unsigned char payload[2 + MAX_NAME];
+	size_t plen;
+	if (name_payload(name, payload, &plen)) {
+		*errnop = ENOENT;
+		return NSS_STATUS_NOTFOUND;
+	}
+	return ask_pw(OP_GETPWNAM, payload, plen, name, 0, pw, buf, buflen, errnop);
+}
+
+EXPORT enum nss_status _nss_correo_getpwuid_r(uid_t uid, struct passwd *pw, char *buf, size_t buflen, int *errnop)
+{
+	unsigned char payload[4];
+	if (uid == 0) {
+		*errnop = ENOENT;
+		return NSS_STATUS_NOTFOUND;
+	}
+	id_payload((uint32_t)uid, payload);
+	return ask_pw(OP_GETPWUID, payload, 4, NULL, (uint32_t)uid, pw, buf, buflen, errnop);
+}
+
+/* ------------------------------------------------------------------ */
+/* group                                                               */
+
+static enum nss_status ask_gr(int op, const unsigned char *payload, size_t plen, const char *want_name,
+			     uint32_t want_gid, struct group *gr, char *buf, size_t buflen, int *errnop)
+{
+	unsigned char *body;
+	struct rd r;
+	struct grrec rec;
+	enum nss_status st = ask(op, payload, plen, &body, &r, errnop);
+	if (st != NSS_STATUS_SUCCESS)
+		return st;
+	parse_gr(&r, &rec);
+	if ((want_name && (rec.name.n != strlen(want_name) || memcmp(rec.name.s, want_name, rec.name.n))) ||
+	    (!want_name && rec.gid != want_gid) || rec.gid == 0) {
+		*errnop = ENOENT;
+		st = NSS_STATUS_NOTFOUND;
+	} else {
+		st = fill_gr(&rec, gr, buf, buflen, errnop);
+	}
+	free(body);
+	return st;
+}
+
+EXPORT enum nss_status _nss_correo_getgrnam_r(const char *name, struct group *gr, char *buf, size_t buflen, int *errnop)
+{
+	unsigned char payload[2 + MAX_NAME];
+	size_t plen;
+	if (name_payload(name, payload, &plen)) {
+		*errnop = ENOENT;
+		return NSS_STATUS_NOTFOUND;
+	}
+	return ask_gr(OP_GETGRNAM, payload, plen, name, 0, gr, buf, buflen, errnop);
+}
+
+EXPORT enum nss_status _nss_correo_getgrgid_r(gid_t gid, struct group *gr, char *buf, size_t buflen, int *errnop)
+{
+	unsigned char payload[4];
+	if (gid == 0) {
+		*errnop = ENOENT;
+		return NSS_STATUS_NOTFOUND;
+	}
+	id_payload((uint32_t)gid, payload);
+	return ask_gr(OP_GETGRGID, payload, 4, NULL, (uint32_t)gid, gr, buf, buflen, errnop);
+}
+
+/* ------------------------------------------------------------------ */
+/* Enumeration: one page at a time, behind a mutex.                    */
+
+struct ent {
+	pthread_mutex_t lock;
+	int op;
+	unsigned char *page; /* the whole body of the current page */
+	struct rd pos;       /* the next record in it */
+	uint32_t remaining;  /* records left in it */
+	uint64_t next;       /* cursor of the page after it */
+	int started;         /* a page has been fetched since set*ent */
+};
+
+static struct ent pwent = { .lock = PTHREAD_MUTEX_INITIALIZER, .op = OP_GETPWENT };
+static struct ent grent = { .lock = PTHREAD_MUTEX_INITIALIZER, .op = OP_GETGRENT };
+
+static void ent_reset(struct ent *e)
+{
+	free(e->page);
+	e->page = NULL;
+	e->remaining = 0;
+	e->next = 0;
+	e->started = 0;
+}
+
+/* In a forked child only the forking thread exists: a lock held by
+ * another thread of the parent would never be released, and the page it
+ * was replacing may be half-updated. Start the child from scratch (and
+ * leak the parent's page rather than risk freeing it twice). */
+static void child_after_fork(void)
+{
+	struct ent *es[] = { &pwent, &grent };
+	for (size_t i = 0; i < 2; i++) {
+		pthread_mutex_init(&es[i]->lock, NULL);
+		es[i]->page = NULL;
+		es[i]->remaining = 0;
+		es[i]->next = 0;
+		es[i]->started = 0;
+	}
+}
+
+__attribute__((constructor)) static void correo_nss_init(void)
+{
+	pthread_atfork(NULL, NULL, child_after_fork);
+}
+
+/* Makes sure e has a record to hand out: SUCCESS with e->remaining > 0,
+ * NOTFOUND at the end, or an error status. Called with the lock held. */
+static enum nss_status ent_fill(struct ent *e, int *errnop)
+{
+	for (int empty = 0; e->remaining == 0; empty++) {
+		if ((e->started && e->next == 0) || empty >= MAX_EMPTY_PAGES) {
+			*errnop = ENOENT;
+			return NSS_STATUS_NOTFOUND;
+		}
+		unsigned char payload[8], *body;
+		struct rd r;
+		cursor_payload(e->started ? e->next : 0, payload);
+		enum nss_status st = ask(e->op, payload, 8, &body, &r, errnop);
+		if (st != NSS_STATUS_SUCCESS)
+			return st; /* state unchanged: a retry asks again */
+		free(e->page);
+		e->page = body;
+		e->next = rd_u64(&r);
+		e->remaining = rd_u16(&r);
+		e->pos = r;
+		e->started = 1;
+	}
+	return NSS_STATUS_SUCCESS;
+}
+
+static enum nss_status ent_set(struct ent *e)
+{
+	pthread_mutex_lock(&e->lock);
+	ent_reset(e);
+	pthread_mutex_unlock(&e->lock);
+	return NSS_STATUS_SUCCESS;
+}
+
+EXPORT enum nss_status _nss_correo_setpwent(int stayopen)
+{
+	(void)stayopen;
+	return ent_set(&pwent);
+}
+
+EXPORT enum nss_status _nss_correo_endpwent(void)
+{
+	return ent_set(&pwent);
+}
+
+EXPORT enum nss_status _nss_correo_getpwent_r(struct passwd *pw, char *buf, size_t buflen, int *errnop)
+{
+	pthread_mutex_lock(&pwent.lock);
+	enum nss_status st;
+	for (;;) {
+		st = ent_fill(&pwent, errnop);
+		if (st != NSS_STATUS_SUCCESS)
+			break;
+		struct rd save = pwent.pos;
+		struct pwrec rec;
+		parse_pw(&pwent.pos, &rec); /* the page was checked whole */
+		if (rec.uid == 0 || rec.gid == 0) {
+			pwent.remaining--;
+			continue; /* never root */
+		}
+		st = fill_pw(&rec, pw, buf, buflen, errnop);
+		if (st == NSS_STATUS_SUCCESS)
+			pwent.remaining--;
+		else
+			pwent.pos = save; /* ERANGE: the retry gets the same entry */
+		break;
+	}
+	pthread_mutex_unlock(&pwent.lock);
+	return st;
+}
+
+EXPORT enum nss_status _nss_correo_setgrent(int stayopen)
+{
+	(void)stayopen;
+	return ent_set(&grent);
+}
+
+EXPORT enum nss_status _nss_correo_endgrent(void)
+{
+	return ent_set(&grent);
+}
+
+EXPORT enum nss_status _nss_correo_getgrent_r(struct group *gr, char *buf, size_t buflen, int *errnop)
+{
+	pthread_mutex_lock(&grent.lock);
+	enum nss_status st;
+	for (;;) {
+		st = ent_fill(&grent, errnop);
+		if (st != NSS_STATUS_SUCCESS)
+			break;
+		struct rd save = grent.pos;
+		struct grrec rec;
+		parse_gr(&grent.pos, &rec);
+		if (rec.gid == 0) {
+			grent.remaining--;
+			continue;
+		}
+		st = fill_gr(&rec, gr, buf, buflen, errnop);
+		if (st == NSS_STATUS_SUCCESS)
+			grent.remaining--;
+		else
+			grent.pos = save;
+		break;
+	}
+	pthread_mutex_unlock(&grent.lock);
+	return st;
+}

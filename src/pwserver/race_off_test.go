@@ -1,0 +1,5 @@
+//go:build !race
+
+package pwserver
+
+const raceEnabled = false

@@ -1,0 +1,401 @@
+package pwserver
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"correo/src/directory"
+	"correo/src/pwproto"
+)
+
+const opCount = 8 // > every pwproto.Op value
+
+func opName(op int) string { return pwproto.Op(op).String() }
+
+// authQueue bounds the passwords waiting for a verifier: beyond it, the
+// server answers TempFail at once rather than letting queries age.
+const authQueue = 1024
+
+type udpState struct {
+	once   sync.Once
+	codec  *pwproto.Codec
+	replay *pwproto.ReplayFilter
+	auth   chan authJob
+	dedup  authDedup
+}
+
+type authJob struct {
+	conn *net.UDPConn
+	from netip.AddrPort
+	req  pwproto.Request
+	rec  *authRec
+}
+
+func (s *Server) initUDP() error {
+	var err error
+	s.udp.once.Do(func() {
+		s.udp.codec, err = pwproto.NewCodec(s.cfg.Ring)
+		s.udp.replay = pwproto.NewReplayFilter()
+		s.udp.auth = make(chan authJob, authQueue)
+		n := s.cfg.AuthWorkers
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		for i := 0; i < n; i++ {
+			go s.authWorker()
+		}
+	})
+	return err
+}
+
+// ServeUDP answers queries on conn until it is closed, with one reader per
+// CPU: each reader owns its buffers, so the hot path allocates only what
+// the decoded strings need.
+func (s *Server) ServeUDP(conn *net.UDPConn) error {
+	if err := s.initUDP(); err != nil {
+		return err
+	}
+	readers := runtime.GOMAXPROCS(0)
+	errc := make(chan error, readers)
+	for i := 0; i < readers; i++ {
+		go func() { errc <- s.readLoop(conn) }()
+	}
+	var first error
+	for i := 0; i < readers; i++ {
+		if err := <-errc; err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
+			first = err
+		}
+	}
+	return first
+}
+
+func (s *Server) readLoop(conn *net.UDPConn) error {
+	in := make([]byte, pwproto.MaxDatagram+1)
+	out := make([]byte, 0, pwproto.MaxDatagram)
+	var req pwproto.Request
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(in)
+		if err != nil {
+			return err
+		}
+		now := s.cfg.now()
+		if n > pwproto.MaxDatagram {
+			s.dropped("oversize", from, pwproto.ErrOversize, now)
+			continue
+		}
+		err = s.udp.codec.OpenRequestTo(&req, in[:n], now)
+		if err != nil && err != pwproto.ErrUnknownOp && err != pwproto.ErrMalformed {
+			s.dropped(dropReason(err), from, err, now)
+			continue
+		}
+		if !s.udp.replay.Admit(&req, now) {
+			s.dropped("replay", from, errors.New("replayed request"), now)
+			continue
+		}
+		var resp pwproto.Response
+		if err != nil {
+			resp = req.Reply(pwproto.StatusBadRequest)
+		} else {
+			if int(req.Op) < opCount {
+				s.stats.requests[req.Op].Add(1)
+			}
+			if req.Op == pwproto.OpAuth {
+				s.enqueueAuth(conn, from, req)
+				continue
+			}
+			resp = s.answer(&req)
+		}
+		s.send(conn, from, &resp, &out, now)
+	}
+}
+
+func (s *Server) send(conn *net.UDPConn, to netip.AddrPort, resp *pwproto.Response, out *[]byte, now time.Time) {
+	b, err := s.udp.codec.SealResponse((*out)[:0], resp, now)
+	if err != nil {
+		// Only an oversized record can get here (FitUser prevents it for
+		// lookups); the client gets an error instead of a timeout.
+		s.log.Error("cannot seal a response", "op", resp.Op.String(), "err", err)
+		r := pwproto.Response{Op: resp.Op, ID: resp.ID, KeyID: resp.KeyID, Status: pwproto.StatusTempFail}
+		if b, err = s.udp.codec.SealResponse((*out)[:0], &r, now); err != nil {
+			return
+		}
+	}
+	*out = b
+	conn.WriteToUDPAddrPort(b, to)
+}
+
+func dropReason(err error) string {
+	switch err {
+	case pwproto.ErrShort:
+		return "short"
+	case pwproto.ErrOversize:
+		return "oversize"
+	case pwproto.ErrMagic:
+		return "magic"
+	case pwproto.ErrVersion:
+		return "version"
+	case pwproto.ErrUnknownKey:
+		return "unknown_key"
+	case pwproto.ErrAuth:
+		return "auth"
+	case pwproto.ErrDirection:
+		return "direction"
+	case pwproto.ErrStale:
+		return "stale"
+	}
+	return "other"
+}
+
+// dropped counts a datagram that gets no answer and logs the class at a
+// limited rate: silence is the answer to forgeries, but the operator must
+// be able to see them.
+func (s *Server) dropped(reason string, from netip.AddrPort, err error, now time.Time) {
+	s.stats.drop(reason)
+	if ok, n := s.logLimit.allow("drop-"+reason, now); ok {
+		s.log.Warn("dropped a datagram", "reason", reason, "from", from.String(), "err", err, "suppressed", n)
+	}
+}
+
+// answer serves every read operation from the current index.
+func (s *Server) answer(req *pwproto.Request) pwproto.Response {
+	if !s.ready() && req.Op != pwproto.OpPing {
+		return req.Reply(pwproto.StatusTempFail)
+	}
+	ix := s.store.Index()
+	switch req.Op {
+	case pwproto.OpLookupName:
+		u, ok := ix.ByName(req.Name)
+		return s.userReply(req, u, ok)
+	case pwproto.OpLookupUID:
+		u, ok := ix.ByUID(req.UID)
+		return s.userReply(req, u, ok)
+	case pwproto.OpLookupAddr:
+		local, ok := s.localPart(req.Address)
+		if !ok {
+			return req.Reply(pwproto.StatusNotFound)
+		}
+		u, ok := ix.Resolve(local)
+		return s.userReply(req, u, ok)
+	case pwproto.OpEnumerate:
+		max := int(req.Max)
+		if max <= 0 || max > 64 {
+			max = 64
+		}
+		users, next := ix.Page(req.Cursor, max)
+		resp := req.Reply(pwproto.StatusOK)
+		resp.Users = make([]pwproto.User, len(users))
+		for i, u := range users {
+			resp.Users[i] = s.wireUser(u)
+		}
+		// Whatever does not fit in this datagram starts the next page.
+		if fit := pwproto.FitEnumerate(resp.Users); fit < len(resp.Users) {
+			resp.Users = resp.Users[:fit]
+			next = pageCursor(ix, req.Cursor, fit, next)
+		}
+		resp.Next = next
+		return resp
+	case pwproto.OpPing:
+		resp := req.Reply(pwproto.StatusOK)
+		epoch, seq := s.store.Generation()
+		resp.Ping = pwproto.PingInfo{Role: pwproto.RolePrimary, Epoch: epoch, Seq: seq, Users: uint64(ix.Len())}
+		if s.role == Secondary {
+			resp.Ping.Role = pwproto.RoleSecondary
+		}
+		return resp
+	}
+	return req.Reply(pwproto.StatusBadRequest)
+}
+
+// pageCursor finds the cursor after the first n users of the page that
+// began at cursor, when the datagram could not carry the whole page.
+func pageCursor(ix *directory.Index, cursor uint64, n int, fallback uint64) uint64 {
+	if n == 0 {
+		return fallback
+	}
+	_, next := ix.Page(cursor, n)
+	return next
+}
+
+func (s *Server) userReply(req *pwproto.Request, u directory.User, ok bool) pwproto.Response {
+	if !ok {
+		return req.Reply(pwproto.StatusNotFound)
+	}
+	resp := req.Reply(pwproto.StatusOK)
+	resp.User = s.wireUser(u)
+	return resp
+}
+
+// wireUser is the record as clients see it: no hash, home derived, and
+// trimmed to fit one datagram.
+func (s *Server) wireUser(u directory.User) pwproto.User {
+	return pwproto.FitUser(pwproto.User{Name: u.Name, UID: u.UID, GID: u.GID, Gecos: u.Gecos, Shell: u.Shell,
+		Home: s.home(u), Storage: u.Storage, Quota: u.Quota, State: pwproto.State(u.State), Aliases: u.Aliases})
+}
+
+// localPart returns the local part of a mail address at one of the
+// cluster's domains, with a "+detail" suffix removed (juan+lists@ is
+// juan's), so the index can resolve it as a name or alias.
+func (s *Server) localPart(addr string) (string, bool) {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 || !s.cfg.Profile.IsLocalDomain(addr[at+1:]) {
+		return "", false
+	}
+	local := addr[:at]
+	if plus := strings.IndexByte(local, '+'); plus > 0 {
+		local = local[:plus]
+	}
+	return local, true
+}
+
+// authDedup recognises a client's retransmission of an authentication
+// (same source, same request id, fresh nonce): it is answered from the
+// first attempt instead of verifying — and counting a failure — twice.
+type authDedup struct {
+	mu        sync.Mutex
+	m         map[authKey]*authRec
+	lastSweep time.Time
+}
+
+type authKey struct {
+	from netip.AddrPort
+	id   uint64
+}
+
+type authRec struct {
+	done bool
+	resp pwproto.Response
+	at   time.Time
+}
+
+// A retransmission comes within the client's timeout; keep answers a
+// little longer than the longest sensible one, and bound the memory.
+const (
+	authDedupKeep = 30 * time.Second
+	authDedupMax  = 100_000
+)
+
+// claim registers a new authentication, or returns the record of the
+// earlier copy of the same request.
+func (d *authDedup) claim(k authKey, now time.Time) (rec *authRec, dup bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[authKey]*authRec{}
+	}
+	if r, ok := d.m[k]; ok {
+		return r, true
+	}
+	if now.Sub(d.lastSweep) > authDedupKeep/4 || len(d.m) >= authDedupMax {
+		for key, r := range d.m {
+			if now.Sub(r.at) > authDedupKeep {
+				delete(d.m, key)
+			}
+		}
+		d.lastSweep = now
+	}
+	r := &authRec{at: now}
+	if len(d.m) < authDedupMax {
+		d.m[k] = r
+	}
+	return r, false
+}
+
+func (d *authDedup) finish(r *authRec, resp pwproto.Response) {
+	d.mu.Lock()
+	r.done, r.resp = true, resp
+	d.mu.Unlock()
+}
+
+func (d *authDedup) answer(r *authRec) (pwproto.Response, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return r.resp, r.done
+}
+
+func (s *Server) enqueueAuth(conn *net.UDPConn, from netip.AddrPort, req pwproto.Request) {
+	now := s.cfg.now()
+	rec, dup := s.udp.dedup.claim(authKey{from, req.ID}, now)
+	if dup {
+		s.stats.drop("auth_retransmit")
+		if resp, done := s.udp.dedup.answer(rec); done {
+			// The first answer was lost: send it again, sealed anew.
+			resp.KeyID = req.KeyID
+			out := make([]byte, 0, pwproto.MaxDatagram)
+			s.send(conn, from, &resp, &out, now)
+		}
+		// Still being verified: the answer to the first copy will do.
+		return
+	}
+	select {
+	case s.udp.auth <- authJob{conn: conn, from: from, req: req, rec: rec}:
+	default:
+		s.stats.drop("auth_queue_full")
+		resp := req.Reply(pwproto.StatusTempFail)
+		s.udp.dedup.finish(rec, resp)
+		out := make([]byte, 0, 256)
+		s.send(conn, from, &resp, &out, s.cfg.now())
+	}
+}
+
+func (s *Server) authWorker() {
+	out := make([]byte, 0, pwproto.MaxDatagram)
+	for job := range s.udp.auth {
+		resp := s.authenticate(&job.req)
+		s.udp.dedup.finish(job.rec, resp)
+		s.send(job.conn, job.from, &resp, &out, s.cfg.now())
+	}
+}
+
+// authenticate verifies a password here, so the hash never leaves. While
+// the user or the source is locked out the password is not even checked:
+// a guesser learns nothing and costs no bcrypt.
+func (s *Server) authenticate(req *pwproto.Request) pwproto.Response {
+	if !s.ready() {
+		return req.Reply(pwproto.StatusTempFail)
+	}
+	userKey := strings.ToLower(req.Name)
+	srcKey := SourceKey(req.Client)
+	if s.users.Locked(userKey) || s.sources.Locked(srcKey) {
+		s.stats.authLocked.Add(1)
+		return req.Reply(pwproto.StatusLockedOut)
+	}
+	u, ok := s.store.Index().ByName(req.Name)
+	if !ok || u.State == directory.StateDisabled || !directory.VerifyPassword(u.Hash, req.Password) {
+		if !ok {
+			// Spend the same time as a real check, so timing does not tell
+			// which users exist.
+			directory.VerifyPassword(dummyHash(), req.Password)
+		}
+		lockedUser := s.users.Fail(userKey)
+		lockedSrc := s.sources.Fail(srcKey)
+		if lockedUser || lockedSrc {
+			s.stats.authLocked.Add(1)
+			if ok, n := s.logLimit.allow("lockout", s.cfg.now()); ok {
+				s.log.Warn("login locked out after repeated failures", "user", userKey, "client", req.Client, "suppressed", n)
+			}
+			return req.Reply(pwproto.StatusLockedOut)
+		}
+		s.stats.authDenied.Add(1)
+		return req.Reply(pwproto.StatusDenied)
+	}
+	s.users.Succeed(userKey)
+	s.stats.authOK.Add(1)
+	resp := req.Reply(pwproto.StatusOK)
+	resp.User = s.wireUser(u)
+	return resp
+}
+
+// dummyHash is a bcrypt hash of a random password, verified for unknown
+// users so that "no such user" takes as long as "wrong password".
+var dummyHash = sync.OnceValue(func() string {
+	h, err := directory.HashPassword("correo-timing-equaliser-not-a-password")
+	if err != nil {
+		panic(err) // bcrypt of a fixed short password cannot fail
+	}
+	return h
+})
