@@ -80,6 +80,7 @@ type Spec struct {
 // (their roles are then not served, which Up reports).
 func (r *Runner) Plan() (specs []Spec, missing []string, err error) {
 	p := r.Profile
+	nssStarted := false
 	for _, h := range p.Hosts {
 		if !h.Addr().IsLoopback() {
 			return nil, nil, fmt.Errorf("host %s has address %s, which is not on this machine: boot this profile with network namespaces (--netns)", h.Name, h.Addr())
@@ -102,24 +103,35 @@ func (r *Runner) Plan() (specs []Spec, missing []string, err error) {
 			}
 			specs = append(specs, s)
 		}
+		// Each program once per host, whatever number of its roles need it.
+		type job struct{ program, why string }
+		var jobs []job
 		started := map[string]bool{}
 		for _, d := range Daemons {
-			if !h.HasRole(d.Role) || started[d.Program] {
-				continue
+			if h.HasRole(d.Role) && !started[d.Program] {
+				started[d.Program] = true
+				jobs = append(jobs, job{d.Program, "role " + string(d.Role)})
 			}
-			started[d.Program] = true
-			bin := filepath.Join(r.BinDir, d.Program)
+		}
+		// nssd runs on every host, but hosts sharing this machine share its
+		// filesystem and so the socket path: one nssd serves them all.
+		if !nssStarted {
+			nssStarted = true
+			jobs = append(jobs, job{"nssd", "every host"})
+		}
+		for _, d := range jobs {
+			bin := filepath.Join(r.BinDir, d.program)
 			if _, err := os.Stat(bin); err != nil {
-				missing = append(missing, fmt.Sprintf("%s (role %s on %s)", d.Program, d.Role, h.Name))
+				missing = append(missing, fmt.Sprintf("%s (%s on %s)", d.program, d.why, h.Name))
 				continue
 			}
-			dir := filepath.Join(hostDir, d.Program)
+			dir := filepath.Join(hostDir, d.program)
 			argv := []string{bin, "-host", h.Name, "-state", dir}
 			if r.ProfilePath != "" {
 				argv = append(argv, "-profile", r.ProfilePath)
 			}
-			specs = append(specs, Spec{Host: h.Name, Name: d.Program, Argv: argv, Dir: dir,
-				LogFile: filepath.Join(dir, d.Program+".log"), Notify: true})
+			specs = append(specs, Spec{Host: h.Name, Name: d.program, Argv: argv, Dir: dir,
+				LogFile: filepath.Join(dir, d.program+".log"), Notify: true})
 		}
 	}
 	return specs, missing, nil

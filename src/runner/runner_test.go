@@ -231,8 +231,8 @@ func TestPlanStartsBuiltDaemonsOncePerHost(t *testing.T) {
 	if strings.Join(names, ",") != "nsd,rsyslogd,passwdd,smtpd" {
 		t.Errorf("planned %v", names)
 	}
-	if len(missing) != 3 {
-		t.Errorf("missing = %v, want pdeliveryd, pop3d, popproxy", missing)
+	if len(missing) != 4 {
+		t.Errorf("missing = %v, want pdeliveryd, pop3d, popproxy, nssd", missing)
 	}
 	for _, s := range specs {
 		if s.Name == "smtpd" && strings.Join(s.Argv[1:], " ") != "-host dev -state "+filepath.Join(r.StateDir, "dev", "smtpd")+" -profile hosts/dev.toml" {
