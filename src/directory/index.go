@@ -567,3 +567,47 @@ func (ix *Index) MaxUID() uint32 {
 	}
 	return top
 }
+
+// Builder makes an Index from users added one at a time, so a caller that
+// streams a million users (a bulk import) never holds them all as a
+// []User: its strings and pointers would give the garbage collector a
+// large heap to scan while queries are being answered.
+type Builder struct {
+	b   *builder
+	err error
+}
+
+// NewBuilder starts an index; the hints size its first allocations.
+func NewBuilder(usersHint, arenaHint int) *Builder {
+	return &Builder{b: newBuilder(usersHint, arenaHint)}
+}
+
+// Add checks and adds one user; it keeps nothing of u's memory. After an
+// error the Builder refuses every further call.
+func (b *Builder) Add(u User) error {
+	if b.err != nil {
+		return b.err
+	}
+	nu, err := normalizeUser(u)
+	if err == nil {
+		err = b.b.add(nu)
+	}
+	b.err = err
+	return err
+}
+
+// Finish checks uniqueness and returns the index.
+func (b *Builder) Finish() (*Index, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	c, err := b.b.finish()
+	if err != nil {
+		return nil, err
+	}
+	return &Index{c: c}, nil
+}
+
+// Range calls f for every user in uid order until f returns false. The
+// User's strings point into the index; Clone one to keep it.
+func (ix *Index) Range(f func(User) bool) { ix.each(0, f) }

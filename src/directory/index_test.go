@@ -450,3 +450,47 @@ func TestMaxUID(t *testing.T) {
 		t.Fatalf("after delete of the top base uid: %d, %v", ix4.MaxUID(), err)
 	}
 }
+
+func TestBuilderAndRange(t *testing.T) {
+	b := NewBuilder(0, 0)
+	for i, n := range []string{"Carla", "ana", "beto"} {
+		if err := b.Add(User{Name: n, UID: uint32(30 - i), Storage: "s1", Aliases: []string{n + "-alias"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ix, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	ix.Range(func(u User) bool { names = append(names, u.Name); return true })
+	if strings.Join(names, ",") != "beto,ana,carla" {
+		t.Fatalf("Range order (by uid) = %v", names)
+	}
+	if u, ok := ix.Resolve("ANA-alias"); !ok || u.Name != "ana" {
+		t.Fatalf("alias lookup in a built index: %+v %v", u, ok)
+	}
+	n := 0
+	ix.Range(func(User) bool { n++; return n < 2 })
+	if n != 2 {
+		t.Fatalf("Range did not stop when told: %d", n)
+	}
+	// A bad user poisons the builder: nothing half-built escapes.
+	bad := NewBuilder(0, 0)
+	bad.Add(User{Name: "ok", UID: 1, Storage: "s"})
+	if err := bad.Add(User{Name: "../x", UID: 2, Storage: "s"}); err == nil {
+		t.Fatal("bad name accepted")
+	}
+	if err := bad.Add(User{Name: "fine", UID: 3, Storage: "s"}); err == nil {
+		t.Fatal("builder accepted users after an error")
+	}
+	if _, err := bad.Finish(); err == nil {
+		t.Fatal("Finish after an error returned an index")
+	}
+	dup := NewBuilder(0, 0)
+	dup.Add(User{Name: "a", UID: 1, Storage: "s"})
+	dup.Add(User{Name: "b", UID: 1, Storage: "s"})
+	if _, err := dup.Finish(); err == nil || !strings.Contains(err.Error(), "uid 1") {
+		t.Fatalf("duplicate uid: %v", err)
+	}
+}

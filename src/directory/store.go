@@ -488,6 +488,11 @@ func (s *Store) Replace(users []User) (epoch uint64, err error) {
 	if err != nil {
 		return 0, err
 	}
+	return s.ReplaceIndex(ix)
+}
+
+// ReplaceIndex is Replace with an index already built (see Builder).
+func (s *Store) ReplaceIndex(ix *Index) (epoch uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	epoch = newEpoch(s.epoch)

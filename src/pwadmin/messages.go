@@ -9,8 +9,19 @@
 package pwadmin
 
 import (
+	"encoding/json"
+
 	"correo/src/directory"
 )
+
+// UsersChunk encodes users for Request.Chunk.
+func UsersChunk(users []directory.User) json.RawMessage {
+	b, err := json.Marshal(users)
+	if err != nil {
+		panic(err) // a User has no field JSON cannot encode
+	}
+	return b
+}
 
 // Stream frame kinds.
 const (
@@ -52,8 +63,10 @@ type Request struct {
 	// Cursor and Max page user.list.
 	Cursor uint64 `json:"cursor,omitempty"`
 	Max    int    `json:"max,omitempty"`
-	// Users is one chunk of an import.
-	Users []directory.User `json:"users,omitempty"`
+	// Chunk is one part of an import: a JSON array of users. The server
+	// keeps it as bytes until the commit streams it into the new index, so
+	// a million imported users never sit in its heap as Go structures.
+	Chunk json.RawMessage `json:"chunk,omitempty"`
 	// Replace makes an import the whole new user set instead of adding to
 	// the existing one.
 	Replace bool `json:"replace,omitempty"`
@@ -88,19 +101,23 @@ type Response struct {
 
 // Stats is passwdd's state for `correoctl passwd status`.
 type Stats struct {
-	Host        string            `json:"host"`
-	Role        string            `json:"role"`
-	Epoch       uint64            `json:"epoch"`
-	Seq         uint64            `json:"seq"`
-	Users       int               `json:"users"`
-	PerStorage  map[string]int    `json:"per_storage"`
-	Requests    map[string]uint64 `json:"requests"`
-	Dropped     map[string]uint64 `json:"dropped"`
-	AuthOK      uint64            `json:"auth_ok"`
-	AuthDenied  uint64            `json:"auth_denied"`
-	AuthLocked  uint64            `json:"auth_locked"`
-	LockedKeys  int               `json:"locked_keys"`
-	JournalSize int64             `json:"journal_bytes"`
+	Host       string            `json:"host"`
+	Role       string            `json:"role"`
+	Epoch      uint64            `json:"epoch"`
+	Seq        uint64            `json:"seq"`
+	Users      int               `json:"users"`
+	PerStorage map[string]int    `json:"per_storage"`
+	Requests   map[string]uint64 `json:"requests"`
+	Dropped    map[string]uint64 `json:"dropped"`
+	AuthOK     uint64            `json:"auth_ok"`
+	AuthDenied uint64            `json:"auth_denied"`
+	AuthLocked uint64            `json:"auth_locked"`
+	LockedKeys int               `json:"locked_keys"`
+	// Server-side answer times (datagram read to answer sent).
+	SlowestAnswer   string `json:"slowest_answer"`
+	AnswersOver1ms  uint64 `json:"answers_over_1ms"`
+	AnswersOver10ms uint64 `json:"answers_over_10ms"`
+	JournalSize     int64  `json:"journal_bytes"`
 	// Replication: for a secondary, whether it follows the primary now and
 	// since when; for a primary, the connected secondaries.
 	Following   bool     `json:"following,omitempty"`

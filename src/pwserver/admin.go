@@ -1,10 +1,12 @@
 package pwserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -27,7 +29,10 @@ type frames interface {
 const (
 	adminHandshakeTimeout = 5 * time.Second
 	adminIdleTimeout      = 10 * time.Minute
-	maxImportUsers        = 5_000_000
+	// importGCPercent is GOGC while an import builds the new index.
+	importGCPercent = 400
+	// maxImportBytes bounds an import session's memory: about 20 M users.
+	maxImportBytes = 4 << 30
 )
 
 // ServeAdmin accepts admin and replication connections until ln closes.
@@ -49,6 +54,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 }
 
 func (s *Server) handleAdmin(c net.Conn) {
+	lowerPriority()
 	defer c.Close()
 	remote := c.RemoteAddr().String()
 	c.SetDeadline(time.Now().Add(adminHandshakeTimeout))
@@ -92,7 +98,8 @@ type adminSession struct {
 	s             *Server
 	remote        string
 	importing     bool
-	importUsers   []directory.User
+	chunks        []json.RawMessage
+	importBytes   int
 	importReplace bool
 }
 
@@ -180,25 +187,26 @@ func (a *adminSession) handle(req pwadmin.Request) pwadmin.Response {
 		}
 		return pwadmin.Response{OK: true, Users: users, Next: next}
 	case pwadmin.OpImportBegin:
-		a.importing, a.importUsers, a.importReplace = true, nil, req.Replace
+		a.importing, a.chunks, a.importBytes, a.importReplace = true, nil, 0, req.Replace
 		return pwadmin.Response{OK: true}
 	case pwadmin.OpImportChunk:
 		if !a.importing {
 			return fail(pwadmin.CodeInvalid, errors.New("import.chunk before import.begin"))
 		}
-		if len(a.importUsers)+len(req.Users) > maxImportUsers {
-			a.importing, a.importUsers = false, nil
-			return fail(pwadmin.CodeInvalid, fmt.Errorf("import larger than %d users; aborted", maxImportUsers))
+		if a.importBytes+len(req.Chunk) > maxImportBytes {
+			a.importing, a.chunks = false, nil
+			return fail(pwadmin.CodeInvalid, fmt.Errorf("import larger than %d MiB; aborted", maxImportBytes>>20))
 		}
-		a.importUsers = append(a.importUsers, req.Users...)
-		return pwadmin.Response{OK: true, Count: len(a.importUsers)}
+		a.chunks = append(a.chunks, req.Chunk)
+		a.importBytes += len(req.Chunk)
+		return pwadmin.Response{OK: true}
 	case pwadmin.OpImportCommit:
 		if !a.importing {
 			return fail(pwadmin.CodeInvalid, errors.New("import.commit before import.begin"))
 		}
-		users := a.importUsers
-		a.importing, a.importUsers = false, nil
-		n, err := s.importUsers(users, a.importReplace)
+		chunks := a.chunks
+		a.importing, a.chunks = false, nil
+		n, err := s.importUsers(chunks, a.importBytes, a.importReplace)
 		if err != nil {
 			return fail(pwadmin.CodeInvalid, err)
 		}
@@ -297,26 +305,63 @@ func (a *adminSession) apply(e directory.Entry, what string) pwadmin.Response {
 
 // importUsers makes the imported users part of the directory in one
 // atomic step: the store writes a complete new snapshot, so a crash leaves
-// the old set or the new one.
-func (s *Server) importUsers(users []directory.User, replace bool) (int, error) {
-	var set []directory.User
+// the old set or the new one. The chunks are decoded one user at a time
+// straight into the index builder: a bulk import must not fill the heap
+// with a million users' worth of Go strings and pointers, whose scanning
+// by the garbage collector would stall the readers answering queries.
+func (s *Server) importUsers(chunks []json.RawMessage, size int, replace bool) (int, error) {
+	// Decoding a million users makes short-lived garbage at a great rate.
+	// Letting the heap grow a few times over while it lasts means few GC
+	// cycles, so few moments where a reader must help the collector
+	// instead of answering; the memory comes back when the import ends.
+	defer debug.SetGCPercent(debug.SetGCPercent(importGCPercent))
+	cur := s.store.Index()
+	hint := size / 2
+	existing := 0
 	if !replace {
-		set = s.store.Index().All()
+		existing = cur.Len()
 	}
+	b := directory.NewBuilder(existing+size/150, hint)
 	counts := map[string]int{}
-	for _, u := range set {
-		counts[u.Storage]++
-	}
-	for i := range users {
-		if err := s.place(&users[i], counts); err != nil {
-			return 0, fmt.Errorf("user %q: %w", users[i].Name, err)
+	var err error
+	if !replace {
+		cur.Range(func(u directory.User) bool {
+			counts[u.Storage]++
+			err = b.Add(u)
+			return err == nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("existing users: %w", err)
 		}
 	}
-	set = append(set, users...)
-	if _, err := s.store.Replace(set); err != nil {
+	n := 0
+	for ci, chunk := range chunks {
+		dec := json.NewDecoder(bytes.NewReader(chunk))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+			return 0, fmt.Errorf("import chunk %d: not a JSON array of users", ci+1)
+		}
+		for dec.More() {
+			var u directory.User
+			if err := dec.Decode(&u); err != nil {
+				return 0, fmt.Errorf("import chunk %d, user %d: %v", ci+1, n+1, err)
+			}
+			if err := s.place(&u, counts); err != nil {
+				return 0, fmt.Errorf("user %q: %w", u.Name, err)
+			}
+			if err := b.Add(u); err != nil {
+				return 0, err
+			}
+			n++
+		}
+	}
+	ix, err := b.Finish()
+	if err != nil {
 		return 0, err
 	}
-	return len(users), nil
+	if _, err := s.store.ReplaceIndex(ix); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // Stats reports the server's state.
@@ -327,7 +372,9 @@ func (s *Server) Stats() pwadmin.Stats {
 		Users: ix.Len(), PerStorage: ix.CountByStorage(), Requests: map[string]uint64{}, Dropped: map[string]uint64{},
 		AuthOK: s.stats.authOK.Load(), AuthDenied: s.stats.authDenied.Load(), AuthLocked: s.stats.authLocked.Load(),
 		LockedKeys: s.users.Len() + s.sources.Len(), JournalSize: s.store.JournalSize(),
-		UptimeSec: int64(time.Since(s.started).Seconds())}
+		UptimeSec:      int64(time.Since(s.started).Seconds()),
+		SlowestAnswer:  time.Duration(s.stats.slowest.Load()).String(),
+		AnswersOver1ms: s.stats.over1ms.Load(), AnswersOver10ms: s.stats.over10ms.Load()}
 	for op := range opCount {
 		if n := s.stats.requests[op].Load(); n > 0 {
 			st.Requests[opName(op)] = n

@@ -31,7 +31,7 @@ type testCluster struct {
 type node struct {
 	srv    *Server
 	store  *directory.Store
-	udp    *net.UDPConn
+	udp    []*net.UDPConn
 	ln     net.Listener
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -168,7 +168,7 @@ func (tc *testCluster) start(name string) *node {
 	}
 	ua, _ := tc.profile.Listen(name, cluster.SvcPasswd)
 	ta, _ := tc.profile.Listen(name, cluster.SvcPasswdAdmin)
-	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ua))
+	ucs, err := ListenUDP(ua, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,8 +177,8 @@ func (tc *testCluster) start(name string) *node {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{srv: srv, store: store, udp: uc, ln: ln, cancel: cancel, done: make(chan struct{})}
-	go srv.ServeUDP(uc)
+	n := &node{srv: srv, store: store, udp: ucs, ln: ln, cancel: cancel, done: make(chan struct{})}
+	go srv.ServeUDP(ucs...)
 	go srv.ServeAdmin(ln)
 	go func() {
 		defer close(n.done)
@@ -197,7 +197,9 @@ func (tc *testCluster) stop(name string) {
 		return
 	}
 	n.cancel()
-	n.udp.Close()
+	for _, c := range n.udp {
+		c.Close()
+	}
 	n.ln.Close()
 	<-n.done
 	n.store.Close()

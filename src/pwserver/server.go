@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 		layout: cfg.Profile.LayoutScheme(), started: cfg.now(), secondaries: map[string]bool{}}
 	s.users.now, s.sources.now = cfg.now, cfg.now
 	for _, h := range cfg.Profile.HostsWithRole(cluster.RoleStorage) {
-		s.homes[h.Name] = h.Storage.DataDir
+		s.homes[h.Name] = strings.TrimSuffix(filepath.Clean(h.Storage.DataDir), "/")
 	}
 	if p, _ := cfg.Profile.PasswdServers(); p != nil {
 		a, _ := cfg.Profile.Listen(p.Name, cluster.SvcPasswdAdmin)
@@ -134,11 +135,14 @@ func (s *Server) home(u directory.User) string {
 	if !ok {
 		return ""
 	}
-	h, err := s.layout.Home(root, u.Name)
+	// Scheme.Dir validates the name and yields a clean relative path, and
+	// the roots are cleaned once in New: a concatenation is all that is
+	// left, on the path of every lookup.
+	dir, err := s.layout.Dir(u.Name)
 	if err != nil {
 		return ""
 	}
-	return h
+	return root + "/" + dir
 }
 
 // ready reports whether this server may answer reads: a secondary that
@@ -175,6 +179,22 @@ type counters struct {
 	authOK     atomic.Uint64
 	authDenied atomic.Uint64
 	authLocked atomic.Uint64
+	// Time from a datagram's arrival in the reader to its answer's send:
+	// the server's own share of a client's latency.
+	slowest  atomic.Int64
+	over1ms  atomic.Uint64
+	over10ms atomic.Uint64
+}
+
+func (c *counters) served(d time.Duration) {
+	if d > time.Millisecond {
+		c.over1ms.Add(1)
+		if d > 10*time.Millisecond {
+			c.over10ms.Add(1)
+		}
+	}
+	for old := c.slowest.Load(); int64(d) > old && !c.slowest.CompareAndSwap(old, int64(d)); old = c.slowest.Load() {
+	}
 }
 
 func (c *counters) drop(reason string) {

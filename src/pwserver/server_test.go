@@ -143,7 +143,7 @@ func TestEnumeratePagesEveryone(t *testing.T) {
 	if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportBegin}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Users: users}); err != nil {
+	if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Chunk: pwadmin.UsersChunk(users)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportCommit}); err != nil {
@@ -323,7 +323,7 @@ func TestSecondaryFollowsAndRefusesWrites(t *testing.T) {
 	if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportBegin, Replace: true}); err != nil {
 		t.Fatal(err)
 	}
-	adm.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Users: []directory.User{{Name: "carla", UID: 7001, GID: 5000}}})
+	adm.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Chunk: pwadmin.UsersChunk([]directory.User{{Name: "carla", UID: 7001, GID: 5000}})})
 	if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportCommit}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,17 @@
 package pwserver
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"correo/src/directory"
 	"correo/src/pwproto"
@@ -53,25 +57,56 @@ func (s *Server) initUDP() error {
 	return err
 }
 
-// ServeUDP answers queries on conn until it is closed, with one reader per
-// CPU: each reader owns its buffers, so the hot path allocates only what
-// the decoded strings need.
-func (s *Server) ServeUDP(conn *net.UDPConn) error {
+// ServeUDP answers queries on the given sockets until they are closed,
+// with one reader goroutine per socket. Several goroutines reading one
+// socket would only take turns on its descriptor lock, each turn costing
+// a wake-up; with SO_REUSEPORT sockets (ListenUDP) the kernel spreads
+// clients over sockets instead, and every reader owns its buffers, so the
+// hot path allocates only what the decoded strings need.
+func (s *Server) ServeUDP(conns ...*net.UDPConn) error {
 	if err := s.initUDP(); err != nil {
 		return err
 	}
-	readers := runtime.GOMAXPROCS(0)
-	errc := make(chan error, readers)
-	for i := 0; i < readers; i++ {
-		go func() { errc <- s.readLoop(conn) }()
+	errc := make(chan error, len(conns))
+	for _, c := range conns {
+		go func() { errc <- s.readLoop(c) }()
 	}
 	var first error
-	for i := 0; i < readers; i++ {
+	for range conns {
 		if err := <-errc; err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
 			first = err
 		}
 	}
 	return first
+}
+
+// ListenUDP opens n sockets on addr sharing the port with SO_REUSEPORT,
+// each with a receive buffer big enough to absorb a login storm.
+func ListenUDP(addr netip.AddrPort, n int) ([]*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	var conns []*net.UDPConn
+	for i := 0; i < n; i++ {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		c := pc.(*net.UDPConn)
+		c.SetReadBuffer(4 << 20)
+		conns = append(conns, c)
+	}
+	return conns, nil
 }
 
 func (s *Server) readLoop(conn *net.UDPConn) error {
@@ -111,6 +146,7 @@ func (s *Server) readLoop(conn *net.UDPConn) error {
 			resp = s.answer(&req)
 		}
 		s.send(conn, from, &resp, &out, now)
+		s.stats.served(time.Since(now))
 	}
 }
 

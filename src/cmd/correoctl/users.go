@@ -364,7 +364,7 @@ func runUsersImport(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for i := 0; i < len(users); i += importChunk {
-		if _, err := do(c, pwadmin.Request{Op: pwadmin.OpImportChunk, Users: users[i:min(i+importChunk, len(users))]}); err != nil {
+		if _, err := do(c, pwadmin.Request{Op: pwadmin.OpImportChunk, Chunk: pwadmin.UsersChunk(users[i:min(i+importChunk, len(users))])}); err != nil {
 			return err
 		}
 	}
@@ -420,6 +420,8 @@ func runPasswdStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "  requests %v; dropped %v; auth ok %d denied %d locked %d\n",
 			st.Requests, st.Dropped, st.AuthOK, st.AuthDenied, st.AuthLocked)
+		fmt.Fprintf(stdout, "  answers: slowest %s, %d over 1 ms, %d over 10 ms\n",
+			st.SlowestAnswer, st.AnswersOver1ms, st.AnswersOver10ms)
 	}
 	if failed == len(hosts) {
 		return errors.New("no passwd server answered")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"correo/src/cluster"
+	"correo/src/pwadmin"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
 	"correo/src/udpload"
@@ -131,9 +133,15 @@ func benchOnce(b *testing.B) {
 	line := make([]byte, 64)
 	n, _ := out.Read(line)
 	echoAddr := strings.TrimSpace(string(line[:n]))
-	payload := make([]byte, 120)
+	// The echo load does the same client work as the lookup load — seal a
+	// request, open the answer (here: the echoed request) — so the ratio
+	// compares the servers alone.
+	echoReqs := make([]pwproto.Request, conc)
 	eres, err := udpload.Run(context.Background(), udpload.Config{Addr: echoAddr, Concurrency: conc, Duration: 5 * time.Second,
-		Request: func(w, i int, buf []byte) ([]byte, error) { return append(buf, payload...), nil }})
+		Request: lookup.Request,
+		Check: func(w, i int, resp []byte) error {
+			return codec.OpenRequestTo(&echoReqs[w], resp, time.Now())
+		}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -153,6 +161,10 @@ func benchOnce(b *testing.B) {
 	if err := os.WriteFile(csvPath, []byte(csv.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
+	// Free the million users this process built, so its own garbage
+	// collector does not stall the measuring goroutines.
+	users, csv = nil, strings.Builder{}
+	runtime.GC()
 	pc, err := pwclient.FromProfile(e.p, e.ring, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -188,7 +200,7 @@ func benchOnce(b *testing.B) {
 		}()
 	}
 	t0 = time.Now()
-	importOut, err := exec.Command(correoctl, "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput()
+	importOut, err := exec.Command("nice", "-n", "19", correoctl, "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput()
 	if err != nil {
 		b.Fatalf("correoctl users import: %v\n%s", err, importOut)
 	}
@@ -200,6 +212,13 @@ func benchOnce(b *testing.B) {
 		reload, okN.Load(), failed.Load(), over1.Load(), over10.Load(), time.Duration(worst.Load()))
 	if failed.Load() > 0 {
 		b.Errorf("%d queries failed during the reload", failed.Load())
+	}
+	if adm := e.admin(); adm != nil {
+		if r, err := adm.Do(pwadmin.Request{Op: pwadmin.OpStats}); err == nil {
+			b.Logf("passwdd's own answer times over the whole run: slowest %s, %d over 1 ms, %d over 10 ms",
+				r.Stats.SlowestAnswer, r.Stats.AnswersOver1ms, r.Stats.AnswersOver10ms)
+		}
+		adm.Close()
 	}
 	b.ReportMetric(float64(time.Duration(worst.Load()).Microseconds())/1000, "reload-worst-ms")
 	// CORREO_BENCH_LOG=FILE keeps passwdd's log (with GODEBUG=gctrace=1,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"time"
 
 	"correo/src/cluster"
@@ -63,14 +64,15 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	uconn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(udpAddr))
+	uconns, err := pwserver.ListenUDP(udpAddr, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return fmt.Errorf("passwd queries: %w", err)
 	}
-	defer uconn.Close()
-	// A big receive buffer absorbs bursts (a POP login storm) instead of
-	// dropping them in the kernel.
-	uconn.SetReadBuffer(4 << 20)
+	defer func() {
+		for _, c := range uconns {
+			c.Close()
+		}
+	}()
 	ln, err := net.Listen("tcp", tcpAddr.String())
 	if err != nil {
 		return fmt.Errorf("passwd admin: %w", err)
@@ -78,7 +80,7 @@ func run(args []string, stderr io.Writer) error {
 	defer ln.Close()
 
 	errc := make(chan error, 2)
-	go func() { errc <- srv.ServeUDP(uconn) }()
+	go func() { errc <- srv.ServeUDP(uconns...) }()
 	go func() { errc <- srv.ServeAdmin(ln) }()
 	if srv.Role() == pwserver.Secondary {
 		primary, _ := env.Profile.PasswdServers()

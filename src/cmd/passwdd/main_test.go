@@ -216,7 +216,7 @@ func (e *env) importUsers(c *pwadmin.Client, users []directory.User, replace boo
 		return err
 	}
 	for i := 0; i < len(users); i += 10000 {
-		if _, err := c.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Users: users[i:min(i+10000, len(users))]}); err != nil {
+		if _, err := c.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Chunk: pwadmin.UsersChunk(users[i:min(i+10000, len(users))])}); err != nil {
 			return err
 		}
 	}
@@ -370,7 +370,7 @@ func TestKill9DuringImport(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := 0; i < len(newSet); i += 10000 {
-				if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Users: newSet[i:min(i+10000, len(newSet))]}); err != nil {
+				if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpImportChunk, Chunk: pwadmin.UsersChunk(newSet[i:min(i+10000, len(newSet))])}); err != nil {
 					t.Fatal(err)
 				}
 			}
