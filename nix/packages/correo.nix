@@ -37,7 +37,7 @@ buildGoModule {
   # wrong hash makes the build print the right one), and a different Go
   # release could in principle write vendor/modules.txt differently; if
   # the nixpkgs build disagrees, trust the hash it reports.
-  vendorHash = "sha256-7ekOY2OliQPAcArGZ+3EKxWePv7d/lzlNWon4xb/e34=";
+  vendorHash = "sha256-/pWCMMTkEeFX0sOx0C88h1nxhZTDevxplcsI2aYJS6M=";
 
   subPackages = map (c: "src/cmd/${c}") commands;
 
