@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: all build nss nss-bench deps test fmt-check vet gotest nix-check dev clean
+.PHONY: all build nss nss-bench lmtp-bench deps test fmt-check vet gotest nix-check dev clean
 
 all: build
 
@@ -20,6 +20,12 @@ nss:
 # backend (root: mount namespaces). Prints figures, asserts nothing.
 nss-bench: nss
 	CORREO_NSS_LIB=$(CURDIR)/bin/libnss_correo.so.2 $(GO) test -run '^$$' -bench NSSGetpwnam -benchtime 1x ./src/nss/nsstest
+
+# LMTP deliveries/s of 4 KB messages: pdeliveryd next to Dovecot's LMTP and
+# the disk's bare write+fsync+rename ceiling (root: private Dovecot). Set
+# CORREO_BENCH_DIR to a directory on the mail disk. Prints a table.
+lmtp-bench: deps
+	$(GO) test -run '^$$' -bench LMTP -benchtime 3s ./src/cmd/pdeliveryd
 
 deps:
 	@bash .ci/deps

@@ -1,0 +1,266 @@
+// Package interop runs the real peers correo's process-level tests talk
+// to: a small cluster profile with real passwdd processes, correo daemons
+// built from this tree, a private Postfix instance (its own configuration
+// and queue directories, loopback ports) and a private Dovecot LMTP. It is
+// a test helper: only tests import it.
+//
+// Every peer is stopped by t.Cleanup, and on failure its log is printed.
+// Programs that are not installed skip the test, or fail it under
+// CORREO_STRICT (testutil.NeedCommand).
+package interop
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SyncBuffer is a bytes.Buffer safe for a process's output and a test
+// reading it at the same time.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+	binDir  string
+)
+
+// Build compiles correo/src/cmd/<name> once per test process and returns
+// the binary's path. With race set (tests) it is built with the race
+// detector when cgo allows; benchmarks measure the plain build.
+func Build(t testing.TB, name string, race bool) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := fmt.Sprintf("%s/%v", name, race)
+	if p, ok := built[key]; ok {
+		return p
+	}
+	if binDir == "" {
+		d, err := os.MkdirTemp("", "correo-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Readable by everyone: an MTA runs pdelivery as the recipient.
+		os.Chmod(d, 0o755)
+		binDir = d
+	}
+	dir := filepath.Join(binDir, key)
+	os.MkdirAll(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+	out := filepath.Join(dir, name)
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
+	}
+	args = append(args, "correo/src/cmd/"+name)
+	if b, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		if !race {
+			t.Fatalf("building %s: %v\n%s", name, err, b)
+		}
+		// -race needs cgo; fall back to a plain build.
+		if b2, err2 := exec.Command("go", "build", "-o", out, "correo/src/cmd/"+name).CombinedOutput(); err2 != nil {
+			t.Fatalf("building %s: %v\n%s\n%s", name, err2, b, b2)
+		}
+	}
+	built[key] = out
+	return out
+}
+
+// Proc is a process started by a test.
+type Proc struct {
+	Name string
+	Cmd  *exec.Cmd
+	Log  *SyncBuffer
+	done chan struct{}
+	err  error
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) { p.Cmd.Process.Signal(sig) }
+
+// signalGroup sends sig to the process's group: the daemon and whatever
+// children it started (Postfix's and Dovecot's services).
+func (p *Proc) signalGroup(sig syscall.Signal) { syscall.Kill(-p.Cmd.Process.Pid, sig) }
+
+// Stop sends sig and waits up to 10 s for the process to exit, then kills
+// it.
+func (p *Proc) Stop(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.Cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.signalGroup(syscall.SIGKILL)
+		<-p.done
+	}
+	// Children that outlived their parent.
+	p.signalGroup(syscall.SIGKILL)
+}
+
+// Start runs argv with its output in a buffer, stopped at the end of the
+// test (and its log printed if the test failed).
+func Start(t testing.TB, name string, argv []string, env []string) *Proc {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	log := &SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	// Its own process group, so a shell wrapper and its child go together.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Children may keep the output pipe open after the process exits;
+	// Wait must not wait for them.
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &Proc{Name: name, Cmd: cmd, Log: log, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("--- %s output:\n%s", name, log.String())
+		}
+	})
+	return p
+}
+
+// StartNotify runs a correo daemon and waits for its READY=1 on a notify
+// socket, as systemd or the cluster runner would.
+func StartNotify(t testing.TB, name string, argv []string, env []string) *Proc {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "notify-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "n.sock")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p := Start(t, name, argv, append(env, "NOTIFY_SOCKET="+sock))
+	got := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 512)
+		nc.SetReadDeadline(time.Now().Add(60 * time.Second))
+		for {
+			n, err := nc.Read(buf)
+			if err != nil {
+				got <- err
+				return
+			}
+			if strings.Contains(string(buf[:n]), "READY=1") {
+				got <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("%s never became ready: %v\n%s", name, err, p.Log.String())
+		}
+	case <-p.done:
+		t.Fatalf("%s exited before becoming ready: %v\n%s", name, p.err, p.Log.String())
+	}
+	return p
+}
+
+// FreePort returns a TCP and UDP port free on every given address.
+func FreePort(t testing.TB, addrs ...string) int {
+	t.Helper()
+	if len(addrs) == 0 {
+		addrs = []string{"127.0.0.1"}
+	}
+	for i := 0; i < 200; i++ {
+		l, err := net.Listen("tcp", addrs[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		ok := true
+		for _, a := range addrs {
+			hp := net.JoinHostPort(a, fmt.Sprint(port))
+			if l, err := net.Listen("tcp", hp); err == nil {
+				l.Close()
+			} else {
+				ok = false
+			}
+			if c, err := net.ListenPacket("udp", hp); err == nil {
+				c.Close()
+			} else {
+				ok = false
+			}
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// WaitTCP waits until addr accepts connections.
+func WaitTCP(t testing.TB, addr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not accept connections after %v: %v", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ShortTempDir is a temporary directory with a short path (Unix socket
+// paths are limited to 108 bytes), removed when the test ends.
+func ShortTempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}

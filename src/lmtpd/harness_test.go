@@ -1,0 +1,208 @@
+package lmtpd
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"correo/src/directory"
+	"correo/src/interop"
+)
+
+// The tests run the LMTP server in process against a real passwdd
+// process, on a two-storage-host profile: st1 (127.0.0.1, also the
+// passwd primary) and st2 (127.0.0.2).
+
+type testEnv struct {
+	t    *testing.T
+	c    *interop.Cluster
+	pw   *interop.Proc
+	logs *interop.SyncBuffer
+}
+
+func newEnv(t *testing.T, spec interop.Spec) *testEnv {
+	t.Helper()
+	if len(spec.Hosts) == 0 {
+		spec.Hosts = []interop.HostSpec{
+			{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
+			{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
+		}
+	}
+	c := interop.NewCluster(t, spec)
+	e := &testEnv{t: t, c: c, logs: &interop.SyncBuffer{}}
+	e.pw = c.StartPasswdd(t, "st1")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- lmtpd log:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+func (e *testEnv) users(us ...directory.User) { e.c.AddUsers(e.t, us...) }
+
+// serve starts an in-process server for host on its profile address and
+// on a Unix socket; it returns the TCP address and the socket path.
+func (e *testEnv) serve(host string, lim Limits) (*Server, string, string) {
+	t := e.t
+	t.Helper()
+	h, err := e.c.Profile.Host(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spool := interop.ShortTempDir(t, "spool-")
+	srv, err := New(Config{Profile: e.c.Profile, Host: h, Users: e.c.Client(t), SpoolDir: spool, Limits: lim,
+		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := e.c.Profile.Listen(host, "lmtp")
+	ln, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(spool, "lmtp.sock")
+	uln, err := ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeTCP(ln)
+	go srv.ServeUnix(uln)
+	t.Cleanup(func() { srv.Close() })
+	return srv, addr.String(), sock
+}
+
+// client is a raw LMTP client: tests need to see every reply line and
+// send what a well-behaved client never would.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	tp   *textproto.Conn
+}
+
+func dialLMTP(t *testing.T, network, addr string) *client {
+	t.Helper()
+	conn, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, conn: conn, tp: textproto.NewConn(conn)}
+	t.Cleanup(func() { conn.Close() })
+	c.expect(220)
+	return c
+}
+
+// reply reads one (possibly multi-line) reply.
+func (c *client) reply() (int, string) {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	code, msg, err := c.tp.ReadResponse(0)
+	if err != nil && code == 0 {
+		c.t.Fatalf("reading a reply: %v", err)
+	}
+	return code, msg
+}
+
+func (c *client) expect(code int) string {
+	c.t.Helper()
+	got, msg := c.reply()
+	if got != code {
+		c.t.Fatalf("got %d %s, want %d", got, msg, code)
+	}
+	return msg
+}
+
+func (c *client) send(format string, a ...any) {
+	c.t.Helper()
+	c.conn.SetWriteDeadline(time.Now().Add(15 * time.Second))
+	if err := c.tp.PrintfLine(format, a...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// cmd sends a command and returns its reply.
+func (c *client) cmd(format string, a ...any) (int, string) {
+	c.t.Helper()
+	c.send(format, a...)
+	return c.reply()
+}
+
+func (c *client) lhlo() string {
+	c.t.Helper()
+	c.send("LHLO tester.example")
+	return c.expect(250)
+}
+
+// data sends DATA and the message (LF or CRLF line ends; dot-stuffed
+// here) and returns one reply per accepted recipient.
+func (c *client) data(msg string, n int) []string {
+	c.t.Helper()
+	c.send("DATA")
+	c.expect(354)
+	w := c.tp.DotWriter()
+	if _, err := w.Write([]byte(msg)); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		c.t.Fatal(err)
+	}
+	var out []string
+	for i := 0; i < n; i++ {
+		code, text := c.reply()
+		out = append(out, fmt.Sprintf("%d %s", code, text))
+	}
+	return out
+}
+
+// files lists the names in a Maildir subdirectory (none if it does not
+// exist).
+func files(t *testing.T, maildir, sub string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(maildir, sub))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// readOnly returns the one message in new/ of maildir.
+func readOnly(t *testing.T, maildir string) (string, os.FileInfo) {
+	t.Helper()
+	names := files(t, maildir, "new")
+	if len(names) != 1 {
+		t.Fatalf("%s/new holds %d files (%v), want 1", maildir, len(names), names)
+	}
+	p := filepath.Join(maildir, "new", names[0])
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(p)
+	return string(b), fi
+}
+
+// headerBlock splits a stored message at the first empty line.
+func headerBlock(msg string) (string, string) {
+	h, b, _ := strings.Cut(msg, "\n\n")
+	return h, b
+}
+
+func scanLines(s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}

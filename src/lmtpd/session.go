@@ -1,0 +1,395 @@
+package lmtpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"correo/src/delivery"
+	"correo/src/logging"
+	"correo/src/mailbox"
+	"correo/src/pwclient"
+	"correo/src/pwproto"
+)
+
+// NewSession implements smtp.Backend. TCP peers were already filtered by
+// filterListener; the check is repeated here so a listener passed to
+// ServeUnix by mistake, or a future code path, cannot bypass it.
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	client := "local"
+	if ip := remoteIP(c.Conn()); ip.IsValid() {
+		if !s.network.Contains(ip) {
+			return nil, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+				Message: "access denied: " + ip.String() + " is outside the cluster network"}
+		}
+		client = ip.String()
+	}
+	return &session{s: s, conn: c, client: client, helo: cleanHelo(c.Hostname())}, nil
+}
+
+// cleanHelo keeps the LHLO argument safe for a header: characters of
+// host names and address literals only.
+func cleanHelo(h string) string {
+	b := []byte(h)
+	if len(b) > 255 {
+		b = b[:255]
+	}
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".-_:[]", c) >= 0) {
+			b[i] = '?'
+		}
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
+}
+
+// rcpt is one accepted recipient.
+type rcpt struct {
+	to      string // as given in RCPT TO
+	user    pwproto.User
+	domain  string
+	maildir string
+}
+
+// outcome is a recipient's result waiting for its log line, which needs
+// the trace id only known once the message has arrived.
+type outcome struct {
+	to, user string
+	from     string
+	code     int
+	enhanced smtp.EnhancedCode
+	text     string
+	err      error // the underlying failure, for the log only
+}
+
+type session struct {
+	s      *Server
+	conn   *smtp.Conn
+	client string
+	helo   string
+
+	from     string
+	sizeHint int64
+	rcpts    []rcpt
+
+	// logMu guards logs: go-smtp may call Logout from Server.Close on
+	// another goroutine while the session's own goroutine is logging.
+	logMu sync.Mutex
+	logs  []outcome
+}
+
+func (ss *session) addLog(o outcome) {
+	ss.logMu.Lock()
+	ss.logs = append(ss.logs, o)
+	ss.logMu.Unlock()
+}
+
+func (ss *session) Reset() {
+	ss.flushLog("")
+	ss.from, ss.sizeHint, ss.rcpts = "", 0, nil
+}
+
+func (ss *session) Logout() error {
+	ss.flushLog("")
+	return nil
+}
+
+// flushLog writes one line per recipient outcome of the transaction; a
+// transaction that never reached DATA gets a fresh trace id.
+func (ss *session) flushLog(trace string) {
+	ss.logMu.Lock()
+	defer ss.logMu.Unlock()
+	if len(ss.logs) == 0 {
+		return
+	}
+	if trace == "" {
+		trace = logging.NewTraceID()
+	}
+	ctx := logging.WithTrace(context.Background(), trace)
+	for _, o := range ss.logs {
+		level := slog.LevelInfo
+		msg := "delivered"
+		switch {
+		case o.code >= 500:
+			msg = "rejected"
+		case o.code >= 400:
+			msg, level = "deferred", slog.LevelWarn
+		}
+		// The trace is also an explicit attribute so that any slog
+		// handler shows it; correo's handler logs it once.
+		attrs := []any{logging.TraceKey, trace, "rcpt", o.to, "from", o.from, "client", ss.client, "code", o.code,
+			"enhanced", fmt.Sprintf("%d.%d.%d", o.enhanced[0], o.enhanced[1], o.enhanced[2])}
+		if o.user != "" {
+			attrs = append(attrs, "user", o.user)
+		}
+		if o.code != 250 {
+			attrs = append(attrs, "reply", o.text)
+		}
+		if o.err != nil {
+			attrs = append(attrs, "err", o.err.Error())
+		}
+		ss.s.log.Log(ctx, level, msg, attrs...)
+	}
+	ss.logs = ss.logs[:0]
+}
+
+func reply(code int, enh smtp.EnhancedCode, format string, a ...any) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: fmt.Sprintf(format, a...)}
+}
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.s.draining.Load() {
+		return reply(421, smtp.EnhancedCode{4, 3, 2}, "%s shutting down, try again later", ss.s.name)
+	}
+	if err := delivery.CheckPath(from, true); err != nil {
+		return reply(501, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax")
+	}
+	ss.flushLog("")
+	ss.from, ss.rcpts = from, nil
+	ss.sizeHint = 0
+	if opts != nil {
+		ss.sizeHint = opts.Size
+	}
+	return nil
+}
+
+// reject records a refused recipient and returns the reply.
+func (ss *session) reject(to, user string, err error, code int, enh smtp.EnhancedCode, format string, a ...any) error {
+	r := reply(code, enh, format, a...)
+	ss.addLog(outcome{to: to, user: user, from: ss.from, code: code, enhanced: enh, text: r.Message, err: err})
+	return r
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s := ss.s
+	loc, err := delivery.ParseLocal(s.cfg.Profile, to)
+	if err != nil {
+		ae := err.(*delivery.AddrError)
+		return ss.reject(to, "", errors.New(ae.Reason), ae.Code, enh(ae.Enhanced), "%s", ae.Text)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LookupTimeout)
+	u, err := s.cfg.Users.LookupAddr(ctx, loc.Key())
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, pwclient.ErrNotFound):
+		return ss.reject(to, "", nil, 550, smtp.EnhancedCode{5, 1, 1}, "no such user here")
+	case errors.Is(err, pwclient.ErrNoServer), errors.Is(err, pwclient.ErrTempFail), errors.Is(err, context.DeadlineExceeded):
+		return ss.reject(to, "", err, 451, smtp.EnhancedCode{4, 4, 3}, "user directory unavailable, try again later")
+	default:
+		return ss.reject(to, "", err, 451, smtp.EnhancedCode{4, 3, 0}, "user lookup failed, try again later")
+	}
+	// The directory's answer becomes a path: check it as if a client had
+	// typed it.
+	if name, nerr := mailbox.NormalizeName(u.Name); nerr != nil || name != u.Name {
+		return ss.reject(to, "", fmt.Errorf("passwd answered an invalid user name: %v", nerr), 451, smtp.EnhancedCode{4, 3, 0}, "user record unusable, try again later")
+	}
+	switch u.State {
+	case pwproto.StateActive:
+	case pwproto.StateDisabled:
+		return ss.reject(to, u.Name, nil, 550, smtp.EnhancedCode{5, 2, 1}, "mailbox disabled")
+	case pwproto.StateMoving:
+		return ss.reject(to, u.Name, nil, 451, smtp.EnhancedCode{4, 2, 0}, "mailbox being moved, try again later")
+	default:
+		return ss.reject(to, u.Name, nil, 451, smtp.EnhancedCode{4, 3, 0}, "user in unknown state %d, try again later", u.State)
+	}
+	if u.Storage != s.cfg.Host.Name {
+		return ss.reject(to, u.Name, nil, 451, smtp.EnhancedCode{4, 3, 0}, "%s", delivery.StoredElsewhere(u.Name, u.Storage))
+	}
+	box, err := s.scheme.MaildirPath(s.dataDir, u.Name)
+	if err != nil {
+		return ss.reject(to, u.Name, err, 451, smtp.EnhancedCode{4, 3, 0}, "cannot place this mailbox, try again later")
+	}
+	if u.Quota > 0 {
+		used, err := s.usage.get(u.Name, box, time.Now())
+		if err != nil {
+			// The write will tell whether the mailbox is usable; a
+			// failed scan must not bounce mail.
+			s.log.Warn("computing mailbox usage failed; quota not checked", "user", u.Name, "err", err)
+		} else if used >= u.Quota || (ss.sizeHint > 0 && used+ss.sizeHint > u.Quota) {
+			return ss.reject(to, u.Name, nil, 552, smtp.EnhancedCode{5, 2, 2}, "mailbox full (quota %d bytes, %d used)", u.Quota, used)
+		}
+	}
+	ss.rcpts = append(ss.rcpts, rcpt{to: to, user: u, domain: loc.Domain, maildir: box})
+	return nil
+}
+
+func enh(s string) smtp.EnhancedCode {
+	var e smtp.EnhancedCode
+	if _, err := fmt.Sscanf(s, "%d.%d.%d", &e[0], &e[1], &e[2]); err != nil {
+		return smtp.EnhancedCodeNotSet
+	}
+	return e
+}
+
+// Data is never called: go-smtp uses LMTPData in LMTP mode.
+func (ss *session) Data(r io.Reader) error {
+	return reply(503, smtp.EnhancedCode{5, 5, 1}, "use LMTP")
+}
+
+// deadlineReader extends the connection's read deadline before each read:
+// each read must come within the idle timeout, and the whole DATA phase
+// within the data timeout.
+type deadlineReader struct {
+	r     io.Reader
+	conn  net.Conn
+	idle  time.Duration
+	limit time.Time
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	dl := time.Now().Add(d.idle)
+	if dl.After(d.limit) {
+		dl = d.limit
+	}
+	d.conn.SetReadDeadline(dl)
+	return d.r.Read(p)
+}
+
+// LMTPData receives the message, then writes it to every accepted
+// recipient's Maildir and sets one status per RCPT.
+func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
+	s := ss.s
+	s.inData.Add(1)
+	defer s.inData.Add(-1)
+	lim := s.cfg.Limits
+	start := time.Now()
+	sp := newSpool(s.cfg.SpoolDir)
+	defer sp.Close()
+	_, err := io.Copy(sp, &deadlineReader{r: r, conn: ss.conn.Conn(), idle: lim.IdleTimeout, limit: start.Add(lim.DataTimeout)})
+	if err == nil {
+		err = sp.finish()
+	}
+	if err != nil {
+		re := receiveError(err, lim)
+		for _, rc := range ss.rcpts {
+			status.SetStatus(rc.to, re)
+			ss.addLog(outcome{to: rc.to, user: rc.user.Name, from: ss.from, code: re.Code, enhanced: re.EnhancedCode, text: re.Message, err: err})
+		}
+		ss.flushLog("")
+		return nil
+	}
+	size := sp.Size()
+	trace := findTrace(sp.ReaderAt(), size)
+	if trace == "" {
+		trace = logging.NewTraceID()
+	}
+	now := time.Now()
+
+	// Recheck quotas with the real size; the rest is written.
+	results := make([]*smtp.SMTPError, len(ss.rcpts))
+	var write []int
+	for i, rc := range ss.rcpts {
+		if q := rc.user.Quota; q > 0 {
+			if used, err := s.usage.get(rc.user.Name, rc.maildir, now); err == nil && used+size > q {
+				results[i] = reply(552, smtp.EnhancedCode{5, 2, 2}, "mailbox full (quota %d bytes, %d used, message %d)", q, used, size)
+				continue
+			}
+		}
+		write = append(write, i)
+	}
+	var errs []error
+	if len(write) > 0 {
+		boxes := make([]*mailbox.Maildir, len(write))
+		for j, i := range write {
+			boxes[j] = mailbox.New(ss.rcpts[i].maildir)
+		}
+		var hdr string
+		if len(write) == 1 {
+			rc := ss.rcpts[write[0]]
+			hdr = s.headers(ss, trace, rc.user.Name+"@"+rc.domain, rc.to, now)
+		} else {
+			hdr = s.headers(ss, trace, "", "", now)
+		}
+		_, err := mailbox.DeliverMany(boxes, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+		errs = mailbox.BoxErrors(err, len(boxes))
+		stored := int64(len(hdr)) + size
+		for j, i := range write {
+			rc := ss.rcpts[i]
+			if errs[j] != nil {
+				results[i] = reply(452, smtp.EnhancedCode{4, 3, 1}, "cannot store the message (%s), try again later", shortReason(errs[j]))
+				continue
+			}
+			s.usage.add(rc.user.Name, stored)
+			results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
+		}
+	}
+	errAt := map[int]error{}
+	for j, i := range write {
+		if errs[j] != nil {
+			errAt[i] = errs[j]
+		}
+	}
+	for i, rc := range ss.rcpts {
+		re := results[i]
+		status.SetStatus(rc.to, re)
+		ss.addLog(outcome{to: rc.to, user: rc.user.Name, from: ss.from, code: re.Code, enhanced: re.EnhancedCode, text: re.Message, err: errAt[i]})
+	}
+	ss.flushLog(trace)
+	return nil
+}
+
+// receiveError is the reply for a message that could not be received.
+func receiveError(err error, lim Limits) *smtp.SMTPError {
+	var se *smtp.SMTPError
+	var sp *errSpool
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		return se // go-smtp's own, e.g. 552 5.3.4 message too big
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return reply(500, smtp.EnhancedCode{5, 5, 2}, "line longer than %d bytes in the message", lim.MaxLineLength)
+	case errors.As(err, &sp):
+		return reply(452, smtp.EnhancedCode{4, 3, 1}, "cannot spool the message (%s), try again later", shortReason(err))
+	case errors.As(err, &ne) && ne.Timeout():
+		return reply(451, smtp.EnhancedCode{4, 4, 2}, "timeout reading the message")
+	}
+	return reply(451, smtp.EnhancedCode{4, 4, 2}, "error reading the message")
+}
+
+// shortReason names a write failure for the client without the paths the
+// log line carries: the system's errno text when there is one.
+func shortReason(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return "write error"
+}
+
+// headers builds the trace headers prepended to the stored message. With
+// one mailbox, deliveredTo and forRcpt name the recipient; with several
+// (one shared file) they are empty. LF line ends, like the stored message.
+func (s *Server) headers(ss *session, trace, deliveredTo, forRcpt string, now time.Time) string {
+	var b strings.Builder
+	b.Grow(256)
+	b.WriteString("Return-Path: <")
+	b.WriteString(ss.from)
+	b.WriteString(">\n")
+	if deliveredTo != "" {
+		b.WriteString("Delivered-To: ")
+		b.WriteString(deliveredTo)
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "Received: from %s (%s)\n\tby %s (correo pdeliveryd) with LMTP id %s", ss.helo, ss.client, s.name, trace)
+	if forRcpt != "" {
+		b.WriteString("\n\tfor <")
+		b.WriteString(forRcpt)
+		b.WriteString(">")
+	}
+	b.WriteString(";\n\t")
+	b.WriteString(now.Format(time.RFC1123Z))
+	b.WriteString("\n")
+	return b.String()
+}
