@@ -1,0 +1,122 @@
+// Package tlsconf gives daemons their TLS server configuration from the
+// host profile ([host.tls] cert and key, PEM). On a loopback cluster (the
+// dev profile) a missing pair is created as a self-signed certificate, so
+// `make dev` offers STARTTLS and POP3S with no set-up; anywhere else a
+// missing file is an error naming it, because a real cluster's clients
+// must see a certificate the operator chose.
+package tlsconf
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"correo/src/cluster"
+)
+
+// ErrNoTLS means the host has no [host.tls] section.
+var ErrNoTLS = errors.New("no [host.tls] cert and key in the profile")
+
+// ServerConfig loads the host's certificate. Callers that can run without
+// TLS (a dev cluster without [host.tls]) check for ErrNoTLS.
+func ServerConfig(p *cluster.Profile, h *cluster.Host) (*tls.Config, error) {
+	if h.TLS == nil || h.TLS.Cert == "" {
+		return nil, ErrNoTLS
+	}
+	_, certErr := os.Stat(h.TLS.Cert)
+	_, keyErr := os.Stat(h.TLS.Key)
+	if errors.Is(certErr, os.ErrNotExist) && errors.Is(keyErr, os.ErrNotExist) && p.NetworkPrefix().Addr().IsLoopback() {
+		if err := SelfSigned(h.TLS.Cert, h.TLS.Key, dnsNames(p, h), []net.IP{h.Addr().AsSlice()}); err != nil {
+			return nil, err
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(h.TLS.Cert, h.TLS.Key)
+	if err != nil {
+		return nil, fmt.Errorf("host %s TLS certificate (%s, %s): %w", h.Name, h.TLS.Cert, h.TLS.Key, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// dnsNames are the names clients use for a host: its own, and the pools
+// it serves.
+func dnsNames(p *cluster.Profile, h *cluster.Host) []string {
+	zone := p.Cluster.DNS.Zone
+	names := []string{h.Name + "." + zone, "localhost"}
+	for _, pool := range []struct {
+		name string
+		role cluster.Role
+	}{{"mx", cluster.RoleMX}, {"relay", cluster.RoleRelay}, {"pop", cluster.RolePOPProxy}} {
+		if h.HasRole(pool.role) {
+			names = append(names, pool.name+"."+zone)
+		}
+	}
+	return names
+}
+
+// SelfSigned writes a new ECDSA P-256 certificate valid for a year for the
+// given names, and its key with mode 0600. Existing files are not
+// overwritten.
+func SelfSigned(certPath, keyPath string, names []string, ips []net.IP) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: names[0], Organization: []string{"correo dev cluster"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     names,
+		IPAddresses:  ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return err
+	}
+	if err := writeNew(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		os.Remove(keyPath)
+		return err
+	}
+	return nil
+}
+
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}

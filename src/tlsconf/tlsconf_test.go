@@ -1,0 +1,68 @@
+package tlsconf
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"correo/src/cluster"
+)
+
+func TestDevSelfSigned(t *testing.T) {
+	p, err := cluster.LoadDefault(cluster.Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := p.Host("dev")
+	dir := t.TempDir()
+	h.TLS = &cluster.TLS{Cert: filepath.Join(dir, "tls", "dev.crt"), Key: filepath.Join(dir, "tls", "dev.key")}
+	cfg, err := ServerConfig(p, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leaf.VerifyHostname("mx.correo.test"); err != nil {
+		t.Errorf("dev certificate does not cover the mx pool: %v", err)
+	}
+	if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
+		t.Errorf("dev certificate does not cover the host address: %v", err)
+	}
+	if st, _ := os.Stat(h.TLS.Key); st.Mode().Perm() != 0o600 {
+		t.Errorf("key mode %04o", st.Mode().Perm())
+	}
+	// The second start reuses the pair.
+	cfg2, err := ServerConfig(p, h)
+	if err != nil || string(cfg2.Certificates[0].Certificate[0]) != string(cfg.Certificates[0].Certificate[0]) {
+		t.Fatalf("second load made a new certificate or failed: %v", err)
+	}
+	if cfg.MinVersion != tls.VersionTLS12 {
+		t.Error("TLS below 1.2 allowed")
+	}
+}
+
+func TestRealClusterNeedsFiles(t *testing.T) {
+	p, err := cluster.Load("../../hosts/example.toml", cluster.Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := p.Host("mx1")
+	dir := t.TempDir()
+	h.TLS = &cluster.TLS{Cert: filepath.Join(dir, "mx1.crt"), Key: filepath.Join(dir, "mx1.key")}
+	if _, err := ServerConfig(p, h); err == nil || !strings.Contains(err.Error(), "mx1.crt") {
+		t.Fatalf("missing certificate on a real cluster: %v", err)
+	}
+	if _, err := os.Stat(h.TLS.Cert); err == nil {
+		t.Fatal("a self-signed certificate was made for a real cluster")
+	}
+	h.TLS = nil
+	if _, err := ServerConfig(p, h); !errors.Is(err, ErrNoTLS) {
+		t.Fatalf("no [host.tls]: %v", err)
+	}
+}
