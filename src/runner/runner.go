@@ -42,6 +42,10 @@ type Runner struct {
 	Log    *slog.Logger
 	// ReadyTimeout bounds the wait for each process to become ready.
 	ReadyTimeout time.Duration
+	// Netns, when set, boots every host in its own network namespace with
+	// the profile's addresses (a real cluster's profile on one machine);
+	// nil boots a loopback profile directly.
+	Netns *Netns
 
 	mu    sync.Mutex
 	procs []*proc
@@ -74,6 +78,8 @@ type Spec struct {
 	Ready func(ctx context.Context) error
 	// Notify is set when the process reports readiness by sd_notify.
 	Notify bool
+	// Netns is the network namespace the process runs in ("" for none).
+	Netns string
 }
 
 // Plan lists what Up will start, and the programs that are not built yet
@@ -82,7 +88,7 @@ func (r *Runner) Plan() (specs []Spec, missing []string, err error) {
 	p := r.Profile
 	nssStarted := false
 	for _, h := range p.Hosts {
-		if !h.Addr().IsLoopback() {
+		if r.Netns == nil && !h.Addr().IsLoopback() {
 			return nil, nil, fmt.Errorf("host %s has address %s, which is not on this machine: boot this profile with network namespaces (--netns)", h.Name, h.Addr())
 		}
 	}
@@ -132,6 +138,11 @@ func (r *Runner) Plan() (specs []Spec, missing []string, err error) {
 			}
 			specs = append(specs, Spec{Host: h.Name, Name: d.program, Argv: argv, Dir: dir,
 				LogFile: filepath.Join(dir, d.program+".log"), Notify: true})
+		}
+	}
+	if r.Netns != nil {
+		for i := range specs {
+			specs[i].Netns = r.Netns.Name(specs[i].Host)
 		}
 	}
 	return specs, missing, nil
@@ -203,11 +214,18 @@ func (r *Runner) Up(ctx context.Context) error {
 		return err
 	}
 	r.killLeftovers()
+	if r.Netns != nil {
+		if err := r.netnsUp(); err != nil {
+			return err
+		}
+	}
 	if err := r.ensureKey(); err != nil {
+		r.Down()
 		return err
 	}
 	specs, missing, err := r.Plan()
 	if err != nil {
+		r.Down()
 		return err
 	}
 	for _, m := range missing {
@@ -248,6 +266,9 @@ func (r *Runner) Down() {
 	}
 	wg.Wait()
 	os.Remove(filepath.Join(r.StateDir, "runner.pids"))
+	if r.Netns != nil {
+		r.Netns.teardown(r.Profile)
+	}
 }
 
 // Exited reports the first process that exits on its own while the
@@ -297,7 +318,11 @@ func (r *Runner) start(s Spec) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(s.Argv[0], s.Argv[1:]...)
+	argv := s.Argv
+	if s.Netns != "" {
+		argv = r.Netns.wrap(s.Host, filepath.Join(r.StateDir, s.Host, "resolv.conf"), argv)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, _ = os.Getwd()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: Down can stop a daemon together with its children.
@@ -338,7 +363,12 @@ func (p *proc) waitReady(ctx context.Context) error {
 		return p.waitNotify(ctx)
 	}
 	for {
-		err := p.spec.Ready(ctx)
+		var err error
+		if p.spec.Netns != "" {
+			err = InNetns(p.spec.Netns, func() error { return p.spec.Ready(ctx) })
+		} else {
+			err = p.spec.Ready(ctx)
+		}
 		if err == nil {
 			return nil
 		}
@@ -399,6 +429,22 @@ func (r *Runner) writePids() error {
 		fmt.Fprintf(&b, "%d %s\n", p.cmd.Process.Pid, p.spec.Argv[0])
 	}
 	return os.WriteFile(filepath.Join(r.StateDir, "runner.pids"), []byte(b.String()), 0o644)
+}
+
+// Clean stops whatever an earlier run left behind in the state directory
+// (its recorded processes) and, in netns mode, its namespaces and links:
+// `correoctl cluster down`.
+func (r *Runner) Clean() error {
+	abs, err := filepath.Abs(r.StateDir)
+	if err != nil {
+		return err
+	}
+	r.StateDir = abs
+	r.killLeftovers()
+	if r.Netns != nil {
+		r.Netns.teardown(r.Profile)
+	}
+	return nil
 }
 
 // killLeftovers stops the process groups an earlier run recorded, but only
