@@ -52,7 +52,7 @@ nix-check:
 
 # The dev cluster: state under .dev/, everything on 127.0.0.1 high ports.
 dev: deps build
-	bin/correoctl cluster up --profile hosts/dev.toml --state .dev/run --bin bin
+	bin/correoctl cluster up --profile hosts/dev.toml --state .dev/run --bin bin --echo --demo demo
 
 clean:
 	rm -rf bin .dev

@@ -6,6 +6,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,11 @@ type Runner struct {
 	Log    *slog.Logger
 	// ReadyTimeout bounds the wait for each process to become ready.
 	ReadyTimeout time.Duration
+	// Echo, when set, also receives every process's output, one line at a
+	// time with its host and program in front: the dev cluster logs to the
+	// terminal.
+	Echo   io.Writer
+	echoMu sync.Mutex
 	// Netns, when set, boots every host in its own network namespace with
 	// the profile's addresses (a real cluster's profile on one machine);
 	// nil boots a loopback profile directly.
@@ -324,7 +330,11 @@ func (r *Runner) start(s Spec) (*proc, error) {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, _ = os.Getwd()
-	cmd.Stdout, cmd.Stderr = logf, logf
+	var out io.Writer = logf
+	if r.Echo != nil {
+		out = io.MultiWriter(logf, &linePrefixer{w: r.Echo, mu: &r.echoMu, prefix: s.Host + " " + s.Name + ": "})
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: Down can stop a daemon together with its children.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Env = os.Environ()
@@ -529,4 +539,33 @@ func probeTCP(ctx context.Context, a netip.AddrPort) error {
 		return err
 	}
 	return c.Close()
+}
+
+// linePrefixer writes whole lines with a prefix; writers of several
+// processes share mu so their lines do not interleave.
+type linePrefixer struct {
+	w      io.Writer
+	mu     *sync.Mutex
+	prefix string
+	buf    []byte
+}
+
+func (l *linePrefixer) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.mu.Lock()
+		io.WriteString(l.w, l.prefix)
+		l.w.Write(l.buf[:i+1])
+		l.mu.Unlock()
+		l.buf = l.buf[i+1:]
+	}
+	// A process that never ends its line must not grow the buffer forever.
+	if len(l.buf) > 64<<10 {
+		l.buf = l.buf[:0]
+	}
+	return len(p), nil
 }

@@ -2,15 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"correo/src/cluster"
+	"correo/src/directory"
+	"correo/src/keyfile"
+	"correo/src/pwadmin"
 	"correo/src/runner"
 )
 
@@ -22,6 +29,8 @@ func runClusterUp(args []string, stdout, stderr io.Writer) error {
 	state := fs.String("state", ".dev/run", "state directory: configs, pids and logs per host")
 	bin := fs.String("bin", "bin", "directory holding the built correo programs")
 	netns := fs.Bool("netns", false, "boot every host in its own network namespace with the profile's addresses (root)")
+	echo := fs.Bool("echo", false, "also print every daemon's log lines here")
+	demo := fs.String("demo", "", "create (or reset) this user with a random password and print how to use it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -42,6 +51,9 @@ func runClusterUp(args []string, stdout, stderr io.Writer) error {
 	if *netns {
 		r.Netns = &runner.Netns{}
 	}
+	if *echo {
+		r.Echo = stderr
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := r.Up(ctx); err != nil {
@@ -49,6 +61,11 @@ func runClusterUp(args []string, stdout, stderr io.Writer) error {
 	}
 	defer r.Down()
 	r.Summary(stdout)
+	if *demo != "" {
+		if err := demoUser(r.Profile, *demo, stdout); err != nil {
+			return fmt.Errorf("creating the demo user: %w", err)
+		}
+	}
 	fmt.Fprintln(stdout, "press Ctrl-C to stop")
 	select {
 	case <-ctx.Done():
@@ -84,5 +101,50 @@ func runClusterDown(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, "cleaned up", *state)
+	return nil
+}
+
+// demoUser adds (or resets the password of) a user on the running
+// cluster's primary passwdd and prints how to mail it and read its mail.
+func demoUser(p *cluster.Profile, name string, stdout io.Writer) error {
+	ring, err := keyfile.Load(p.Cluster.KeyFile)
+	if err != nil {
+		return err
+	}
+	prim, _ := p.PasswdServers()
+	addr, err := p.Listen(prim.Name, cluster.SvcPasswdAdmin)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pwadmin.Dial(ctx, addr.String(), ring)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	raw := make([]byte, 10)
+	rand.Read(raw)
+	password := strings.ToLower(base32.StdEncoding.EncodeToString(raw))
+	_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserShow, Name: name})
+	switch {
+	case err == nil:
+		_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserPasswd, Name: name, Password: password})
+	case pwadmin.IsCode(err, pwadmin.CodeNotFound):
+		_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserAdd, Password: password, User: &directory.User{Name: name, Gecos: "correo demo user"}})
+	}
+	if err != nil {
+		return err
+	}
+	mail := name + "@" + p.Cluster.Domains[0]
+	fmt.Fprintf(stdout, "\ndemo user %s, password %s\n", mail, password)
+	for _, e := range p.Endpoints(cluster.SvcSMTP) {
+		fmt.Fprintf(stdout, "  send:  swaks --server %s --from you@example.org --to %s\n", e.Addr, mail)
+		break
+	}
+	for _, e := range p.Endpoints(cluster.SvcPOP3) {
+		fmt.Fprintf(stdout, "  fetch: curl -u %s:%s pop3://%s/1\n", name, password, e.Addr)
+		break
+	}
 	return nil
 }
