@@ -135,11 +135,21 @@ func (n *Netns) teardown(p *cluster.Profile) {
 // resolv.conf bind-mounted over /etc/resolv.conf in a private mount
 // namespace. ip, unshare and sh each exec the next, so the pid the runner
 // holds is the daemon's.
-func (n *Netns) wrap(host, resolv string, argv []string) []string {
-	script := `mount --bind "$1" /etc/resolv.conf && shift && exec "$@"`
-	return append([]string{"ip", "netns", "exec", n.Name(host), "unshare", "-m", "--propagation", "private",
-		"sh", "-c", script, "sh", resolv}, argv...)
+func (n *Netns) wrap(host, resolv string, binds [][2]string, argv []string) []string {
+	script := `mount --bind "$1" /etc/resolv.conf && shift`
+	args := []string{resolv}
+	for _, b := range binds {
+		script += ` && mount --bind "$1" "$2" && shift 2`
+		args = append(args, b[0], b[1])
+	}
+	script += ` && exec "$@"`
+	out := []string{"ip", "netns", "exec", n.Name(host), "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"}
+	return append(append(out, args...), argv...)
 }
+
+// NSSDir is where a host's nssd keeps its socket in netns mode; mount it
+// over the socket's directory to resolve names as that host does.
+func (r *Runner) NSSDir(host string) string { return filepath.Join(r.StateDir, host, "nss-run") }
 
 // InNetns runs f with the calling goroutine's thread inside the named
 // network namespace: sockets f opens live there, so a test or a probe can

@@ -86,6 +86,9 @@ type Spec struct {
 	Notify bool
 	// Netns is the network namespace the process runs in ("" for none).
 	Netns string
+	// Binds are directories mounted over others in the process's private
+	// mount namespace (netns mode): source, target.
+	Binds [][2]string
 }
 
 // Plan lists what Up will start, and the programs that are not built yet
@@ -125,9 +128,11 @@ func (r *Runner) Plan() (specs []Spec, missing []string, err error) {
 				jobs = append(jobs, job{d.Program, "role " + string(d.Role)})
 			}
 		}
-		// nssd runs on every host, but hosts sharing this machine share its
-		// filesystem and so the socket path: one nssd serves them all.
-		if !nssStarted {
+		// nssd runs on every host. Hosts booted directly share this
+		// machine's filesystem and so the socket path: one nssd serves them
+		// all. In namespaces each host's nssd gets its own socket directory
+		// (see Spec.Binds).
+		if !nssStarted || r.Netns != nil {
 			nssStarted = true
 			jobs = append(jobs, job{"nssd", "every host"})
 		}
@@ -142,8 +147,12 @@ func (r *Runner) Plan() (specs []Spec, missing []string, err error) {
 			if r.ProfilePath != "" {
 				argv = append(argv, "-profile", r.ProfilePath)
 			}
-			specs = append(specs, Spec{Host: h.Name, Name: d.program, Argv: argv, Dir: dir,
-				LogFile: filepath.Join(dir, d.program+".log"), Notify: true})
+			spec := Spec{Host: h.Name, Name: d.program, Argv: argv, Dir: dir,
+				LogFile: filepath.Join(dir, d.program+".log"), Notify: true}
+			if d.program == "nssd" && r.Netns != nil {
+				spec.Binds = [][2]string{{filepath.Join(hostDir, "nss-run"), filepath.Dir(p.Cluster.NSS.Socket)}}
+			}
+			specs = append(specs, spec)
 		}
 	}
 	if r.Netns != nil {
@@ -326,7 +335,13 @@ func (r *Runner) start(s Spec) (*proc, error) {
 	}
 	argv := s.Argv
 	if s.Netns != "" {
-		argv = r.Netns.wrap(s.Host, filepath.Join(r.StateDir, s.Host, "resolv.conf"), argv)
+		for _, b := range s.Binds {
+			if err := os.MkdirAll(b[0], 0o755); err != nil {
+				return nil, err
+			}
+			os.MkdirAll(b[1], 0o755)
+		}
+		argv = r.Netns.wrap(s.Host, filepath.Join(r.StateDir, s.Host, "resolv.conf"), s.Binds, argv)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, _ = os.Getwd()
