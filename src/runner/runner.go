@@ -457,6 +457,54 @@ func (r *Runner) writePids() error {
 	return os.WriteFile(filepath.Join(r.StateDir, "runner.pids"), []byte(b.String()), 0o644)
 }
 
+// Stop stops one program on one host (a scenario's failure), leaving the
+// rest of the cluster running.
+func (r *Runner) Stop(host, program string, kill bool) error {
+	r.mu.Lock()
+	var p *proc
+	for i, x := range r.procs {
+		if x.spec.Host == host && x.spec.Name == program {
+			p = x
+			r.procs = append(r.procs[:i:i], r.procs[i+1:]...)
+			break
+		}
+	}
+	r.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%s is not running on %s", program, host)
+	}
+	if kill {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	p.stop(5 * time.Second)
+	return r.writePids()
+}
+
+// Start starts one program on one host again, as Up did, and waits until
+// it is ready.
+func (r *Runner) Start(ctx context.Context, host, program string) error {
+	specs, _, err := r.Plan()
+	if err != nil {
+		return err
+	}
+	for _, s := range specs {
+		if s.Host != host || s.Name != program {
+			continue
+		}
+		p, err := r.start(s)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, r.ReadyTimeout)
+		defer cancel()
+		if err := p.waitReady(rctx); err != nil {
+			return fmt.Errorf("%s on %s did not become ready: %w (log: %s)", program, host, err, s.LogFile)
+		}
+		return r.writePids()
+	}
+	return fmt.Errorf("the plan has no %s on %s", program, host)
+}
+
 // Clean stops whatever an earlier run left behind in the state directory
 // (its recorded processes) and, in netns mode, its namespaces and links:
 // `correoctl cluster down`.
