@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: all build nss nss-bench lmtp-bench deps test fmt-check vet gotest nix-check dev clean
+.PHONY: all build nss nss-bench lmtp-bench pop3-bench deps test fmt-check vet gotest nix-check dev clean
 
 all: build
 
@@ -26,6 +26,20 @@ nss-bench: nss
 # CORREO_BENCH_DIR to a directory on the mail disk. Prints a table.
 lmtp-bench: deps
 	$(GO) test -run '^$$' -bench LMTP -benchtime 3s ./src/cmd/pdeliveryd
+
+# POP3 on a 2 000 x 11 KB mailbox: login+STAT+LIST (median of 20),
+# logins/s with 8 clients, RETR throughput; pop3d direct, through
+# popproxy, and Dovecot stock and high-performance (root). Prints a table.
+pop3-bench: deps
+	$(GO) test -run '^$$' -bench POP3 -benchtime 1x ./src/cmd/pop3d
+
+# End-to-end messages/s (SMTP → queue → LMTP → Maildir, fsync on), 4 KB
+# messages, 20 sessions driven by Postfix's smtp-source: smtp-sink alone,
+# correo, and a private Postfix delivering into Maildirs, in one run
+# (root). CORREO_BENCH_DIR: the disk to measure; CORREO_BENCH_MESSAGES:
+# messages per target (2000). Prints a table.
+smtp-bench: deps
+	$(GO) test -run '^$$' -bench SMTP -benchtime 1x ./src/cmd/smtpd
 
 deps:
 	@bash .ci/deps

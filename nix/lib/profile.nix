@@ -93,6 +93,13 @@ let
             }
           ];
         }
+        {
+          k = "queue";
+          t = table [
+            { k = "retry"; t = t.strs; }
+            { k = "lifetime"; t = t.str; }
+          ];
+        }
       ];
     }
     {
@@ -247,6 +254,12 @@ let
       nssGroups =
         let g = map (x: { name = x.name or ""; gid = x.gid or 0; }) (get nssRaw "groups" [ ]);
         in if g == [ ] then [{ name = "correo"; gid = 5000; }] else g;
+      # [cluster.queue] (defaults in validateCluster in Go).
+      queueRaw = rc.queue or { };
+      queueRetry =
+        let r = map parseDuration (get queueRaw "retry" [ ]);
+        in if r == [ ] then map (ms: { inherit ms; }) [ 60000 300000 900000 1800000 3600000 ] else r;
+      queueLifetime = if queueRaw ? lifetime then parseDuration queueRaw.lifetime else { ms = 432000000; };
       nssErrors = concatLists [
         (if positiveTTL ? error then [ (err "cluster.nss.positive_ttl" positiveTTL.error) ] else [ ])
         (if negativeTTL ? error then [ (err "cluster.nss.negative_ttl" negativeTTL.error) ] else [ ])
@@ -323,6 +336,8 @@ let
             if n < 0 || n > 65535 then [ (err "cluster.ports.${k}" "port ${toString n} out of range 1-65535 (0 or absent: the standard port)") ] else [ ])
           svcs.portKeys)
         nssErrors
+        (concatMap (r: if r ? error then [ (err "cluster.queue.retry" r.error) ] else [ ]) queueRetry)
+        (if queueLifetime ? error then [ (err "cluster.queue.lifetime" queueLifetime.error) ] else [ ])
       ];
 
       # --- hosts ---
@@ -458,6 +473,10 @@ let
           cache_entries = cacheEntries;
           socket = nssSocket;
           groups = nssGroups;
+        };
+        queue = {
+          retry_ms = map (r: r.ms or 0) queueRetry;
+          lifetime_ms = queueLifetime.ms or 0;
         };
       };
 

@@ -304,6 +304,12 @@ func (v *validator) validateCluster() {
 		v.errAt("cluster.dns.ttl", -1, "TTL %d must be positive (seconds)", c.DNS.TTL)
 	}
 	v.validateNSS()
+	if len(c.Queue.Retry) == 0 {
+		c.Queue.Retry = DefaultQueueRetry()
+	}
+	if c.Queue.Lifetime == 0 {
+		c.Queue.Lifetime = Duration(DefaultQueueLifetime)
+	}
 	pv := reflect.ValueOf(c.Ports)
 	for i := 0; i < pv.NumField(); i++ {
 		if n := int(pv.Field(i).Int()); n < 0 || n > 65535 {

@@ -80,6 +80,17 @@ type Cluster struct {
 	DNS    DNS    `toml:"dns"`
 	Ports  Ports  `toml:"ports"`
 	NSS    NSS    `toml:"nss"`
+	Queue  Queue  `toml:"queue"`
+}
+
+// Queue is the retry policy of smtpd's on-disk queue (mx and relay).
+type Queue struct {
+	// Retry lists the waits after each failed attempt; the last one
+	// repeats until Lifetime has passed since the message arrived.
+	Retry []Duration `toml:"retry"`
+	// Lifetime is how long a message may stay queued before it is
+	// bounced to its sender.
+	Lifetime Duration `toml:"lifetime"`
 }
 
 // Passwd holds the password service's ports and client policy.
@@ -204,7 +215,16 @@ const (
 	DefaultNSSNegativeTTL          = 30 * time.Second
 	DefaultNSSCacheEntries         = 100000
 	DefaultNSSSocket               = "/run/correo/nssd.sock"
+	DefaultQueueLifetime           = 120 * time.Hour
 )
+
+// DefaultQueueRetry is the queue's back-off when the profile names none:
+// about 1 m, 5 m, 15 m, 30 m, then hourly (Postfix and Sendmail use
+// similar ladders).
+func DefaultQueueRetry() []Duration {
+	return []Duration{Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
+		Duration(30 * time.Minute), Duration(time.Hour)}
+}
 
 // DefaultNSSGroups is the mail group a profile gets when it names none:
 // gid 5000, outside the ranges Debian and NixOS give system (<1000) and

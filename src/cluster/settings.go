@@ -25,6 +25,14 @@ type ClusterSettings struct {
 	DNS            DNS             `json:"dns"`
 	Ports          map[Service]int `json:"ports"`
 	NSS            NSSSettings     `json:"nss"`
+	Queue          QueueSettings   `json:"queue"`
+}
+
+// QueueSettings is [cluster.queue] with defaults, durations in
+// milliseconds.
+type QueueSettings struct {
+	RetryMS    []int64 `json:"retry_ms"`
+	LifetimeMS int64   `json:"lifetime_ms"`
 }
 
 // NSSSettings is [cluster.nss] with defaults, durations in milliseconds.
@@ -87,6 +95,11 @@ func (p *Profile) Settings() Settings {
 		},
 		Hosts:     map[string]HostSettings{},
 		Endpoints: map[Service][]EndpointSetting{},
+	}
+	s.Cluster.Queue.LifetimeMS = c.Queue.Lifetime.Std().Milliseconds()
+	s.Cluster.Queue.RetryMS = []int64{}
+	for _, r := range c.Queue.Retry {
+		s.Cluster.Queue.RetryMS = append(s.Cluster.Queue.RetryMS, r.Std().Milliseconds())
 	}
 	if c.Log.Target == "syslog" {
 		n := c.Log.Network

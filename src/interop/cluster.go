@@ -22,6 +22,11 @@ type HostSpec struct {
 	Roles   []string
 	// DataDir is a storage host's mail root; empty means <cluster dir>/mail-<name>.
 	DataDir string
+	// TOML is added to the host's tables as is, e.g. "[host.smtpd]\n...".
+	TOML string
+	// TLS gives the host a [host.tls] pair in the cluster directory,
+	// created self-signed by the first daemon that loads it (loopback).
+	TLS bool
 }
 
 // Spec describes a test cluster profile. Zero fields take defaults: network
@@ -32,6 +37,11 @@ type Spec struct {
 	Layout        string
 	PasswdTimeout string
 	Hosts         []HostSpec
+	// TrustedNetwork sets cluster.trusted_network (logins without TLS).
+	TrustedNetwork bool
+	// ClusterTOML is added to the [cluster] part of the profile as is,
+	// e.g. "[cluster.queue]\nretry = [\"1s\"]\n".
+	ClusterTOML string
 }
 
 // Cluster is a profile on disk with its key, ports chosen free on every
@@ -72,11 +82,13 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "[cluster]\nname = \"t\"\ndomains = [%s]\nnetwork = %q\nkey_file = %q\nlayout = %q\nplacement = \"letters\"\n",
-		quoteList(spec.Domains), spec.Network, key, spec.Layout)
+	fmt.Fprintf(&b, "[cluster]\nname = \"t\"\ndomains = [%s]\nnetwork = %q\nkey_file = %q\nlayout = %q\nplacement = \"letters\"\ntrusted_network = %v\n",
+		quoteList(spec.Domains), spec.Network, key, spec.Layout, spec.TrustedNetwork)
 	fmt.Fprintf(&b, "[cluster.passwd]\nudp_port = %d\ntcp_port = %d\ntimeout = %q\n", FreePort(t, addrs...), FreePort(t, addrs...), spec.PasswdTimeout)
 	fmt.Fprintf(&b, "[cluster.log]\ntarget = \"stderr\"\nlevel = \"debug\"\n")
-	fmt.Fprintf(&b, "[cluster.ports]\nlmtp = %d\n", FreePort(t, addrs...))
+	fmt.Fprintf(&b, "[cluster.ports]\nlmtp = %d\nsmtp = %d\n", FreePort(t, addrs...), FreePort(t, addrs...))
+	fmt.Fprintf(&b, "pop3 = %d\npop3s = %d\npop3_backend = %d\n", FreePort(t, addrs...), FreePort(t, addrs...), FreePort(t, addrs...))
+	b.WriteString(spec.ClusterTOML)
 	for _, h := range spec.Hosts {
 		fmt.Fprintf(&b, "\n[[host]]\nname = %q\naddress = %q\nroles = [%s]\n", h.Name, h.Address, quoteList(h.Roles))
 		for _, r := range h.Roles {
@@ -88,6 +100,10 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 				fmt.Fprintf(&b, "[host.storage]\ndata_dir = %q\n", dd)
 			}
 		}
+		if h.TLS {
+			fmt.Fprintf(&b, "[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(dir, "tls", h.Name+".crt"), filepath.Join(dir, "tls", h.Name+".key"))
+		}
+		b.WriteString(h.TOML)
 	}
 	path := filepath.Join(dir, "cluster.toml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {

@@ -1,0 +1,99 @@
+// Command pop3d is the POP3 server of a storage host (package pop3): it
+// serves the Maildirs of the users whose mailboxes live on this host, on
+// the profile's pop3_backend port, to the cluster's POP proxies. Clients
+// reach it through popproxy, which sends a PROXY v2 header so that pop3d
+// logs the real client address; a PROXY header from any address other
+// than a popproxy host of the profile is refused.
+//
+//	pop3d -profile hosts/example.toml -host st1 -state /var/lib/correo/pop3d
+//
+// Every login is checked with passwdd again, even one the proxy already
+// checked: a forged PROXY header or a compromised proxy address then
+// opens no mailbox without the user's password. It runs as the service
+// user that owns the data directory, like pdeliveryd.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"correo/src/cluster"
+	"correo/src/daemon"
+	"correo/src/keyfile"
+	"correo/src/pop3"
+	"correo/src/pwclient"
+)
+
+// shutdownGrace is how long sessions get to QUIT after SIGTERM; the rest
+// are dropped, which deletes nothing.
+const shutdownGrace = 10 * time.Second
+
+func main() { daemon.Main("pop3d", run) }
+
+func run(args []string, stderr io.Writer) error {
+	f := daemon.NewFlags("pop3d")
+	f.FlagSet.SetOutput(stderr)
+	env, err := f.Start(args, cluster.RoleStorage)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	log := env.Log.Logger
+	p, h := env.Profile, env.Host
+	if h.Storage == nil || h.Storage.DataDir == "" {
+		return fmt.Errorf("%s: host %s has no [host.storage] data_dir", p.Source, h.Name)
+	}
+	ring, err := keyfile.Load(p.Cluster.KeyFile)
+	if err != nil {
+		return err
+	}
+	users, err := pwclient.FromProfile(p, ring, log)
+	if err != nil {
+		return err
+	}
+	defer users.Close()
+	tlsCfg, err := ServerTLS(p, h)
+	if err != nil {
+		return err
+	}
+	srv, err := pop3.New(pop3.Config{Profile: p, Host: h, Users: users, TLS: tlsCfg, Log: log})
+	if err != nil {
+		return err
+	}
+	addr, err := p.Listen(h.Name, cluster.SvcPOP3Backend)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		return fmt.Errorf("POP3: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	var proxies []string
+	for _, ph := range p.HostsWithRole(cluster.RolePOPProxy) {
+		proxies = append(proxies, ph.Addr().String())
+	}
+	log.Info("serving POP3", "addr", addr.String(), "data_dir", h.Storage.DataDir, "stls", tlsCfg != nil,
+		"proxy_protocol_from", proxies)
+	env.Ready()
+	select {
+	case <-env.Ctx.Done():
+		log.Info("stopping: letting sessions finish", "grace", shutdownGrace.String())
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		srv.Shutdown(ctx)
+		log.Info("stopped")
+		return nil
+	case err := <-errc:
+		srv.Close()
+		if err == nil || errors.Is(err, net.ErrClosed) {
+			return errors.New("the listener closed unexpectedly")
+		}
+		return err
+	}
+}
