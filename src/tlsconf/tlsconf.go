@@ -37,11 +37,20 @@ func ServerConfig(p *cluster.Profile, h *cluster.Host) (*tls.Config, error) {
 	_, certErr := os.Stat(h.TLS.Cert)
 	_, keyErr := os.Stat(h.TLS.Key)
 	if errors.Is(certErr, os.ErrNotExist) && errors.Is(keyErr, os.ErrNotExist) && p.NetworkPrefix().Addr().IsLoopback() {
-		if err := SelfSigned(h.TLS.Cert, h.TLS.Key, dnsNames(p, h), []net.IP{h.Addr().AsSlice()}); err != nil {
+		if err := SelfSigned(h.TLS.Cert, h.TLS.Key, dnsNames(p, h), []net.IP{h.Addr().AsSlice()}); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, err
 		}
 	}
-	cert, err := tls.LoadX509KeyPair(h.TLS.Cert, h.TLS.Key)
+	// Several dev daemons may create the pair at the same moment: the
+	// loser finds it being written and waits briefly for the winner.
+	var cert tls.Certificate
+	var err error
+	for i := 0; i < 40; i++ {
+		if cert, err = tls.LoadX509KeyPair(h.TLS.Cert, h.TLS.Key); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("host %s TLS certificate (%s, %s): %w", h.Name, h.TLS.Cert, h.TLS.Key, err)
 	}
@@ -105,18 +114,29 @@ func SelfSigned(certPath, keyPath string, names []string, ips []net.IP) error {
 	return nil
 }
 
+// writeNew publishes a complete file or nothing: it is written under a
+// temporary name and linked into place, which fails (os.ErrExist) when
+// another process got there first — no reader ever sees half a key.
 func writeNew(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		os.Remove(path)
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Link(tmp, path)
 }

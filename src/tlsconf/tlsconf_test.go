@@ -66,3 +66,41 @@ func TestRealClusterNeedsFiles(t *testing.T) {
 		t.Fatalf("no [host.tls]: %v", err)
 	}
 }
+
+// TestConcurrentCreation starts several "daemons" at once on a dev
+// profile: they all end up with the same, complete pair.
+func TestConcurrentCreation(t *testing.T) {
+	p, _ := cluster.LoadDefault(cluster.Options{SkipFiles: true})
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "dev.crt"), filepath.Join(dir, "dev.key")
+	errs := make(chan error, 8)
+	certs := make(chan []byte, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			h, _ := p.Host("dev")
+			hc := *h
+			hc.TLS = &cluster.TLS{Cert: cert, Key: key}
+			cfg, err := ServerConfig(p, &hc)
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- nil
+			certs <- cfg.Certificates[0].Certificate[0]
+		}()
+	}
+	var first []byte
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 8; i++ {
+		c := <-certs
+		if first == nil {
+			first = c
+		} else if string(c) != string(first) {
+			t.Fatal("two daemons loaded different certificates")
+		}
+	}
+}
