@@ -18,9 +18,13 @@ import (
 // the secondary follows it again.
 func TestPasswdFailover(t *testing.T) {
 	r := bootExample(t)
-	addUsers(t, r, directory.User{Name: "juan"}, directory.User{Name: "zoe"})
+	addUserWithPassword(t, r, "juan", "juan-pw")
+	addUsers(t, r, directory.User{Name: "zoe"})
 	waitReplicated(t, r, 2)
 	deliver(t, r, "juan", "before@b.example")
+	if msgs, err := popFetch(t, r, "juan", "juan-pw"); err != nil || len(msgs) != 1 {
+		t.Fatalf("POP login with both passwd servers up: %d messages, %v", len(msgs), err)
+	}
 
 	if err := r.Stop("pw1", "passwdd", true); err != nil {
 		t.Fatal(err)
@@ -33,6 +37,13 @@ func TestPasswdFailover(t *testing.T) {
 		t.Errorf("delivery took %v with the primary down (limit %v)", took, limit)
 	}
 	deliver(t, r, "zoe", "during-2@b.example")
+	// POP logins keep working: popproxy and pop3d both ask the secondary.
+	start = time.Now()
+	msgs, err := popFetch(t, r, "juan", "juan-pw")
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("POP login with the primary dead: %d messages, %v", len(msgs), err)
+	}
+	t.Logf("POP session with the primary dead took %v", time.Since(start))
 	host := lookup(t, r, "juan").Storage
 	if c := maildirCount(t, r, host, "juan"); c != 2 {
 		t.Errorf("juan has %d messages, want 2", c)

@@ -3,6 +3,9 @@ package netns
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -106,4 +109,70 @@ func maildirCount(t *testing.T, r *runner.Runner, host, user string) int {
 		n += len(entries)
 	}
 	return n
+}
+
+// addUserWithPassword adds one user with a password on the primary.
+func addUserWithPassword(t *testing.T, r *runner.Runner, name, password string) {
+	t.Helper()
+	ring, _ := keyfile.Load(r.Profile.Cluster.KeyFile)
+	err := runner.InNetns(r.Netns.Name("mx1"), func() error {
+		a, _ := r.Profile.Listen("pw1", cluster.SvcPasswdAdmin)
+		adm, err := pwadmin.Dial(context.Background(), a.String(), ring)
+		if err != nil {
+			return err
+		}
+		defer adm.Close()
+		_, err = adm.Do(pwadmin.Request{Op: pwadmin.OpUserAdd, Password: password, User: &directory.User{Name: name}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outside runs a command in the outside namespace with the cluster DNS
+// as its resolver, as a customer on the Internet would.
+func outside(t *testing.T, r *runner.Runner, argv ...string) ([]byte, error) {
+	t.Helper()
+	args := append([]string{"netns", "exec", r.Netns.Name("outside"), "unshare", "-m", "--propagation", "private",
+		"sh", "-c", `mount --bind "$1" /etc/resolv.conf && shift && exec "$@"`, "sh", r.OutsideResolv()}, argv...)
+	cmd := exec.Command("ip", args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.Bytes(), fmt.Errorf("%v: %s", err, errb.String())
+	}
+	return out.Bytes(), nil
+}
+
+// popFetch logs in through the POP pool name from outside with Python's
+// poplib (STLS first, as the cluster requires) and returns the messages,
+// as a JSON list of base64 strings decoded here.
+func popFetch(t *testing.T, r *runner.Runner, user, password string) ([][]byte, error) {
+	t.Helper()
+	script := `import poplib, ssl, sys, json, base64
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+p = poplib.POP3(sys.argv[1], 110, timeout=20)
+p.stls(context=ctx)
+p.user(sys.argv[2]); p.pass_(sys.argv[3])
+n = len(p.list()[1])
+out = [base64.b64encode(b"\n".join(p.retr(i + 1)[1]) + b"\n").decode() for i in range(n)]
+p.quit()
+print(json.dumps(out))
+`
+	out, err := outside(t, r, "python3", "-c", script, "pop."+r.Profile.Cluster.DNS.Zone, user, password)
+	if err != nil {
+		return nil, err
+	}
+	var b64 []string
+	if err := json.Unmarshal(out, &b64); err != nil {
+		return nil, fmt.Errorf("poplib output %q: %v", out, err)
+	}
+	var msgs [][]byte
+	for _, s := range b64 {
+		m, _ := base64.StdEncoding.DecodeString(s)
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
 }
