@@ -29,6 +29,15 @@ type PostfixConfig struct {
 	// copy of /etc/passwd bind-mounted over the real one: the machine's
 	// file is never touched. Needs root.
 	Passwd []string
+	// Listen is the address smtpd binds and inet_interfaces; default
+	// 127.0.0.1.
+	Listen string
+	// Wrap, when set, runs Postfix's master through it: e.g. inside a
+	// network namespace (vm-tests) with `ip netns exec`.
+	Wrap func(argv []string) []string
+	// Ready, when set, replaces the wait for the SMTP banner (which a test
+	// outside Wrap's namespace could not reach).
+	Ready func(addr string) error
 }
 
 // Postfix is a private Postfix instance: its own configuration, queue
@@ -40,6 +49,7 @@ type Postfix struct {
 	Port     int
 	LogFile  string
 	proc     *Proc
+	listen   string
 }
 
 // StartPostfix configures and starts a private Postfix (root: Postfix's
@@ -54,8 +64,12 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	}
 	dir := ShortTempDir(t, "postfix-")
 	os.Chmod(dir, 0o755)
+	listen := cfg.Listen
+	if listen == "" {
+		listen = "127.0.0.1"
+	}
 	p := &Postfix{Dir: dir, ConfDir: filepath.Join(dir, "etc"), QueueDir: filepath.Join(dir, "queue"),
-		LogFile: filepath.Join(dir, "maillog"), Port: FreePort(t)}
+		LogFile: filepath.Join(dir, "maillog"), Port: FreePort(t), listen: listen}
 	for _, d := range []string{p.ConfDir, p.QueueDir, filepath.Join(dir, "data")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -67,7 +81,7 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 		"data_directory":           filepath.Join(dir, "data"),
 		"mail_owner":               "postfix",
 		"setgid_group":             "postdrop",
-		"inet_interfaces":          "127.0.0.1",
+		"inet_interfaces":          listen,
 		"inet_protocols":           "ipv4",
 		"myhostname":               "mx.interop.test",
 		"mydomain":                 "interop.test",
@@ -108,7 +122,7 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	}
 	// Only the services these tests need, none chrooted (the chroot would
 	// need a copy of /etc and the libraries under the queue directory).
-	master := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
+	master := fmt.Sprintf(`%s:%d inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -131,7 +145,7 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-`, p.Port)
+`, listen, p.Port)
 	if err := os.WriteFile(filepath.Join(p.ConfDir, "main.cf"), []byte(mc.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -140,10 +154,18 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 	}
 	// The queue subdirectories with their owners and modes, as
 	// postfix-files describes them.
-	if out, err := exec.Command(postfix, "-c", p.ConfDir, "set-permissions").CombinedOutput(); err != nil {
+	// check verifies inet_interfaces against the local addresses, so it
+	// runs where master will.
+	wrap := func(argv ...string) *exec.Cmd {
+		if cfg.Wrap != nil {
+			argv = cfg.Wrap(argv)
+		}
+		return exec.Command(argv[0], argv[1:]...)
+	}
+	if out, err := wrap(postfix, "-c", p.ConfDir, "set-permissions").CombinedOutput(); err != nil {
 		t.Logf("postfix set-permissions: %v\n%s", err, out)
 	}
-	if out, err := exec.Command(postfix, "-c", p.ConfDir, "check").CombinedOutput(); err != nil {
+	if out, err := wrap(postfix, "-c", p.ConfDir, "check").CombinedOutput(); err != nil {
 		t.Fatalf("postfix check: %v\n%s", err, out)
 	}
 	argv := []string{postfix, "-c", p.ConfDir, "start-fg"}
@@ -160,8 +182,14 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 		argv = []string{"unshare", "-m", "--propagation", "private", "sh", "-c",
 			`mount --bind "$PW" /etc/passwd && exec "$@"`, "sh"}
 		argv = append(argv, postfix, "-c", p.ConfDir, "start-fg")
+		if cfg.Wrap != nil {
+			argv = cfg.Wrap(argv)
+		}
 		p.proc = Start(t, "postfix", argv, []string{"PW=" + pw})
 	} else {
+		if cfg.Wrap != nil {
+			argv = cfg.Wrap(argv)
+		}
 		p.proc = Start(t, "postfix", argv, nil)
 	}
 	t.Cleanup(func() {
@@ -173,12 +201,26 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 			t.Logf("--- postfix maillog:\n%s", b)
 		}
 	})
-	WaitTCP(t, p.Addr(), 30*time.Second)
+	if cfg.Ready != nil {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := cfg.Ready(p.Addr())
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("postfix never answered on %s: %v", p.Addr(), err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	} else {
+		WaitTCP(t, p.Addr(), 30*time.Second)
+	}
 	return p
 }
 
 // Addr is the SMTP address.
-func (p *Postfix) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.Port) }
+func (p *Postfix) Addr() string { return fmt.Sprintf("%s:%d", p.listen, p.Port) }
 
 // Log returns the instance's mail log so far.
 func (p *Postfix) Log() string {

@@ -39,6 +39,10 @@ var commands = []command{
 	{"passwd", "status", "state of both passwd servers", runPasswdStatus},
 	{"key", "new", "create a cluster key file", runKeyNew},
 	{"layout", "sample", "print a realistic sample of ISP user names", runLayoutSample},
+	{"queue", "list", "list smtpd's queued messages (safe while smtpd runs)", runQueueList},
+	{"queue", "show", "show one queued message: envelope, state, headers", runQueueShow},
+	{"queue", "flush", "make every queued message due now", runQueueFlush},
+	{"queue", "delete", "remove a message from the queue without delivering or bouncing it", runQueueDelete},
 }
 
 // errUsage marks errors that should print the usage and exit 2.

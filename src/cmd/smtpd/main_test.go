@@ -1,0 +1,547 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"correo/src/cluster"
+	"correo/src/directory"
+	"correo/src/interop"
+	"correo/src/pwadmin"
+	"correo/src/testutil"
+)
+
+// These tests run the real smtpd, passwdd and pdeliveryd binaries as
+// processes, talk to smtpd with swaks, Python's smtplib and raw SMTP, and
+// read the Maildirs back with Python's mailbox module.
+
+type env struct {
+	c      *interop.Cluster
+	smtpd  *interop.Proc
+	pdeliv *interop.Proc
+	passwd *interop.Proc
+	extra  []string
+}
+
+func setup(t *testing.T, clusterTOML string, smtpdArgs ...string) *env {
+	t.Helper()
+	// A loopback cluster: smtpd creates the self-signed pair (tlsconf).
+	tlsDir := interop.ShortTempDir(t, "tls-")
+	c := interop.NewCluster(t, interop.Spec{ClusterTOML: clusterTOML, Hosts: []interop.HostSpec{
+		{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "storage"},
+			TOML: "[host.smtpd]\nmax_message_bytes = 100000\nmax_recipients = 5\nmax_connections = 50\nmax_connections_per_client = 30\n" +
+				fmt.Sprintf("[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "mx1.crt"), filepath.Join(tlsDir, "mx1.key"))},
+	}})
+	e := &env{c: c, extra: smtpdArgs}
+	e.passwd = c.StartPasswdd(t, "mx1")
+	c.AddUsers(t, directory.User{Name: "ana", Storage: "mx1"}, directory.User{Name: "bob", Storage: "mx1"},
+		directory.User{Name: "dis", Storage: "mx1"})
+	st := directory.StateDisabled
+	c.ModUser(t, "dis", directory.Patch{State: &st})
+	e.pdeliv = c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.smtpd = c.StartDaemon(t, "smtpd", "mx1", true, smtpdArgs...)
+	return e
+}
+
+func (e *env) addr() string {
+	a, _ := e.c.Profile.Listen("mx1", cluster.SvcSMTP)
+	return a.String()
+}
+
+func (e *env) queueDir() string { return filepath.Join(e.c.StateDir("mx1", "smtpd"), QueueDir) }
+
+// maildirFiles lists the messages in a user's Maildir new/.
+func (e *env) maildirFiles(user string) []string {
+	ents, _ := os.ReadDir(filepath.Join(e.c.Maildir("mx1", user), "new"))
+	var out []string
+	for _, x := range ents {
+		b, _ := os.ReadFile(filepath.Join(e.c.Maildir("mx1", user), "new", x.Name()))
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// waitMail waits until user has n messages.
+func (e *env) waitMail(t *testing.T, user string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := e.maildirFiles(user)
+		if len(m) >= n {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has %d messages after 30s, want %d\nsmtpd log:\n%s", user, len(m), n, e.smtpd.Log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) queued() int {
+	ents, _ := os.ReadDir(filepath.Join(e.queueDir(), "q"))
+	n := 0
+	for _, x := range ents {
+		if strings.HasSuffix(x.Name(), ".env") {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *env) waitLog(t *testing.T, p *interop.Proc, s string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.Log.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log after 30s:\n%s", s, p.Log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) correoctl(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := interop.Build(t, "correoctl", false)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("correoctl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// smtp is a raw SMTP client.
+type smtp struct {
+	t  *testing.T
+	nc net.Conn
+	tp *textproto.Conn
+}
+
+func dial(t *testing.T, addr string) *smtp {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	c := &smtp{t: t, nc: nc, tp: textproto.NewConn(nc)}
+	c.expect(220)
+	return c
+}
+
+// cmd sends a line and returns the reply's code and text.
+func (c *smtp) cmd(format string, a ...any) (int, string) {
+	c.t.Helper()
+	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c.tp.PrintfLine(format, a...); err != nil {
+		return 0, err.Error()
+	}
+	code, msg, err := c.tp.ReadResponse(0)
+	if err != nil && code == 0 {
+		return 0, err.Error()
+	}
+	return code, msg
+}
+
+func (c *smtp) expect(code int) string {
+	c.t.Helper()
+	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	got, msg, err := c.tp.ReadResponse(0)
+	if got != code {
+		c.t.Fatalf("reply %d %s (%v), want %d", got, msg, err, code)
+	}
+	return msg
+}
+
+func (c *smtp) want(code int, format string, a ...any) string {
+	c.t.Helper()
+	got, msg := c.cmd(format, a...)
+	if got != code {
+		c.t.Fatalf("%s: reply %d %s, want %d", fmt.Sprintf(format, a...), got, msg, code)
+	}
+	return msg
+}
+
+// send runs one transaction and returns the final reply.
+func (c *smtp) send(from string, to []string, body string) (int, string) {
+	c.t.Helper()
+	c.want(250, "MAIL FROM:<%s>", from)
+	for _, r := range to {
+		c.want(250, "RCPT TO:<%s>", r)
+	}
+	c.want(354, "DATA")
+	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	w := c.tp.DotWriter()
+	w.Write([]byte(body))
+	w.Close()
+	code, msg, _ := c.tp.ReadResponse(0)
+	return code, msg
+}
+
+func message(id string) string {
+	return "From: ana@correo.test\r\nTo: bob@correo.test\r\nSubject: test " + id + "\r\nMessage-ID: <" + id + "@example.org>\r\n\r\nhello " + id + "\r\n"
+}
+
+func countID(msgs []string, id string) int {
+	n := 0
+	for _, m := range msgs {
+		if strings.Contains(m, "Message-ID: <"+id+"@example.org>") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestEndToEndRealClients: swaks and Python's smtplib → smtpd → queue →
+// pdeliveryd → Maildir; the body arrives unchanged (Python's mailbox
+// reads it) with smtpd's Received line and trace id, reused by
+// pdeliveryd.
+func TestEndToEndRealClients(t *testing.T) {
+	swaks := testutil.NeedCommand(t, "swaks")
+	python := testutil.NeedCommand(t, "python3")
+	e := setup(t, "")
+	msgFile := filepath.Join(e.c.Dir, "msg.eml")
+	os.WriteFile(msgFile, []byte(interop.TestMessage+".\n"), 0o644)
+	out, err := exec.Command(swaks, "--server", e.addr(), "--from", "sender@example.org", "--to", "ana@correo.test",
+		"--data", msgFile, "--silent", "1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	// Python: the extensions, two good recipients and an unknown one
+	// (smtplib sends CRLF lines only when given a str; bytes go as they
+	// are, so the file is converted here).
+	py := `
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.ehlo("client.example.org")
+assert s.has_extn("starttls"), s.esmtp_features
+import ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx)
+s.ehlo("client.example.org")
+assert s.has_extn("pipelining") and s.has_extn("8bitmime") and s.has_extn("size") and s.has_extn("smtputf8") and s.has_extn("chunking"), s.esmtp_features
+refused = s.sendmail("sender@example.org", ["ana@correo.test", "bob@correo.test", "nobody@correo.test"],
+    open(sys.argv[3], "rb").read().replace(b"Message-ID: <interop-1@", b"Message-ID: <interop-2@").replace(b"\n", b"\r\n"))
+assert list(refused) == ["nobody@correo.test"], refused
+s.quit()
+`
+	host, port, _ := net.SplitHostPort(e.addr())
+	pyFile := filepath.Join(e.c.Dir, "msg-py.eml")
+	os.WriteFile(pyFile, []byte(interop.TestMessage), 0o644)
+	if out, err := exec.Command(python, "-c", py, host, port, pyFile).CombinedOutput(); err != nil {
+		t.Fatalf("python smtplib: %v\n%s", err, out)
+	}
+	e.waitMail(t, "ana", 2)
+	e.waitMail(t, "bob", 1)
+	// Python went through STARTTLS (the self-signed dev-style
+	// certificate), swaks did not.
+	if n := strings.Count(strings.Join(e.maildirFiles("ana"), ""), "with ESMTPS id "); n != 1 {
+		t.Errorf("%d messages received over TLS, want Python's one", n)
+	}
+	for _, u := range []string{"ana", "bob"} {
+		for _, m := range interop.ReadMaildir(t, python, e.c.Maildir("mx1", u)) {
+			if m.Body != interop.TestBody {
+				t.Errorf("%s: body changed:\n%q\nwant\n%q", u, m.Body, interop.TestBody)
+			}
+			if !strings.Contains(m.Headers, "(correo smtpd) with ESMTP") || !strings.Contains(m.Headers, "X-Correo-Trace: ") {
+				t.Errorf("%s: headers lack smtpd's trace:\n%s", u, m.Headers)
+			}
+			// pdeliveryd reused smtpd's trace id.
+			i := strings.Index(m.Headers, "X-Correo-Trace: ")
+			trace := strings.TrimSpace(strings.SplitN(m.Headers[i+len("X-Correo-Trace: "):], "\n", 2)[0])
+			if !strings.Contains(m.Headers, "with LMTP id "+trace) {
+				t.Errorf("%s: pdeliveryd did not reuse trace %s:\n%s", u, trace, m.Headers)
+			}
+		}
+	}
+	if e.queued() != 0 {
+		t.Errorf("%d messages left in the queue", e.queued())
+	}
+}
+
+// TestRecipients: the open-relay tricks, unknown and disabled users.
+func TestRecipients(t *testing.T) {
+	e := setup(t, "")
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	c.want(250, "MAIL FROM:<someone@example.org>")
+	cases := []struct {
+		rcpt string
+		code int
+		enh  string
+	}{
+		{"<victim@example.com>", 554, "5.7.1"},                 // plain external → external
+		{"<ana%victim@example.com@correo.test>", 554, "5.7.1"}, // percent hack
+		{"<victim%example.com@correo.test>", 554, "5.7.1"},
+		{"<\"victim@example.com\"@correo.test>", 554, "5.7.1"}, // quoted local part with '@'
+		{"<@correo.test:victim@example.com>", 554, "5.7.1"},    // source route to an outside address
+		{"<example.com!victim@correo.test>", 554, "5.7.1"},     // bang path
+		{"<victim@[192.0.2.1]>", 501, "5.1.3"},                 // address literal: bad syntax for us
+		{"<victim@correo.test.example.com>", 554, "5.7.1"},
+		{"<nobody@correo.test>", 550, "5.1.1"},
+		{"<dis@correo.test>", 550, "5.2.1"},
+		{"<../etc@correo.test>", 550, "5.1.1"},
+	}
+	for _, k := range cases {
+		code, msg := c.cmd("RCPT TO:%s", k.rcpt)
+		if code != k.code || !strings.HasPrefix(msg, k.enh) {
+			t.Errorf("RCPT TO:%s → %d %s, want %d %s", k.rcpt, code, msg, k.code, k.enh)
+		}
+	}
+	// A source route to a local address is ignored (RFC 5321 §3.6.1):
+	// the mail stays here, which relays nothing.
+	c.want(250, "RCPT TO:<@evil.example:ana@correo.test>")
+	c.want(250, "RCPT TO:<BOB@Correo.Test>")
+	c.want(354, "DATA")
+	w := c.tp.DotWriter()
+	w.Write([]byte(message("rcpts")))
+	w.Close()
+	c.expect(250)
+	e.waitMail(t, "ana", 1)
+	e.waitMail(t, "bob", 1)
+
+	// The bad-command limit: refused recipients end the session.
+	c2 := dial(t, e.addr())
+	c2.want(250, "EHLO client.example.org")
+	c2.want(250, "MAIL FROM:<someone@example.org>")
+	last := 0
+	for i := 0; i < 25 && last != 421; i++ {
+		last, _ = c2.cmd("RCPT TO:<victim%d@example.com>", i)
+	}
+	if last != 421 {
+		t.Fatalf("no 421 after 25 refused recipients")
+	}
+	if code, _ := c2.cmd("NOOP"); code != 0 {
+		t.Errorf("connection still open after the bad-command limit")
+	}
+
+	// Max recipients from the profile (5).
+	c3 := dial(t, e.addr())
+	c3.want(250, "EHLO client.example.org")
+	c3.want(250, "MAIL FROM:<someone@example.org>")
+	for i := 0; i < 5; i++ {
+		c3.want(250, "RCPT TO:<ana+%d@correo.test>", i)
+	}
+	c3.want(452, "RCPT TO:<bob@correo.test>")
+}
+
+// TestPasswdDown: both passwd servers silent → 451 4.4.3, never a 5xx.
+func TestPasswdDown(t *testing.T) {
+	e := setup(t, "")
+	e.passwd.Stop(syscall.SIGKILL)
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	c.want(250, "MAIL FROM:<someone@example.org>")
+	code, msg := c.cmd("RCPT TO:<ana@correo.test>")
+	if code != 451 || !strings.HasPrefix(msg, "4.4.3") {
+		t.Fatalf("RCPT with passwd down: %d %s, want 451 4.4.3", code, msg)
+	}
+}
+
+// TestStorageDownThenBack: accepted while pdeliveryd is down, kept in the
+// queue, delivered exactly once after it returns (correoctl queue flush).
+func TestStorageDownThenBack(t *testing.T) {
+	e := setup(t, "")
+	e.pdeliv.Stop(syscall.SIGTERM)
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	if code, msg := c.send("sender@example.org", []string{"bob@correo.test"}, message("down1")); code != 250 {
+		t.Fatalf("DATA: %d %s", code, msg)
+	}
+	e.waitLog(t, e.smtpd, "deferred")
+	if e.queued() != 1 {
+		t.Fatalf("%d queued, want 1", e.queued())
+	}
+	list := e.correoctl(t, "queue", "list", "-queue", e.queueDir())
+	if !strings.Contains(list, "sender@example.org") || !strings.Contains(list, "1 messages") {
+		t.Errorf("queue list:\n%s", list)
+	}
+	id := strings.Fields(strings.Split(list, "\n")[1])[0]
+	show := e.correoctl(t, "queue", "show", "-queue", e.queueDir(), id)
+	if !strings.Contains(show, "bob@correo.test pending") || !strings.Contains(show, "Message-ID: <down1@example.org>") {
+		t.Errorf("queue show:\n%s", show)
+	}
+	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.correoctl(t, "queue", "flush", "-queue", e.queueDir())
+	msgs := e.waitMail(t, "bob", 1)
+	time.Sleep(1500 * time.Millisecond) // a second delivery would show now
+	msgs = e.maildirFiles("bob")
+	if n := countID(msgs, "down1"); n != 1 || len(msgs) != 1 {
+		t.Fatalf("bob has %d messages, %d of them down1; want exactly one", len(msgs), n)
+	}
+	if e.queued() != 0 {
+		t.Errorf("%d messages left in the queue", e.queued())
+	}
+
+	// correoctl queue delete while smtpd runs: gone, never delivered.
+	e.pdeliv.Stop(syscall.SIGTERM)
+	c.send("sender@example.org", []string{"ana@correo.test"}, message("del1"))
+	e.waitLog(t, e.smtpd, "deferred")
+	list = e.correoctl(t, "queue", "list", "-queue", e.queueDir())
+	id = strings.Fields(strings.Split(list, "\n")[1])[0]
+	e.correoctl(t, "queue", "delete", "-queue", e.queueDir(), id)
+	if e.queued() != 0 {
+		t.Fatalf("still queued after delete")
+	}
+	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.correoctl(t, "queue", "flush", "-queue", e.queueDir())
+	time.Sleep(1500 * time.Millisecond)
+	if n := countID(e.maildirFiles("ana"), "del1"); n != 0 {
+		t.Fatalf("a deleted message was delivered")
+	}
+}
+
+// TestKill9AfterAccept: smtpd killed with SIGKILL right after its 250
+// (storage down, so the message is only in the queue); after the restart
+// it is delivered, once.
+func TestKill9AfterAccept(t *testing.T) {
+	e := setup(t, "")
+	e.pdeliv.Stop(syscall.SIGTERM)
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	if code, msg := c.send("sender@example.org", []string{"ana@correo.test", "bob@correo.test"}, message("k9")); code != 250 {
+		t.Fatalf("DATA: %d %s", code, msg)
+	}
+	e.smtpd.Signal(syscall.SIGKILL)
+	<-e.smtpd.Done()
+	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.smtpd = e.c.StartDaemon(t, "smtpd", "mx1", true)
+	e.waitMail(t, "ana", 1)
+	e.waitMail(t, "bob", 1)
+	time.Sleep(time.Second)
+	for _, u := range []string{"ana", "bob"} {
+		if n := countID(e.maildirFiles(u), "k9"); n != 1 {
+			t.Errorf("%s has %d copies, want 1", u, n)
+		}
+	}
+}
+
+// TestLimits: oversize message, a slow client, garbage and over-long lines.
+func TestLimits(t *testing.T) {
+	e := setup(t, "", "-timeout", "2s", "-data-timeout", "4s")
+	t.Run("oversize", func(t *testing.T) {
+		c := dial(t, e.addr())
+		c.want(250, "EHLO client.example.org")
+		code, msg := c.cmd("MAIL FROM:<a@example.org> SIZE=200000")
+		if code != 552 {
+			t.Errorf("MAIL with SIZE over the limit: %d %s", code, msg)
+		}
+		big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 99)+"\r\n", 1500)
+		if code, msg := c.send("a@example.org", []string{"ana@correo.test"}, big); code != 552 {
+			t.Errorf("oversize DATA: %d %s, want 552", code, msg)
+		}
+		c.want(250, "NOOP")
+	})
+	t.Run("slow", func(t *testing.T) {
+		c := dial(t, e.addr())
+		c.want(250, "EHLO client.example.org")
+		time.Sleep(3 * time.Second)
+		code, msg, _ := c.tp.ReadResponse(0)
+		if code != 421 {
+			t.Errorf("idle client: %d %s, want 421", code, msg)
+		}
+		// Trickling DATA past the data timeout.
+		c2 := dial(t, e.addr())
+		c2.want(250, "EHLO client.example.org")
+		c2.want(250, "MAIL FROM:<a@example.org>")
+		c2.want(250, "RCPT TO:<ana@correo.test>")
+		c2.want(354, "DATA")
+		for i := 0; i < 6; i++ {
+			c2.nc.Write([]byte("X-Slow: " + fmt.Sprint(i) + "\r\n"))
+			time.Sleep(time.Second)
+		}
+		c2.nc.SetDeadline(time.Now().Add(5 * time.Second))
+		code, msg, _ = c2.tp.ReadResponse(0)
+		if code != 451 && code != 421 {
+			t.Errorf("trickling client: %d %s, want 451 or 421", code, msg)
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		c := dial(t, e.addr())
+		for i := 0; i < 10; i++ {
+			code, _ := c.cmd("\x01\x02 garbage %d \xff", i)
+			if code == 0 {
+				return // closed by the server: good
+			}
+		}
+		t.Errorf("10 garbage lines and still connected")
+	})
+	t.Run("long-line", func(t *testing.T) {
+		c := dial(t, e.addr())
+		code, msg := c.cmd("EHLO %s", strings.Repeat("a", 40000))
+		if code != 500 {
+			t.Errorf("40 000-byte line: %d %s, want 500", code, msg)
+		}
+	})
+	if strings.Contains(e.smtpd.Log.String(), "panic") {
+		t.Errorf("smtpd panicked:\n%s", e.smtpd.Log.String())
+	}
+	// Still serving.
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	if code, _ := c.send("a@example.org", []string{"ana@correo.test"}, message("after")); code != 250 {
+		t.Fatal("smtpd no longer accepts mail")
+	}
+}
+
+// TestBounces: a user deleted between RCPT and delivery gets the sender
+// (local) a DSN in her Maildir; the same with the null sender gives none.
+func TestBounces(t *testing.T) {
+	e := setup(t, "")
+	e.pdeliv.Stop(syscall.SIGTERM)
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	c.send("ana@correo.test", []string{"bob@correo.test"}, message("perm"))
+	c.send("", []string{"bob@correo.test"}, message("null"))
+	e.waitLog(t, e.smtpd, "deferred")
+	if _, err := e.c.Admin(t).Do(pwadmin.Request{Op: pwadmin.OpUserDel, Name: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.correoctl(t, "queue", "flush", "-queue", e.queueDir())
+	msgs := e.waitMail(t, "ana", 1)
+	dsn := msgs[0]
+	for _, want := range []string{"Content-Type: multipart/report; report-type=delivery-status", "Final-Recipient: rfc822; bob@correo.test",
+		"Action: failed", "Status: 5.1.1", "Diagnostic-Code: smtp; 550 5.1.1", "Content-Type: text/rfc822-headers",
+		"Message-ID: <perm@example.org>", "Return-Path: <>"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+	e.waitLog(t, e.smtpd, "no bounce for a message with the null sender")
+	time.Sleep(time.Second)
+	if n := len(e.maildirFiles("ana")); n != 1 {
+		t.Errorf("ana has %d messages, want the one DSN", n)
+	}
+}
+
+// TestExpiredLifetime: a message that stays undeliverable past the
+// profile's lifetime is bounced with Status 4.4.7 to the local sender.
+func TestExpiredLifetime(t *testing.T) {
+	e := setup(t, "[cluster.queue]\nretry = [\"1s\"]\nlifetime = \"3s\"\n")
+	e.pdeliv.Stop(syscall.SIGTERM)
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	c.send("ana@correo.test", []string{"bob@correo.test"}, message("exp"))
+	e.waitLog(t, e.smtpd, "expired")
+	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.correoctl(t, "queue", "flush", "-queue", e.queueDir())
+	msgs := e.waitMail(t, "ana", 1)
+	for _, want := range []string{"Status: 4.4.7", "Action: failed", "Final-Recipient: rfc822; bob@correo.test", "Message-ID: <exp@example.org>"} {
+		if !strings.Contains(msgs[0], want) {
+			t.Errorf("DSN lacks %q:\n%s", want, msgs[0])
+		}
+	}
+	if n := len(e.maildirFiles("bob")); n != 0 {
+		t.Errorf("bob got %d messages after the lifetime", n)
+	}
+}

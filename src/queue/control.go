@@ -1,0 +1,139 @@
+package queue
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// The operator's side (correoctl queue): safe while smtpd runs. Reading
+// needs no coordination (envelopes are replaced by rename, so a reader
+// sees the old one or the new one); changes go through the running
+// process when there is one (a file in ctl/ it picks up within a second),
+// or are made directly under the lock when there is none.
+
+// requestTimeout is how long correoctl waits for smtpd to take a request.
+const requestTimeout = 10 * time.Second
+
+// List returns every queued envelope, oldest first. Unreadable ones are
+// reported in errs, not fatal.
+func List(dir string) (envs []*Envelope, errs []error, err error) {
+	st := store{dir: dir}
+	if _, err := os.Stat(st.path(dirQ)); err != nil {
+		return nil, nil, fmt.Errorf("%s is not a queue directory (no %s/): %w", dir, dirQ, err)
+	}
+	ids, err := st.ids()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, id := range ids {
+		e, err := st.readEnv(id)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) { // finished meanwhile
+				errs = append(errs, err)
+			}
+			continue
+		}
+		envs = append(envs, e)
+	}
+	return envs, errs, nil
+}
+
+// Show returns one envelope and writes the message's header section to w.
+func Show(dir, id string, w io.Writer) (*Envelope, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%q is not a queue id (20 hex digits, as `correoctl queue list` prints)", id)
+	}
+	st := store{dir: dir}
+	e, err := st.readEnv(id)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
+		}
+		return nil, err
+	}
+	f, err := os.Open(st.msgPath(id))
+	if err != nil {
+		return e, err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	for {
+		l, err := br.ReadString('\n')
+		if l == "\r\n" || l == "\n" || l == "" {
+			return e, nil
+		}
+		io.WriteString(w, l)
+		if err != nil {
+			return e, nil
+		}
+	}
+}
+
+// RequestFlush makes every queued message due now.
+func RequestFlush(dir string) error {
+	st := store{dir: dir}
+	if err := st.prepare(); err != nil {
+		return err
+	}
+	lk, free, err := st.lock()
+	if err != nil {
+		return err
+	}
+	if !free {
+		return st.request(ctlFlush, requestTimeout)
+	}
+	defer lk.Close()
+	// Nothing runs the queue: mark every message due for the next start.
+	ids, err := st.ids()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		e, err := st.readEnv(id)
+		if err != nil {
+			continue
+		}
+		e.Next = time.Time{}
+		if err := st.writeEnv(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RequestDelete removes a message from the queue (into trash/) without
+// delivering or bouncing it.
+func RequestDelete(dir, id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("%q is not a queue id (20 hex digits, as `correoctl queue list` prints)", id)
+	}
+	st := store{dir: dir}
+	if _, err := os.Stat(st.envPath(id)); err != nil {
+		return fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
+	}
+	lk, free, err := st.lock()
+	if err != nil {
+		return err
+	}
+	if !free {
+		if err := st.request(ctlDelete+id, requestTimeout); err != nil {
+			return err
+		}
+		// A message in the middle of an attempt is moved when the
+		// attempt ends.
+		deadline := time.Now().Add(requestTimeout)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(st.envPath(id)); errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return fmt.Errorf("smtpd took the request but %s is still queued (an attempt in progress); check again with `correoctl queue show %s`", id, id)
+	}
+	defer lk.Close()
+	return st.trash(id)
+}

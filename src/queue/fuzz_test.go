@@ -1,0 +1,46 @@
+package queue
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+// FuzzDecode: an envelope file from disk never panics the decoder, and
+// whatever it accepts encodes and decodes to the same envelope.
+func FuzzDecode(f *testing.F) {
+	e := &Envelope{Version: 1, ID: "0006167651abb170b474", From: "s@example.org", Trace: "5tjkt5wyjzqgubxv",
+		Created: time.Unix(1700000000, 0).UTC(), Client: "127.0.0.1", Helo: "client", Size: 10,
+		Rcpts: []Recipient{{Addr: "a@correo.test", Route: RouteLocal, State: Pending},
+			{Addr: "b@example.com", Route: RouteRemote, State: Failed, Code: 550, Enhanced: "5.1.1", Text: "no", Bounced: true}}}
+	b, err := e.Encode()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"v":1,"id":"0006167651abb170b474","from":"","created":"2024-01-01T00:00:00Z","trace":"t","size":0,"attempts":0,"rcpts":[{"addr":"a@b.c","route":"local","state":"pending"}]}`))
+	f.Add([]byte(`{"v":2}`))
+	f.Add([]byte(`{"v":1,"id":"../../etc/passwd0000"}`))
+	f.Add([]byte(`{} {}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := Decode(data)
+		if err != nil {
+			return
+		}
+		if !ValidID(e.ID) || len(e.Rcpts) == 0 {
+			t.Fatalf("Decode accepted %+v", e)
+		}
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatalf("accepted envelope does not encode: %v", err)
+		}
+		e2, err := Decode(b)
+		if err != nil {
+			t.Fatalf("re-decode: %v\n%s", err, b)
+		}
+		b2, _ := e2.Encode()
+		if !bytes.Equal(b, b2) {
+			t.Fatalf("not stable:\n%s\n%s", b, b2)
+		}
+	})
+}

@@ -1,0 +1,302 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"correo/src/delivery"
+	"correo/src/logging"
+	"correo/src/pwclient"
+	"correo/src/pwproto"
+	"correo/src/queue"
+)
+
+type session struct {
+	s    *Server
+	c    *smtp.Conn
+	l    *Listener
+	info Session
+	base *conn
+
+	from  string
+	rcpts []queue.Recipient
+	bad   int
+}
+
+func (s *Server) newSession(c *smtp.Conn, l *Listener) (smtp.Session, error) {
+	if s.draining.Load() {
+		return nil, reply(421, "4.3.2", "%s shutting down, try again later", s.name)
+	}
+	_, isTLS := c.TLSConnectionState()
+	base := baseConn(c.Conn())
+	ss := &session{s: s, c: c, l: l, base: base,
+		info: Session{Listener: l.Name, Helo: cleanHelo(c.Hostname()), TLS: isTLS}}
+	if base != nil {
+		ss.info.Client = base.ip
+	}
+	return ss, nil
+}
+
+// cleanHelo keeps the EHLO argument safe for a header and a log line.
+func cleanHelo(h string) string {
+	b := []byte(h)
+	if len(b) > 255 {
+		b = b[:255]
+	}
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".-_:[]", c) >= 0) {
+			b[i] = '?'
+		}
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
+}
+
+func reply(code int, enh string, format string, a ...any) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enhanced(enh), Message: fmt.Sprintf(format, a...)}
+}
+
+func enhanced(s string) smtp.EnhancedCode {
+	var e smtp.EnhancedCode
+	if _, err := fmt.Sscanf(s, "%d.%d.%d", &e[0], &e[1], &e[2]); err != nil {
+		return smtp.EnhancedCodeNotSet
+	}
+	return e
+}
+
+// refuse counts a refused command and, past the limit, ends the session
+// after this reply.
+func (ss *session) refuse(r *smtp.SMTPError) error {
+	ss.bad++
+	if ss.bad >= ss.s.cfg.Limits.MaxBadCommands && ss.base != nil {
+		ss.base.hangup.Store(true)
+		ss.s.log.Warn("too many refused commands: closing", "client", ss.info.Client.String(), "refused", ss.bad)
+		return reply(421, "4.7.0", "%s too many refused commands, closing connection (last: %d %s)", ss.s.name, r.Code, r.Message)
+	}
+	return r
+}
+
+func (ss *session) Reset() {
+	ss.from, ss.rcpts = "", nil
+}
+
+func (ss *session) Logout() error { return nil }
+
+// AuthMechanisms and Auth implement smtp.AuthSession through the
+// listener's Policy (relay role); the mx role offers none.
+func (ss *session) AuthMechanisms() []string {
+	if ss.l.Policy.AuthMechanisms == nil {
+		return nil
+	}
+	return ss.l.Policy.AuthMechanisms(&ss.info)
+}
+
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	if ss.l.Policy.Auth == nil {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	return ss.l.Policy.Auth(&ss.info, mech)
+}
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.s.draining.Load() {
+		return reply(421, "4.3.2", "%s shutting down, try again later", ss.s.name)
+	}
+	if ss.l.Policy.RequireAuth && ss.info.User == "" {
+		return ss.refuse(reply(530, "5.7.0", "authentication required"))
+	}
+	for i := 0; i < len(from); i++ {
+		if from[i] >= 0x80 {
+			return ss.refuse(reply(553, "5.6.7", "non-ASCII addresses are not supported here"))
+		}
+	}
+	if err := delivery.CheckPath(from, true); err != nil {
+		return ss.refuse(reply(501, "5.1.7", "bad sender address syntax"))
+	}
+	if ss.l.Policy.CheckSender != nil {
+		if err := ss.l.Policy.CheckSender(&ss.info, from); err != nil {
+			var se *smtp.SMTPError
+			if errors.As(err, &se) {
+				return ss.refuse(se)
+			}
+			return ss.refuse(reply(553, "5.7.1", "%v", err))
+		}
+	}
+	ss.from, ss.rcpts = from, nil
+	return nil
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s := ss.s
+	for i := 0; i < len(to); i++ {
+		if to[i] >= 0x80 {
+			return ss.reject(to, "", reply(553, "5.6.7", "non-ASCII addresses are not supported here"))
+		}
+	}
+	dest, r := Classify(s.cfg.Profile, to)
+	switch dest {
+	case Refused:
+		return ss.reject(to, r.Reason, reply(r.Code, r.Enhanced, "%s", r.Text))
+	case Remote:
+		if ss.l.Policy.MayRelay == nil || !ss.l.Policy.MayRelay(&ss.info) {
+			return ss.reject(to, "not a domain of this cluster", reply(554, "5.7.1", "relay access denied"))
+		}
+		ss.rcpts = append(ss.rcpts, queue.Recipient{Addr: to, Route: queue.RouteRemote})
+		return nil
+	}
+	loc, err := delivery.ParseLocal(s.cfg.Profile, to)
+	if err != nil {
+		ae := err.(*delivery.AddrError)
+		return ss.reject(to, ae.Reason, reply(ae.Code, ae.Enhanced, "%s", ae.Text))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.LookupTimeout)
+	u, err := s.cfg.Users.LookupAddr(ctx, loc.Key())
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, pwclient.ErrNotFound):
+		return ss.reject(to, "", reply(550, "5.1.1", "no such user here"))
+	case errors.Is(err, pwclient.ErrNoServer), errors.Is(err, pwclient.ErrTempFail), errors.Is(err, context.DeadlineExceeded):
+		// Not counted as a bad command: the client did nothing wrong.
+		s.log.Warn("recipient deferred: passwd unavailable", "rcpt", quote(to), "client", ss.info.Client.String(), "err", err)
+		return reply(451, "4.4.3", "user directory unavailable, try again later")
+	default:
+		s.log.Warn("recipient deferred: lookup failed", "rcpt", quote(to), "client", ss.info.Client.String(), "err", err)
+		return reply(451, "4.3.0", "user lookup failed, try again later")
+	}
+	switch u.State {
+	case pwproto.StateDisabled:
+		return ss.reject(to, "user "+u.Name+" is disabled", reply(550, "5.2.1", "mailbox disabled"))
+	case pwproto.StateActive, pwproto.StateMoving:
+		// Moving: accepted and queued; delivery defers until the move
+		// ends (the queue retries).
+	default:
+		return reply(451, "4.3.0", "user in unknown state, try again later")
+	}
+	ss.rcpts = append(ss.rcpts, queue.Recipient{Addr: to, Route: queue.RouteLocal})
+	return nil
+}
+
+// reject logs a refused recipient and counts it.
+func (ss *session) reject(to, reason string, r *smtp.SMTPError) error {
+	attrs := []any{"rcpt", quote(to), "from", quote(ss.from), "client", ss.info.Client.String(),
+		"listener", ss.l.Name, "code", r.Code, "reply", r.Message}
+	if reason != "" {
+		attrs = append(attrs, "reason", reason)
+	}
+	ss.s.log.Info("recipient refused", attrs...)
+	return ss.refuse(r)
+}
+
+// deadlineReader gives every read of message data the command timeout,
+// within the bound on the whole DATA phase.
+type deadlineReader struct {
+	r     io.Reader
+	conn  net.Conn
+	idle  time.Duration
+	limit time.Time
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	dl := time.Now().Add(d.idle)
+	if dl.After(d.limit) {
+		dl = d.limit
+	}
+	d.conn.SetReadDeadline(dl)
+	return d.r.Read(p)
+}
+
+func (ss *session) Data(r io.Reader) error {
+	s := ss.s
+	s.inData.Add(1)
+	defer s.inData.Add(-1)
+	if len(ss.rcpts) == 0 {
+		io.Copy(io.Discard, r)
+		return reply(554, "5.5.1", "no valid recipients")
+	}
+	lim := s.cfg.Limits
+	w, err := s.cfg.Queue.NewMessage()
+	if err != nil {
+		s.log.Error("cannot queue a message", "err", err)
+		return reply(451, "4.3.0", "cannot queue the message now, try again later")
+	}
+	trace := logging.NewTraceID()
+	now := time.Now()
+	io.WriteString(w, s.received(ss, w.ID(), trace, now))
+	_, err = io.Copy(w, &deadlineReader{r: r, conn: ss.c.Conn(), idle: lim.CommandTimeout, limit: now.Add(lim.DataTimeout)})
+	if err != nil {
+		w.Abort()
+		return ss.dataError(err, trace)
+	}
+	env := &queue.Envelope{From: ss.from, Trace: trace, Client: ss.info.Client.String(), Helo: ss.info.Helo,
+		User: ss.info.User, Rcpts: ss.rcpts}
+	if err := w.Commit(env); err != nil {
+		s.log.Error("cannot queue a message", logging.TraceKey, trace, "err", err)
+		return reply(451, "4.3.0", "cannot queue the message now, try again later")
+	}
+	s.log.Info("queued", logging.TraceKey, trace, "queue_id", env.ID, "from", ss.from, "rcpts", len(env.Rcpts),
+		"size", env.Size, "client", ss.info.Client.String(), "helo", ss.info.Helo, "listener", ss.l.Name)
+	// go-smtp sends an error's code as is: this is the success reply,
+	// with the id the sender's logs should show.
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},
+		Message: fmt.Sprintf("queued as %s (trace %s)", env.ID, trace)}
+}
+
+// dataError is the reply for a message that could not be received.
+func (ss *session) dataError(err error, trace string) error {
+	var se *smtp.SMTPError
+	var ne net.Error
+	attrs := []any{logging.TraceKey, trace, "client", ss.info.Client.String(), "from", quote(ss.from), "err", err}
+	switch {
+	case errors.As(err, &se):
+		ss.s.log.Info("message refused", attrs...)
+		return se // go-smtp's own: 552 5.3.4 message too big
+	case errors.Is(err, smtp.ErrTooLongLine):
+		ss.s.log.Info("message refused: line too long", attrs...)
+		if ss.base != nil {
+			ss.base.hangup.Store(true) // the rest of the stream is unreadable
+		}
+		return reply(500, "5.5.2", "line longer than %d bytes in the message", ss.s.cfg.Limits.MaxLineLength)
+	case errors.As(err, &ne) && ne.Timeout():
+		ss.s.log.Info("message abandoned: timeout", attrs...)
+		return reply(451, "4.4.2", "timeout reading the message")
+	case strings.Contains(err.Error(), "queue"):
+		ss.s.log.Error("cannot queue a message", attrs...)
+		return reply(451, "4.3.0", "cannot queue the message now, try again later")
+	}
+	ss.s.log.Info("message abandoned", attrs...)
+	return reply(451, "4.4.2", "error reading the message")
+}
+
+// received is the trace header smtpd prepends: the Received line with the
+// queue id and trace id, and X-Correo-Trace, which pdeliveryd reuses so
+// the whole path logs one id. It comes first, so a forged X-Correo-Trace
+// further down is never the one read.
+func (s *Server) received(ss *session, id, trace string, now time.Time) string {
+	proto := "ESMTP"
+	if ss.info.TLS {
+		proto = "ESMTPS"
+	}
+	if ss.info.User != "" {
+		proto += "A"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (correo smtpd) with %s id %s\r\n\t(trace %s)",
+		ss.info.Helo, ss.info.Client, s.name, proto, id, trace)
+	if len(ss.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", ss.rcpts[0].Addr)
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", now.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "X-Correo-Trace: %s\r\n", trace)
+	return b.String()
+}
