@@ -27,6 +27,13 @@ import (
 // namespaces named with a test prefix, torn down at the end.
 func bootExample(t *testing.T) *runner.Runner {
 	t.Helper()
+	return bootExampleWith(t, nil)
+}
+
+// bootExampleWith lets a scenario adjust the profile (e.g. a short retry
+// ladder) before the cluster boots.
+func bootExampleWith(t *testing.T, adjust func(*cluster.Profile)) *runner.Runner {
+	t.Helper()
 	testutil.NeedRoot(t)
 	for _, c := range []string{"ip", "nsd", "rsyslogd", "unshare"} {
 		testutil.NeedCommand(t, c)
@@ -40,6 +47,9 @@ func bootExample(t *testing.T) *runner.Runner {
 	p, err := cluster.Load("../../hosts/example.toml", cluster.Options{SkipFiles: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(p)
 	}
 	var logs bytes.Buffer
 	r := &runner.Runner{Profile: p, StateDir: filepath.Join(dir, "state"), BinDir: bin,
