@@ -456,7 +456,17 @@ func (ss *session) splice(bc *net.TCPConn) {
 		bc.CloseWrite()
 		up <- n
 	}()
-	n, err := io.Copy(ss.conn, bc)
+	// Over TLS the bytes pass through this process anyway, so the proxy
+	// can note each message's trace id as it goes by: one id then follows
+	// a message from the MX through the mailbox to the user. A plain
+	// connection keeps the zero-copy splice and logs no message ids.
+	var dst io.Writer = ss.conn
+	if ss.tls {
+		dst = &traceScanner{w: ss.conn, found: func(id string) {
+			ss.s.log.Info("message relayed", "trace", id, "session", ss.trace, "user", ss.name, "backend", ss.backend)
+		}}
+	}
+	n, err := io.Copy(dst, bc)
 	ss.out = n
 	// The backend is done (or gone): the client gets a clean close, and
 	// the copy from the client ends with it. Over TLS, Close sends

@@ -7,6 +7,7 @@ import (
 	"net/smtp"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -51,12 +52,13 @@ func startOutsidePostfix(t *testing.T, r *runner.Runner) *interop.Postfix {
 	})
 }
 
-// TestInternetMailToPOP (scenario 1): a real Postfix on the
+// TestInternetMailToPOP (scenarios 1 and 2): a real Postfix on the
 // "Internet" sends mail to the cluster's users, finding the MX hosts in
 // the cluster DNS; both MX hosts take some; every message lands in its
 // user's Maildir under the hashed path on the right storage host; it is
 // fetched through the pop pool name with curl and Python's poplib byte
-// for byte.
+// for byte; and one message's trace id is in the central log from the MX,
+// the storage host and the POP proxy.
 func TestInternetMailToPOP(t *testing.T) {
 	testutil.NeedCommand(t, "postfix")
 	testutil.NeedCommand(t, "curl")
@@ -147,6 +149,45 @@ func TestInternetMailToPOP(t *testing.T) {
 			t.Errorf("curl's message 1 of %s is not byte-equal to a stored message:\n%s", u, out)
 		}
 	}
+
+	// Scenario 2: one message's trace id in the central log from the MX
+	// that took it, the storage host that stored it and the POP proxy
+	// that handed it out.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		all, _ := os.ReadFile(filepath.Join(r.LoghostDir(), "all.log"))
+		if id, where := followedTrace(all); id != "" {
+			t.Logf("trace %s: %s", id, where)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no trace id is logged by smtpd, pdeliveryd and popproxy together:\n%s", all)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// followedTrace finds a trace id logged by smtpd on an MX host, by
+// pdeliveryd on a storage host and by popproxy, and says where.
+func followedTrace(all []byte) (string, string) {
+	byID := map[string]map[string]string{} // id → program → host
+	re := regexp.MustCompile(`^\S+ (\S+) (\w+)\[\d+\] \S+ \[correo@32473 trace="([^"]+)"\]`)
+	for _, line := range strings.Split(string(all), "\n") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		if byID[m[3]] == nil {
+			byID[m[3]] = map[string]string{}
+		}
+		byID[m[3]][m[2]] = m[1]
+	}
+	for id, progs := range byID {
+		if progs["smtpd"] != "" && progs["pdeliveryd"] != "" && progs["popproxy"] != "" {
+			return id, fmt.Sprintf("smtpd on %s, pdeliveryd on %s, popproxy on %s", progs["smtpd"], progs["pdeliveryd"], progs["popproxy"])
+		}
+	}
+	return "", ""
 }
 
 // storedMessages reads a user's stored messages as POP3 clients get them
