@@ -3,6 +3,7 @@ package netns
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -22,6 +23,11 @@ import (
 	"correo/src/runner"
 	"correo/src/testutil"
 )
+
+// prefix names this test process's namespaces and links, so two runs of
+// the suite (two sessions, a developer and CI) cannot trip over each
+// other; it stays short because link names have 15 bytes.
+var prefix = fmt.Sprintf("t%04x", os.Getpid()&0xffff)
 
 // bootExample builds the programs and boots hosts/example.toml in
 // namespaces named with a test prefix, torn down at the end.
@@ -53,7 +59,7 @@ func bootExampleWith(t *testing.T, adjust func(*cluster.Profile)) *runner.Runner
 	}
 	var logs bytes.Buffer
 	r := &runner.Runner{Profile: p, StateDir: filepath.Join(dir, "state"), BinDir: bin,
-		Log: slog.New(slog.NewTextHandler(&logs, nil)), Netns: &runner.Netns{Prefix: "ctest"}, ReadyTimeout: 30 * time.Second}
+		Log: slog.New(slog.NewTextHandler(&logs, nil)), Netns: &runner.Netns{Prefix: prefix}, ReadyTimeout: 30 * time.Second}
 	t.Cleanup(func() {
 		r.Down()
 		if t.Failed() {
@@ -224,10 +230,10 @@ func TestTeardownLeavesNothing(t *testing.T) {
 	r := bootExample(t)
 	r.Down()
 	out, _ := exec.Command("ip", "netns", "list").Output()
-	if strings.Contains(string(out), "ctest-") {
+	if strings.Contains(string(out), prefix+"-") {
 		t.Fatalf("namespaces left after Down:\n%s", out)
 	}
-	if err := exec.Command("ip", "link", "show", "ctestbr").Run(); err == nil {
+	if err := exec.Command("ip", "link", "show", prefix+"br").Run(); err == nil {
 		t.Fatal("bridge left after Down")
 	}
 }

@@ -29,7 +29,7 @@ func boot(t *testing.T, p *cluster.Profile, state, bin string) (*runner.Runner, 
 	t.Helper()
 	var logs bytes.Buffer
 	r := &runner.Runner{Profile: p, StateDir: state, BinDir: bin,
-		Log: slog.New(slog.NewTextHandler(&logs, nil)), Netns: &runner.Netns{Prefix: "ctest"}, ReadyTimeout: 30 * time.Second}
+		Log: slog.New(slog.NewTextHandler(&logs, nil)), Netns: &runner.Netns{Prefix: prefix}, ReadyTimeout: 30 * time.Second}
 	if err := r.Up(context.Background()); err != nil {
 		t.Fatalf("%v\n%s", err, logs.String())
 	}
