@@ -15,11 +15,13 @@ import (
 	"correo/src/cluster"
 	"correo/src/mailbox"
 	"correo/src/pwproto"
+	"correo/src/ticket"
 )
 
-// Users verifies passwords; *pwclient.Client is one.
+// Users verifies passwords and looks users up; *pwclient.Client is one.
 type Users interface {
 	Authenticate(ctx context.Context, name, password, clientIP string) (pwproto.User, error)
+	LookupName(ctx context.Context, name string) (pwproto.User, error)
 }
 
 // Limits bound what one client may cost.
@@ -56,6 +58,10 @@ type Config struct {
 	// is another host are refused.
 	Host  *cluster.Host
 	Users Users
+	// Tickets, when set, opens popproxy's login tickets: a login that
+	// comes with a valid ticket for its user is looked up instead of
+	// having its password checked again.
+	Tickets *ticket.Sealer
 	// TLS enables STLS; nil offers no STLS.
 	TLS *tls.Config
 	Log *slog.Logger

@@ -19,8 +19,10 @@ import (
 
 	"correo/src/directory"
 	"correo/src/interop"
+	"correo/src/keyfile"
 	"correo/src/mailbox"
 	"correo/src/proxyproto"
+	"correo/src/ticket"
 	"correo/src/tlsconf"
 )
 
@@ -39,11 +41,12 @@ const (
 )
 
 type env struct {
-	t    *testing.T
-	c    *interop.Cluster
-	srv  *Server
-	addr string
-	logs *interop.SyncBuffer
+	t       *testing.T
+	tickets *ticket.Sealer
+	c       *interop.Cluster
+	srv     *Server
+	addr    string
+	logs    *interop.SyncBuffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -67,7 +70,12 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, c: c, logs: &interop.SyncBuffer{}}
-	e.srv, err = New(Config{Profile: c.Profile, Host: h, Users: c.Client(t), TLS: tc,
+	ring, err := keyfile.Load(c.Profile.Cluster.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tickets, _ = ticket.New(ring)
+	e.srv, err = New(Config{Profile: c.Profile, Host: h, Users: c.Client(t), TLS: tc, Tickets: e.tickets,
 		Log:    slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Limits: Limits{MaxBadCommands: 5}})
 	if err != nil {
@@ -439,5 +447,60 @@ func TestPlaintextNeedsTLS(t *testing.T) {
 	c.c, c.br = tc, bufio.NewReader(tc)
 	c.login("ana")
 	c.cmd("STAT", "+OK 1 ")
+	c.cmd("QUIT", "+OK")
+}
+
+// dialTicket connects like popproxy, with a login ticket in the PROXY
+// header.
+func (e *env) dialTicket(tk []byte) *client {
+	t := e.t
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.30")}}
+	c, err := d.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cl := &client{t: t, c: c, br: bufio.NewReader(c)}
+	b, _ := proxyproto.Header{Source: ticketClient, Dest: netip.MustParseAddrPort(e.addr), UniqueID: "tickettrace", Ticket: tk}.Encode()
+	c.Write(b)
+	cl.expect("+OK")
+	return cl
+}
+
+var ticketClient = netip.MustParseAddrPort("198.51.100.8:40001")
+
+// TestLoginTicket: a login that arrives with popproxy's ticket for its
+// user is not checked again; a ticket for another user, a forged one, a
+// replayed one or one for another client address gets the full password
+// check.
+func TestLoginTicket(t *testing.T) {
+	e := newEnv(t)
+	now := time.Now()
+	good, _ := e.tickets.Seal("ana", ticketClient, now)
+	c := e.dialTicket(good)
+	c.cmd("USER ana", "+OK")
+	c.cmd("PASS not-the-password", "+OK") // the proxy vouched for it
+	c.cmd("QUIT", "+OK")
+
+	bad := map[string][]byte{}
+	bad["other user"], _ = e.tickets.Seal("bob", ticketClient, now)
+	bad["replayed"] = good
+	bad["other client"], _ = e.tickets.Seal("ana", netip.MustParseAddrPort("198.51.100.9:1"), now)
+	forged := append([]byte(nil), good...)
+	forged[len(forged)-1] ^= 1
+	bad["forged"] = forged
+	for name, tk := range bad {
+		c := e.dialTicket(tk)
+		c.cmd("USER ana", "+OK")
+		if got := c.cmd("PASS not-the-password", "-ERR"); !strings.Contains(got, "[AUTH]") {
+			t.Errorf("%s ticket: %q", name, got)
+		}
+		c.cmd("QUIT", "+OK")
+	}
+	// With the right password the full check still lets the user in.
+	other, _ := e.tickets.Seal("bob", ticketClient, now)
+	c = e.dialTicket(other)
+	c.login("ana")
 	c.cmd("QUIT", "+OK")
 }

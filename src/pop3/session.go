@@ -20,6 +20,7 @@ import (
 	"correo/src/proxyproto"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
+	"correo/src/ticket"
 )
 
 type state int
@@ -37,12 +38,14 @@ type message struct {
 }
 
 type session struct {
-	s       *Server
-	conn    net.Conn
-	br      *bufio.Reader
-	bw      *bufio.Writer
-	client  netip.AddrPort // the real client (from PROXY when proxied)
-	via     netip.AddrPort // the proxy, when proxied
+	s      *Server
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	client netip.AddrPort // the real client (from PROXY when proxied)
+	via    netip.AddrPort // the proxy, when proxied
+	// ticket is the proxy's word that it checked this user's password.
+	ticket  *ticket.Ticket
 	tls     bool
 	trace   string
 	start   time.Time
@@ -123,6 +126,15 @@ func (s *Server) handle(c net.Conn) {
 			ss.via, ss.client = ss.client, h.Source
 			ss.tls = h.TLS
 			ss.trace = h.UniqueID
+			if len(h.Ticket) > 0 && s.cfg.Tickets != nil {
+				// A ticket that does not open only costs the full
+				// password check below.
+				if tk, err := s.cfg.Tickets.Open(h.Ticket, time.Now()); err == nil && tk.Client == ss.client {
+					ss.ticket = &tk
+				} else if err != nil {
+					s.log.Warn("login ticket refused", "proxy", ss.via.String(), "err", err)
+				}
+			}
 		}
 	}
 	if ss.trace == "" {
@@ -572,7 +584,18 @@ func (ss *session) login(user, pw string) bool {
 		return ss.bad1(replyAuthFailed)
 	}
 	ctx, cancel := context.WithTimeout(logging.WithTrace(context.Background(), ss.trace), ss.s.cfg.AuthTimeout)
-	u, err := ss.s.cfg.Users.Authenticate(ctx, name, pw, ss.client.Addr().String())
+	var u pwproto.User
+	if ss.ticket != nil && ss.ticket.User == name {
+		// popproxy checked this password a moment ago (its ticket says so,
+		// sealed with the cluster key): only the record is needed.
+		u, err = ss.s.cfg.Users.LookupName(ctx, name)
+		if errors.Is(err, pwclient.ErrNotFound) {
+			err = pwclient.ErrDenied
+		}
+		ss.ticket = nil
+	} else {
+		u, err = ss.s.cfg.Users.Authenticate(ctx, name, pw, ss.client.Addr().String())
+	}
 	cancel()
 	switch {
 	case err == nil:

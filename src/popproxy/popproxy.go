@@ -32,6 +32,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/pwproto"
+	"correo/src/ticket"
 )
 
 // Users verifies passwords; *pwclient.Client is one.
@@ -89,6 +90,9 @@ type Config struct {
 	// PROXY header.
 	Host  *cluster.Host
 	Users Users
+	// Tickets, when set, seals a login ticket for pop3d after each good
+	// password check, so the backend need not check it again.
+	Tickets *ticket.Sealer
 	// TLS enables STLS and ServeTLS; nil means neither.
 	TLS *tls.Config
 	Log *slog.Logger

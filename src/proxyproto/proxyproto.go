@@ -41,6 +41,9 @@ const (
 const (
 	TypeUniqueID = 0x05 // opaque id of the connection: correo's trace id
 	TypeSSL      = 0x20 // the client connection used TLS
+	// TypeTicket (in the range the specification leaves to
+	// applications) carries popproxy's sealed login ticket (src/ticket).
+	TypeTicket = 0xE1
 )
 
 // MaxTLVBytes bounds the TLV section a decoder accepts. The length field
@@ -62,7 +65,12 @@ type Header struct {
 	UniqueID string
 	// TLS says the client's connection to the proxy was encrypted.
 	TLS bool
+	// Ticket is an opaque login ticket (at most maxTicket bytes).
+	Ticket []byte
 }
+
+// maxTicket bounds the ticket TLV.
+const maxTicket = 512
 
 // Errors a decoder returns, wrapped with detail.
 var (
@@ -103,6 +111,12 @@ func (h Header) Encode() ([]byte, error) {
 			return nil, fmt.Errorf("proxyproto: unique id of %d bytes, more than %d", len(h.UniqueID), maxUniqueID)
 		}
 		tlvs = appendTLV(tlvs, TypeUniqueID, []byte(h.UniqueID))
+	}
+	if len(h.Ticket) > 0 {
+		if len(h.Ticket) > maxTicket {
+			return nil, fmt.Errorf("proxyproto: ticket of %d bytes, more than %d", len(h.Ticket), maxTicket)
+		}
+		tlvs = appendTLV(tlvs, TypeTicket, h.Ticket)
 	}
 	if h.TLS {
 		// PP2_CLIENT_SSL set, verify = 0 (no client certificate asked),
@@ -253,6 +267,11 @@ func parse(verCmd, fam byte, rest []byte) (Header, error) {
 				return Header{}, fmt.Errorf("%w: unique id of %d bytes, more than %d", ErrMalformed, l, maxUniqueID)
 			}
 			h.UniqueID = string(v)
+		case TypeTicket:
+			if l > maxTicket {
+				return Header{}, fmt.Errorf("%w: ticket of %d bytes, more than %d", ErrMalformed, l, maxTicket)
+			}
+			h.Ticket = append([]byte(nil), v...)
 		case TypeSSL:
 			if l < 5 {
 				return Header{}, fmt.Errorf("%w: SSL TLV of %d bytes, need at least 5", ErrMalformed, l)

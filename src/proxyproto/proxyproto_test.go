@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 )
 
 func TestRoundTrip(t *testing.T) {
 	for _, h := range []Header{
+		{Source: netip.MustParseAddrPort("192.0.2.9:1100"), Dest: netip.MustParseAddrPort("10.0.0.2:110"), UniqueID: "t1", Ticket: []byte{1, 2, 3, 0xff}},
 		{Source: netip.MustParseAddrPort("192.0.2.7:51234"), Dest: netip.MustParseAddrPort("10.77.0.5:110")},
 		{Source: netip.MustParseAddrPort("[2001:db8::1]:40000"), Dest: netip.MustParseAddrPort("[2001:db8::2]:995"), TLS: true, UniqueID: "abcdefghijklmnop"},
 		{Source: netip.MustParseAddrPort("[::ffff:192.0.2.1]:1"), Dest: netip.MustParseAddrPort("10.0.0.1:2"), UniqueID: strings.Repeat("x", 128)},
@@ -29,7 +31,7 @@ func TestRoundTrip(t *testing.T) {
 		if h.Local {
 			want = Header{Local: true}
 		}
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("decoded %+v, want %+v", got, want)
 		}
 		br := bufio.NewReader(bytes.NewReader(append(b, "CAPA\r\n"...)))
@@ -37,7 +39,7 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatalf("HasSignature: %v %v", ok, err)
 		}
 		got2, err := Read(br)
-		if err != nil || got2 != got {
+		if err != nil || !reflect.DeepEqual(got2, got) {
 			t.Fatalf("Read: %+v %v", got2, err)
 		}
 		rest, _ := br.ReadString('\n')
@@ -53,7 +55,7 @@ func TestEncodeMixedFamiliesAsIPv6(t *testing.T) {
 	if err != nil || b[13] != famTCP6 {
 		t.Fatalf("%v %x", err, b)
 	}
-	if got, _, err := Decode(b); err != nil || got != h {
+	if got, _, err := Decode(b); err != nil || !reflect.DeepEqual(got, h) {
 		t.Fatalf("%+v %v", got, err)
 	}
 	if _, err := (Header{}).Encode(); err == nil {
@@ -133,7 +135,7 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if n > len(b) || h2 != h {
+		if n > len(b) || !reflect.DeepEqual(h2, h) {
 			t.Fatalf("n %d of %d; Read %+v, Decode %+v", n, len(b), h2, h)
 		}
 		if h.Local {
@@ -144,7 +146,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("a decoded header does not encode: %+v: %v", h, err)
 		}
 		h3, _, err := Decode(enc)
-		if err != nil || h3 != h {
+		if err != nil || !reflect.DeepEqual(h3, h) {
 			t.Fatalf("re-decoded %+v %v, want %+v", h3, err, h)
 		}
 	})

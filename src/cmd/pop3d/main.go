@@ -26,6 +26,7 @@ import (
 	"correo/src/keyfile"
 	"correo/src/pop3"
 	"correo/src/pwclient"
+	"correo/src/ticket"
 )
 
 // shutdownGrace is how long sessions get to QUIT after SIGTERM; the rest
@@ -60,7 +61,11 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := pop3.New(pop3.Config{Profile: p, Host: h, Users: users, TLS: tlsCfg, Log: log})
+	tickets, err := ticket.New(ring)
+	if err != nil {
+		return err
+	}
+	srv, err := pop3.New(pop3.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log})
 	if err != nil {
 		return err
 	}

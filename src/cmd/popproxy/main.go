@@ -22,6 +22,7 @@ import (
 	"correo/src/keyfile"
 	"correo/src/popproxy"
 	"correo/src/pwclient"
+	"correo/src/ticket"
 	"correo/src/tlsconf"
 )
 
@@ -70,7 +71,11 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := popproxy.New(popproxy.Config{Profile: p, Host: h, Users: users, TLS: tlsCfg, Log: log, Limits: lim})
+	tickets, err := ticket.New(ring)
+	if err != nil {
+		return err
+	}
+	srv, err := popproxy.New(popproxy.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Limits: lim})
 	if err != nil {
 		return err
 	}
