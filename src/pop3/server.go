@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"correo/src/cluster"
 	"correo/src/mailbox"
+	"correo/src/netserve"
 	"correo/src/pwproto"
 	"correo/src/ticket"
 )
@@ -85,12 +85,8 @@ type Server struct {
 	trusted bool
 	locks   locks
 
-	mu        sync.Mutex
-	listeners map[net.Listener]bool
-	conns     map[net.Conn]bool
-	closed    bool
-	active    atomic.Int64
-	wg        sync.WaitGroup
+	group  netserve.Group
+	active atomic.Int64
 }
 
 // New builds a server; nothing listens until Serve.
@@ -124,19 +120,18 @@ func New(cfg Config) (*Server, error) {
 		cfg.AuthTimeout = 2*cfg.Profile.Cluster.Passwd.Timeout.Std() + time.Second
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       cfg.Log,
-		dataDir:   cfg.Host.Storage.DataDir,
-		scheme:    cfg.Profile.LayoutScheme(),
-		network:   cfg.Profile.NetworkPrefix(),
-		proxies:   map[netip.Addr]bool{},
-		trusted:   cfg.Profile.Cluster.TrustedNetwork,
-		listeners: map[net.Listener]bool{},
-		conns:     map[net.Conn]bool{},
+		cfg:     cfg,
+		log:     cfg.Log,
+		dataDir: cfg.Host.Storage.DataDir,
+		scheme:  cfg.Profile.LayoutScheme(),
+		network: cfg.Profile.NetworkPrefix(),
+		proxies: map[netip.Addr]bool{},
+		trusted: cfg.Profile.Cluster.TrustedNetwork,
 	}
 	for _, h := range cfg.Profile.HostsWithRole(cluster.RolePOPProxy) {
 		s.proxies[h.Addr()] = true
 	}
+	s.group.Log = cfg.Log
 	return s, nil
 }
 
@@ -145,102 +140,13 @@ func (s *Server) ProxyAllowed(addr netip.Addr) bool { return s.proxies[addr.Unma
 
 // Serve accepts connections on ln until it is closed.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
-		return net.ErrClosed
-	}
-	s.listeners[ln] = true
-	s.mu.Unlock()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// EMFILE and friends: back off instead of spinning.
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "delay", delay.String())
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if !s.track(c) {
-			c.Close()
-			return nil
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.untrack(c)
-			s.handle(c)
-		}()
-	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
-}
-
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = true
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
+	return s.group.Serve(ln, s.handle)
 }
 
 // Close stops listening and drops every session. Sessions in the
 // TRANSACTION state delete nothing: only QUIT applies deletions.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return nil
-}
+func (s *Server) Close() error { return s.group.Close() }
 
 // Shutdown stops listening and waits for sessions to end by themselves
 // until ctx is done, then drops the rest.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.Close()
-		return ctx.Err()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.group.Shutdown(ctx) }

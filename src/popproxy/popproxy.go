@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"correo/src/cluster"
+	"correo/src/netserve"
 	"correo/src/pwproto"
 	"correo/src/ticket"
 )
@@ -112,13 +113,11 @@ type Server struct {
 	dialer   net.Dialer
 	fails    failures
 
-	mu        sync.Mutex
-	listeners map[net.Listener]bool
-	conns     map[net.Conn]bool
+	group netserve.Group
+
+	mu        sync.Mutex // guards the connection counts
 	perClient map[netip.Addr]int
 	active    int
-	closed    bool
-	wg        sync.WaitGroup
 }
 
 // New builds a server; nothing listens until Serve.
@@ -151,11 +150,10 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Log,
 		trusted:   cfg.Profile.Cluster.TrustedNetwork,
 		backends:  map[string]netip.AddrPort{},
-		listeners: map[net.Listener]bool{},
-		conns:     map[net.Conn]bool{},
 		perClient: map[netip.Addr]int{},
 		fails:     failures{m: map[netip.Addr]*failEntry{}},
 	}
+	s.group.Log = cfg.Log
 	for _, e := range cfg.Profile.Endpoints(cluster.SvcPOP3Backend) {
 		s.backends[e.Host] = e.Addr
 	}
@@ -178,52 +176,16 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 }
 
 func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
-		return net.ErrClosed
-	}
-	s.listeners[ln] = true
-	s.mu.Unlock()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "delay", delay.String())
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
+	return s.group.Serve(ln, func(c net.Conn) {
 		client := addrPort(c.RemoteAddr())
-		refusal := s.admit(c, client.Addr())
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.release(c, client.Addr(), refusal == "")
-			if refusal != "" {
-				s.refuse(c, client, implicitTLS, refusal)
-				return
-			}
-			s.handle(c, client, implicitTLS)
-		}()
-	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
+		refusal := s.admit(client.Addr())
+		defer s.release(client.Addr(), refusal == "")
+		if refusal != "" {
+			s.refuse(c, client, implicitTLS, refusal)
+			return
+		}
+		s.handle(c, client, implicitTLS)
+	})
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -235,12 +197,11 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 // admit counts a new connection; a non-empty result is why it is refused.
-func (s *Server) admit(c net.Conn, client netip.Addr) string {
+func (s *Server) admit(client netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conns[c] = true
 	switch {
-	case s.closed:
+	case s.group.Closed():
 		return "shutting down"
 	case s.active >= s.cfg.Limits.MaxConnections:
 		return "too many connections"
@@ -252,16 +213,15 @@ func (s *Server) admit(c net.Conn, client netip.Addr) string {
 	return ""
 }
 
-func (s *Server) release(c net.Conn, client netip.Addr, admitted bool) {
-	c.Close()
+func (s *Server) release(client netip.Addr, admitted bool) {
+	if !admitted {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.conns, c)
-	if admitted {
-		s.active--
-		if s.perClient[client]--; s.perClient[client] <= 0 {
-			delete(s.perClient, client)
-		}
+	s.active--
+	if s.perClient[client]--; s.perClient[client] <= 0 {
+		delete(s.perClient, client)
 	}
 }
 
@@ -287,39 +247,11 @@ func capitalize(s string) string {
 }
 
 // Close stops listening and drops every session.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return nil
-}
+func (s *Server) Close() error { return s.group.Close() }
 
 // Shutdown stops listening and waits for sessions to end until ctx is
 // done, then drops the rest (a dropped POP3 session deletes nothing).
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.Close()
-		return ctx.Err()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.group.Shutdown(ctx) }
 
 // failures remembers failed logins per client address, so the delay grows
 // for a client that reconnects to guess again. A success does not reset
