@@ -123,6 +123,7 @@ let
             { k = "max_recipients"; t = t.int; }
             { k = "max_connections"; t = t.int; }
             { k = "max_connections_per_client"; t = t.int; }
+            { k = "max_messages_per_hour"; t = t.int; }
           ];
         }
         {
@@ -377,6 +378,7 @@ let
             max_recipients = smtpdGet "max_recipients" 100;
             max_connections = smtpdGet "max_connections" 1000;
             max_connections_per_client = smtpdGet "max_connections_per_client" 20;
+            max_messages_per_hour = smtpdGet "max_messages_per_hour" 500;
           };
           cert = if tlsRaw == null then "" else tlsRaw.cert or "";
           key = if tlsRaw == null then "" else tlsRaw.key or "";
@@ -419,7 +421,7 @@ let
             (if !isSMTP then [ ]
              else
               concatMap (k: if smtpd.${k} < 0 then [ (herr "smtpd.${k}" "${toString smtpd.${k}} must be positive") ] else [ ])
-                [ "max_message_bytes" "max_recipients" "max_connections" "max_connections_per_client" ]
+                [ "max_message_bytes" "max_recipients" "max_connections" "max_connections_per_client" "max_messages_per_hour" ]
               ++ (if smtpd.max_connections_per_client > smtpd.max_connections
               then [ (herr "smtpd.max_connections_per_client" "${toString smtpd.max_connections_per_client} exceeds max_connections ${toString smtpd.max_connections}") ]
               else [ ]))

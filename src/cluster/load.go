@@ -560,6 +560,7 @@ func (v *validator) validateHostTables(i int) {
 		fill("max_recipients", &s.MaxRecipients, DefaultMaxRecipients)
 		fill("max_connections", &s.MaxConnections, DefaultMaxConnections)
 		fill("max_connections_per_client", &s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient)
+		fill("max_messages_per_hour", &s.MaxMessagesPerHour, DefaultMaxMessagesPerHour)
 		if s.MaxConnectionsPerClient > s.MaxConnections {
 			v.errAt("host.smtpd.max_connections_per_client", i, "%d exceeds max_connections %d", s.MaxConnectionsPerClient, s.MaxConnections)
 		}

@@ -191,6 +191,10 @@ type SMTPD struct {
 	MaxRecipients           int   `toml:"max_recipients" json:"max_recipients"`
 	MaxConnections          int   `toml:"max_connections" json:"max_connections"`
 	MaxConnectionsPerClient int   `toml:"max_connections_per_client" json:"max_connections_per_client"`
+	// MaxMessagesPerHour bounds what one authenticated user may submit
+	// through the relay role in an hour (a stolen password must not turn
+	// the relay into a spam cannon).
+	MaxMessagesPerHour int `toml:"max_messages_per_hour" json:"max_messages_per_hour"`
 }
 
 // TLS names a host's certificate and key files (PEM).
@@ -211,6 +215,7 @@ const (
 	DefaultMaxRecipients           = 100
 	DefaultMaxConnections          = 1000
 	DefaultMaxConnectionsPerClient = 20
+	DefaultMaxMessagesPerHour      = 500
 	DefaultNSSPositiveTTL          = 5 * time.Minute
 	DefaultNSSNegativeTTL          = 30 * time.Second
 	DefaultNSSCacheEntries         = 100000

@@ -68,8 +68,7 @@ var Daemons = []struct {
 	{cluster.RoleStorage, "pdeliveryd"},
 	{cluster.RoleStorage, "pop3d"},
 	{cluster.RoleMX, "smtpd"},
-	// The relay role joins when smtpd serves it (issue 7); until then smtpd
-	// refuses to start on a relay-only host.
+	{cluster.RoleRelay, "smtpd"},
 	{cluster.RolePOPProxy, "popproxy"},
 }
 

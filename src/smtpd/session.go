@@ -244,8 +244,15 @@ func (ss *session) Data(r io.Reader) error {
 		s.log.Error("cannot queue a message", logging.TraceKey, trace, "err", err)
 		return reply(451, "4.3.0", "cannot queue the message now, try again later")
 	}
-	s.log.Info("queued", logging.TraceKey, trace, "queue_id", env.ID, "from", ss.from, "rcpts", len(env.Rcpts),
-		"size", env.Size, "client", ss.info.Client.String(), "helo", ss.info.Helo, "listener", ss.l.Name)
+	if ss.l.Policy.Queued != nil {
+		ss.l.Policy.Queued(&ss.info)
+	}
+	attrs := []any{logging.TraceKey, trace, "queue_id", env.ID, "from", ss.from, "rcpts", len(env.Rcpts),
+		"size", env.Size, "client", ss.info.Client.String(), "helo", ss.info.Helo, "listener", ss.l.Name}
+	if ss.info.User != "" {
+		attrs = append(attrs, "user", ss.info.User)
+	}
+	s.log.Info("queued", attrs...)
 	// go-smtp sends an error's code as is: this is the success reply,
 	// with the id the sender's logs should show.
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},

@@ -1,8 +1,8 @@
 // Package smtpd is correo's SMTP server (github.com/emersion/go-smtp) in
 // front of the durable queue (package queue). One Server serves several
-// listeners, each with its own Policy: the mx role's port 25 (built here),
-// and later the relay role's 25/587/465 (issue 7), which plug in through
-// the same Policy hooks (MayRelay, Auth, RequireAuth, CheckSender).
+// listeners, each with its own Policy: the mx role's port 25 (the zero
+// Policy), and the relay role's 25/587/465 (relay.go: Relay's policies
+// fill the hooks MayRelay, Auth, RequireAuth, CheckSender and Queued).
 //
 // # The mx role
 //
@@ -134,6 +134,9 @@ type Policy struct {
 	// CheckSender may refuse a MAIL FROM (relay: 553 5.7.1 when it is not
 	// the user's).
 	CheckSender func(s *Session, from string) error
+	// Queued is told of every message queued (relay: the per-user
+	// hourly count).
+	Queued func(s *Session)
 }
 
 // Listener is one port a Server serves.
@@ -215,6 +218,9 @@ func New(cfg Config) (*Server, error) {
 
 // Name is the host name the server greets with.
 func (s *Server) Name() string { return s.name }
+
+// Log is the server's logger.
+func (s *Server) Log() *slog.Logger { return s.log }
 
 // Limits returns the limits in force.
 func (s *Server) Limits() Limits { return s.cfg.Limits }

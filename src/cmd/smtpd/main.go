@@ -1,25 +1,34 @@
-// Command smtpd is correo's SMTP server. On an mx host it receives the
-// cluster's inbound mail on the profile's SMTP port (25), checks every
-// recipient with passwdd, queues each message durably in <state>/queue
-// before answering 250, and delivers it by LMTP to the storage hosts
-// (packages smtpd, queue, delivery).
+// Command smtpd is correo's SMTP server, for the mx and relay roles.
+//
+// On an mx host it receives the cluster's inbound mail on the profile's
+// SMTP port (25), checks every recipient with passwdd, queues each message
+// durably in <state>/queue before answering 250, and delivers it by LMTP
+// to the storage hosts (packages smtpd, queue, delivery).
+//
+// On a relay host it takes the users' outgoing mail on 587 (STARTTLS,
+// then AUTH PLAIN or LOGIN checked by passwdd) and 465 (implicit TLS), and
+// the cluster's own hosts' mail on the relay port 25 without AUTH; local
+// recipients go to storage like inbound mail, others to their domain's MX
+// hosts (package remote) through the same queue, with its retries and
+// bounces. A host with both roles serves both; when the mx and relay
+// ports are the same address, one listener serves both policies.
 //
 //	smtpd -profile hosts/example.toml -host mx1 -state /var/lib/correo/smtpd
 //
-// The relay role (submission, AUTH, delivery to other domains) is not
-// built yet: a relay-only host refuses to start, a host with both roles
-// serves the mx role and says so. Inspect the queue with
-// `correoctl queue list -queue <state>/queue`. Port 25 is privileged:
-// give the service CAP_NET_BIND_SERVICE rather than root.
+// Inspect the queue with `correoctl queue list -queue <state>/queue`.
+// Ports 25, 465 and 587 are privileged: give the service
+// CAP_NET_BIND_SERVICE rather than root.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"correo/src/cluster"
@@ -28,6 +37,7 @@ import (
 	"correo/src/keyfile"
 	"correo/src/pwclient"
 	"correo/src/queue"
+	"correo/src/remote"
 	"correo/src/smtpd"
 	"correo/src/tlsconf"
 )
@@ -47,6 +57,8 @@ func run(args []string, stderr io.Writer) error {
 	cmdTimeout := f.FlagSet.Duration("timeout", smtpd.DefaultLimits.CommandTimeout, "idle timeout for each command and each read of message data")
 	dataTimeout := f.FlagSet.Duration("data-timeout", smtpd.DefaultLimits.DataTimeout, "bound on a whole DATA phase")
 	workers := f.FlagSet.Int("workers", 32, "messages delivered at once")
+	resolvers := f.FlagSet.String("resolvers", "", "relay: comma-separated name servers (host:port) for MX lookups; empty: /etc/resolv.conf")
+	remotePort := f.FlagSet.Int("remote-port", 25, "relay: the port of other domains' MX hosts (tests)")
 	env, err := f.Start(args, cluster.RoleMX, cluster.RoleRelay)
 	if err != nil {
 		return err
@@ -54,12 +66,7 @@ func run(args []string, stderr io.Writer) error {
 	defer env.Close()
 	log := env.Log.Logger
 	p, h := env.Profile, env.Host
-	if !h.HasRole(cluster.RoleMX) {
-		return fmt.Errorf("%s: host %s has only the relay role, which smtpd does not serve yet (issue 7); give it role mx or do not start smtpd there", p.Source, h.Name)
-	}
-	if h.HasRole(cluster.RoleRelay) {
-		log.Warn("the relay role is not built yet: serving the mx role only", "host", h.Name)
-	}
+	isMX, isRelay := h.HasRole(cluster.RoleMX), h.HasRole(cluster.RoleRelay)
 	ring, err := keyfile.Load(p.Cluster.KeyFile)
 	if err != nil {
 		return err
@@ -82,9 +89,25 @@ func run(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer local.Close()
+	// Remote delivery only where the relay role is: an mx host never
+	// sends to other domains (its bounces go out through a relay).
+	var out queue.Deliverer
+	if isRelay {
+		var rs []string
+		if *resolvers != "" {
+			rs = strings.Split(*resolvers, ",")
+		}
+		rd, err := remote.New(remote.Config{Resolvers: rs, Port: *remotePort, HelloName: name, Log: log,
+			CommandTimeout: *cmdTimeout})
+		if err != nil {
+			return err
+		}
+		defer rd.Close()
+		out = rd
+	}
 	retry, lifetime := queue.RetryFromProfile(p)
 	qdir := filepath.Join(env.StateDir, QueueDir)
-	q, err := queue.Open(queue.Config{Dir: qdir, Local: local, Retry: retry, Lifetime: lifetime, Hostname: name,
+	q, err := queue.Open(queue.Config{Dir: qdir, Local: local, Remote: out, Retry: retry, Lifetime: lifetime, Hostname: name,
 		Workers: *workers, Log: log, Route: func(addr string) queue.Route {
 			if d, _ := smtpd.Classify(p, addr); d == smtpd.Remote {
 				return queue.RouteRemote
@@ -109,20 +132,18 @@ func run(args []string, stderr io.Writer) error {
 		q.Close(context.Background())
 		return err
 	}
-	addr, err := p.Listen(h.Name, cluster.SvcSMTP)
+	lns, err := listeners(p, h, srv, users, tlsCfg, isMX, isRelay)
 	if err != nil {
 		q.Close(context.Background())
 		return err
 	}
-	ln, err := net.Listen("tcp", addr.String())
-	if err != nil {
-		q.Close(context.Background())
-		return fmt.Errorf("SMTP: %w", err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(smtpd.Listener{Name: "mx", Listener: ln}) }()
+	errc := make(chan error, len(lns))
 	lim := srv.Limits()
-	log.Info("serving SMTP (mx)", "listen", addr.String(), "queue", qdir, "queued", q.Len(), "starttls", tlsCfg != nil,
+	for _, l := range lns {
+		go func(l smtpd.Listener) { errc <- srv.Serve(l) }(l)
+		log.Info("serving SMTP", "listener", l.Name, "listen", l.Listener.Addr().String(), "implicit_tls", l.ImplicitTLS)
+	}
+	log.Info("smtpd ready", "mx", isMX, "relay", isRelay, "queue", qdir, "queued", q.Len(), "starttls", tlsCfg != nil,
 		"max_message_bytes", lim.MaxMessageBytes, "max_recipients", lim.MaxRecipients,
 		"max_connections", lim.MaxConnections, "max_connections_per_client", lim.MaxConnectionsPerClient)
 	env.Ready()
@@ -133,13 +154,15 @@ func run(args []string, stderr io.Writer) error {
 		log.Info("stopping: finishing messages in progress", "grace", shutdownGrace.String())
 	case err := <-errc:
 		if err == nil || errors.Is(err, net.ErrClosed) {
-			err = errors.New("the SMTP listener closed unexpectedly")
+			err = errors.New("an SMTP listener closed unexpectedly")
 		}
 		runErr = err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	ln.Close()
+	for _, l := range lns {
+		l.Listener.Close()
+	}
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("stopped before every message in DATA was answered", "err", err)
 	}
@@ -148,4 +171,71 @@ func run(args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// listeners opens the host's SMTP ports with their policies: mx on the
+// SMTP port; relay on the relay port (the cluster's hosts), submission
+// (587) and submissions (465, only with a certificate). When the mx and
+// relay ports coincide, one listener serves both (outsiders deliver to
+// local users, cluster hosts and authenticated users relay).
+func listeners(p *cluster.Profile, h *cluster.Host, srv *smtpd.Server, users *pwclient.Client, tlsCfg *tls.Config,
+	isMX, isRelay bool) (out []smtpd.Listener, err error) {
+	defer func() {
+		if err != nil {
+			for _, l := range out {
+				l.Listener.Close()
+			}
+			out = nil
+		}
+	}()
+	open := func(name string, svc cluster.Service, pol smtpd.Policy, implicit bool) error {
+		addr, err := p.Listen(h.Name, svc)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", addr.String())
+		if err != nil {
+			return fmt.Errorf("%s (%s): %w", name, svc, err)
+		}
+		out = append(out, smtpd.Listener{Name: name, Listener: ln, Policy: pol, ImplicitTLS: implicit})
+		return nil
+	}
+	var relay *smtpd.Relay
+	if isRelay {
+		if relay, err = smtpd.NewRelay(srv, smtpd.RelayConfig{Auth: users}); err != nil {
+			return nil, err
+		}
+	}
+	shared := false
+	if isMX && isRelay {
+		a, _ := p.Listen(h.Name, cluster.SvcSMTP)
+		b, _ := p.Listen(h.Name, cluster.SvcRelay)
+		shared = a == b
+	}
+	if isMX {
+		pol := smtpd.Policy{}
+		name := "mx"
+		if shared {
+			pol, name = relay.MXPolicy(), "mx+relay"
+		}
+		if err := open(name, cluster.SvcSMTP, pol, false); err != nil {
+			return out, err
+		}
+	}
+	if !isRelay {
+		return out, nil
+	}
+	if !shared {
+		if err := open("relay", cluster.SvcRelay, relay.ClusterPolicy(), false); err != nil {
+			return out, err
+		}
+	}
+	if err := open("submission", cluster.SvcSubmission, relay.SubmissionPolicy(), false); err != nil {
+		return out, err
+	}
+	if tlsCfg == nil {
+		srv.Log().Warn("no [host.tls]: submissions (465) not served, and AUTH on 587 only if the profile's trusted_network allows plaintext", "host", h.Name)
+		return out, nil
+	}
+	return out, open("submissions", cluster.SvcSubmissions, relay.SubmissionPolicy(), true)
 }

@@ -1,0 +1,443 @@
+package main
+
+import (
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+
+	"correo/src/cluster"
+	"correo/src/directory"
+	"correo/src/interop"
+	"correo/src/testutil"
+)
+
+// The relay role's tests run smtpd with roles mx+relay on 127.0.0.1,
+// a DNS server and "the Internet's" MX hosts (go-smtp servers on
+// 127.0.0.2 and 127.0.0.3) in the test; smtpd's remote delivery is
+// pointed at them with -resolvers and -remote-port.
+
+// outsideMX records what an outside MX received.
+type outsideMX struct {
+	mu   sync.Mutex
+	got  []string
+	rcpt func(to string) error // nil accepts
+	data func(n int) error     // n counts DATA commands from 1
+	n    int
+}
+
+type outsideSession struct {
+	m    *outsideMX
+	from string
+	to   []string
+}
+
+func (s *outsideSession) Reset()        { s.from, s.to = "", nil }
+func (s *outsideSession) Logout() error { return nil }
+func (s *outsideSession) Mail(f string, _ *gosmtp.MailOptions) error {
+	s.from = f
+	return nil
+}
+func (s *outsideSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if s.m.rcpt != nil {
+		if err := s.m.rcpt(to); err != nil {
+			return err
+		}
+	}
+	s.to = append(s.to, to)
+	return nil
+}
+func (s *outsideSession) Data(r io.Reader) error {
+	b, _ := io.ReadAll(r)
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	s.m.n++
+	if s.m.data != nil {
+		if err := s.m.data(s.m.n); err != nil {
+			return err
+		}
+	}
+	s.m.got = append(s.m.got, "<"+s.from+"> "+strings.Join(s.to, ",")+"\n"+string(b))
+	return nil
+}
+
+func (m *outsideMX) received() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.got...)
+}
+
+func startOutsideMX(t *testing.T, m *outsideMX, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) {
+		return &outsideSession{m: m}, nil
+	}))
+	srv.Domain = "mx.example.net"
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// startTestDNS answers from records (lower-case FQDN → records); other
+// names are NXDOMAIN.
+func startTestDNS(t testing.TB, records ...string) string {
+	t.Helper()
+	z := map[string][]dns.RR{}
+	for _, s := range records {
+		r, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := strings.ToLower(r.Header().Name)
+		z[n] = append(z[n], r)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		rrs, ok := z[strings.ToLower(q.Name)]
+		if !ok {
+			m.Rcode = dns.RcodeNameError
+		}
+		for _, x := range rrs {
+			if x.Header().Rrtype == q.Qtype {
+				m.Answer = append(m.Answer, x)
+			}
+		}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+type relayEnv struct {
+	*env
+	good, flaky *outsideMX
+}
+
+// setupRelay starts passwdd, pdeliveryd and smtpd (mx+relay) with users
+// ana (alias anita) and bob, password "secret".
+func setupRelay(t *testing.T, clusterTOML string) *relayEnv {
+	t.Helper()
+	addrs := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}
+	mxPort := interop.FreePort(t, addrs...)
+	re := &relayEnv{good: &outsideMX{rcpt: func(to string) error {
+		if strings.HasPrefix(to, "nobody@") {
+			return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user at example.net"}
+		}
+		return nil
+	}}, flaky: &outsideMX{data: func(n int) error {
+		if n == 1 {
+			return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "busy, come back later"}
+		}
+		return nil
+	}}}
+	startOutsideMX(t, re.good, net.JoinHostPort("127.0.0.2", strconv.Itoa(mxPort)))
+	startOutsideMX(t, re.flaky, net.JoinHostPort("127.0.0.3", strconv.Itoa(mxPort)))
+	dnsAddr := startTestDNS(t,
+		"example.net. 60 IN MX 10 mx.example.net.", "mx.example.net. 60 IN A 127.0.0.2",
+		"flaky.example. 60 IN MX 10 mx.flaky.example.", "mx.flaky.example. 60 IN A 127.0.0.3",
+		"null.example. 60 IN MX 0 .",
+		"down.example. 60 IN MX 10 mx.down.example.", "mx.down.example. 60 IN A 127.0.0.4")
+
+	tlsDir := interop.ShortTempDir(t, "tls-")
+	ports := fmt.Sprintf("relay = %d\nsubmission = %d\nsubmissions = %d\n",
+		interop.FreePort(t, addrs...), interop.FreePort(t, addrs...), interop.FreePort(t, addrs...))
+	// The cluster's network is 127.0.0.0/24: a client from 127.0.1.1 is
+	// an outsider.
+	c := interop.NewCluster(t, interop.Spec{Network: "127.0.0.0/24", ClusterTOML: ports + clusterTOML,
+		Hosts: []interop.HostSpec{{Name: "mx1", Address: "127.0.0.1",
+			Roles: []string{"passwd-primary", "mx", "relay", "storage"},
+			TOML: "[host.smtpd]\nmax_messages_per_hour = 6\n" +
+				fmt.Sprintf("[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "mx1.crt"), filepath.Join(tlsDir, "mx1.key"))}}})
+	e := &env{c: c}
+	e.passwd = c.StartPasswdd(t, "mx1")
+	hash, err := directory.HashPassword("secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AddUsers(t, directory.User{Name: "ana", Storage: "mx1", Hash: hash, Aliases: []string{"anita"}},
+		directory.User{Name: "bob", Storage: "mx1", Hash: hash})
+	e.pdeliv = c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.smtpd = c.StartDaemon(t, "smtpd", "mx1", true, "-resolvers", dnsAddr, "-remote-port", strconv.Itoa(mxPort))
+	re.env = e
+	return re
+}
+
+func (e *env) svcAddr(s cluster.Service) string {
+	a, err := e.c.Profile.Listen("mx1", s)
+	if err != nil {
+		panic(err)
+	}
+	return a.String()
+}
+
+// waitOutside waits until m has n messages.
+func (e *env) waitOutside(t *testing.T, m *outsideMX, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := m.received()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outside MX has %d messages after 30s, want %d\nsmtpd log:\n%s", len(got), n, e.smtpd.Log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startTLS upgrades a raw client after EHLO.
+func (c *smtp) startTLS() {
+	c.t.Helper()
+	c.want(220, "STARTTLS")
+	tc := tls.Client(c.nc, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.nc = tc
+	c.tp = textproto.NewConn(tc)
+}
+
+func plain(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+}
+
+// TestRelaySubmission: raw SMTP on 587, 465 and the relay port: the
+// refusals, and authenticated mail to the outside delivered once.
+func TestRelaySubmission(t *testing.T) {
+	e := setupRelay(t, "")
+	sub := e.svcAddr(cluster.SvcSubmission)
+
+	// Unauthenticated on 587: 530; AUTH before STARTTLS: refused.
+	c := dial(t, sub)
+	c.want(250, "EHLO client.example.org")
+	c.want(530, "MAIL FROM:<ana@correo.test>")
+	if code, msg := c.cmd("AUTH PLAIN %s", plain("ana", "secret")); code/100 != 5 || !strings.Contains(msg, "TLS") {
+		t.Fatalf("AUTH over plaintext: %d %s", code, msg)
+	}
+
+	// STARTTLS, a wrong password (slowed down), then the right one.
+	c.startTLS()
+	c.want(250, "EHLO client.example.org")
+	start := time.Now()
+	c.want(535, "AUTH PLAIN %s", plain("ana", "wrong"))
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("failed AUTH answered after %v, want the 1 s delay", d)
+	}
+	c.want(235, "AUTH PLAIN %s", plain("ana", "secret"))
+	// Someone else's address, and a foreign one: 553.
+	c.want(553, "MAIL FROM:<bob@correo.test>")
+	c.want(553, "MAIL FROM:<ana@example.org>")
+	// Her alias is hers.
+	code, msg := c.send("anita@correo.test", []string{"carol@example.net", "bob@correo.test"}, message("sub1"))
+	if code != 250 {
+		t.Fatalf("DATA: %d %s", code, msg)
+	}
+	got := e.waitOutside(t, e.good, 1)
+	if !strings.HasPrefix(got[0], "<anita@correo.test> carol@example.net\n") || !strings.Contains(got[0], "Message-ID: <sub1@example.org>") {
+		t.Errorf("outside MX got %q", got[0])
+	}
+	if !strings.Contains(got[0], "with ESMTPSA id") {
+		t.Errorf("Received line does not say ESMTPSA:\n%s", got[0])
+	}
+	e.waitMail(t, "bob", 1)
+	e.waitLog(t, e.smtpd, "listener=submission user=ana")
+
+	// AUTH LOGIN on 465 (implicit TLS).
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.svcAddr(cluster.SvcSubmissions), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	c2 := &smtp{t: t, nc: tc, tp: textproto.NewConn(tc)}
+	c2.expect(220)
+	c2.want(250, "EHLO client.example.org")
+	c2.want(334, "AUTH LOGIN")
+	c2.want(334, "%s", base64.StdEncoding.EncodeToString([]byte("bob@correo.test")))
+	c2.want(235, "%s", base64.StdEncoding.EncodeToString([]byte("secret")))
+	if code, msg := c2.send("bob@correo.test", []string{"dave@example.net"}, message("sub2")); code != 250 {
+		t.Fatalf("DATA: %d %s", code, msg)
+	}
+	e.waitOutside(t, e.good, 2)
+
+	// The relay port: an outsider (127.0.1.1) must authenticate; a
+	// cluster host (127.0.0.1) relays without.
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.1.1")}}
+	nc, err := d.Dial("tcp", e.svcAddr(cluster.SvcRelay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	out := &smtp{t: t, nc: nc, tp: textproto.NewConn(nc)}
+	out.expect(220)
+	out.want(250, "EHLO outsider.example.org")
+	out.want(530, "MAIL FROM:<someone@example.org>")
+	// On 587 too, an outsider without AUTH gets 530 whatever the sender.
+	c3 := dial(t, sub)
+	c3.want(250, "EHLO outsider.example.org")
+	c3.want(530, "MAIL FROM:<someone@example.org>")
+
+	in := dial(t, e.svcAddr(cluster.SvcRelay))
+	in.want(250, "EHLO mx1.correo.test")
+	if code, msg := in.send("", []string{"erin@example.net"}, message("sub3")); code != 250 {
+		t.Fatalf("cluster host relaying: %d %s", code, msg)
+	}
+	got = e.waitOutside(t, e.good, 3)
+	time.Sleep(500 * time.Millisecond)
+	if n := len(e.good.received()); n != 3 {
+		t.Errorf("outside MX got %d messages, want 3 (each once)", n)
+	}
+	if e.queued() != 0 {
+		t.Errorf("%d messages left in the queue", e.queued())
+	}
+}
+
+// TestRelayRealClients: Python's smtplib (STARTTLS, LOGIN and PLAIN) and
+// swaks --auth --tls.
+func TestRelayRealClients(t *testing.T) {
+	python := testutil.NeedCommand(t, "python3")
+	swaks := testutil.NeedCommand(t, "swaks")
+	e := setupRelay(t, "")
+	host, port, _ := net.SplitHostPort(e.svcAddr(cluster.SvcSubmission))
+	py := `
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+def conn():
+    s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+    s.starttls(context=ctx)
+    s.ehlo("client.example.org")
+    return s
+msg = "From: ana@correo.test\r\nTo: frank@example.net\r\nSubject: py\r\nMessage-ID: <py-%s@example.org>\r\n\r\nhi\r\n"
+s = conn()
+s.user, s.password = "ana", "secret"
+s.auth("LOGIN", s.auth_login, initial_response_ok=False)
+s.sendmail("ana@correo.test", ["frank@example.net"], msg % "login")
+try:
+    s.sendmail("bob@correo.test", ["frank@example.net"], msg % "spoof")
+    raise SystemExit("spoofed sender accepted")
+except smtplib.SMTPSenderRefused as e:
+    assert e.smtp_code == 553, e
+s.quit()
+s = conn()
+s.login("ana", "secret")  # PLAIN, the first the server offers
+s.sendmail("ana@correo.test", ["frank@example.net"], msg % "plain")
+s.quit()
+s = conn()
+try:
+    s.login("ana", "nope")
+    raise SystemExit("wrong password accepted")
+except smtplib.SMTPAuthenticationError as e:
+    assert e.smtp_code == 535, e
+s.quit()
+`
+	if out, err := exec.Command(python, "-c", py, host, port).CombinedOutput(); err != nil {
+		t.Fatalf("python smtplib: %v\n%s", err, out)
+	}
+	msgFile := filepath.Join(e.c.Dir, "msg.eml")
+	os.WriteFile(msgFile, []byte(interop.TestMessage+".\n"), 0o644)
+	if out, err := exec.Command(swaks, "--server", e.svcAddr(cluster.SvcSubmission), "--tls", "--auth", "LOGIN",
+		"--auth-user", "bob", "--auth-password", "secret", "--from", "bob@correo.test", "--to", "gina@example.net",
+		"--data", msgFile, "--silent", "1").CombinedOutput(); err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	got := e.waitOutside(t, e.good, 3)
+	all := strings.Join(got, "\n")
+	for _, id := range []string{"<py-login@", "<py-plain@"} {
+		if strings.Count(all, id) != 1 {
+			t.Errorf("%s delivered %d times", id, strings.Count(all, id))
+		}
+	}
+	if strings.Contains(all, "py-spoof") {
+		t.Error("the spoofed message went out")
+	}
+	if !strings.Contains(all, "<bob@correo.test> gina@example.net") {
+		t.Errorf("swaks's message missing:\n%s", all)
+	}
+}
+
+// TestRelayRetriesAndBounces: 421 then accepted → delivered once; 550
+// and a null MX → DSNs in the sender's Maildir; the hourly limit.
+func TestRelayRetriesAndBounces(t *testing.T) {
+	e := setupRelay(t, "[cluster.queue]\nretry = [\"1s\"]\nlifetime = \"1h\"\n")
+	c := dial(t, e.svcAddr(cluster.SvcSubmission))
+	c.want(250, "EHLO client.example.org")
+	c.startTLS()
+	c.want(250, "EHLO client.example.org")
+	c.want(235, "AUTH PLAIN %s", plain("ana", "secret"))
+	for _, m := range []struct{ to, id string }{{"x@flaky.example", "flaky"}, {"nobody@example.net", "perm"}, {"y@null.example", "null"}} {
+		if code, msg := c.send("ana@correo.test", []string{m.to}, message(m.id)); code != 250 {
+			t.Fatalf("%s: %d %s", m.id, code, msg)
+		}
+	}
+	got := e.waitOutside(t, e.flaky, 1)
+	if !strings.Contains(got[0], "<flaky@example.org>") {
+		t.Errorf("flaky MX got %q", got[0])
+	}
+	dsns := e.waitMail(t, "ana", 2)
+	all := strings.Join(dsns, "\n")
+	for _, want := range []string{"Final-Recipient: rfc822; nobody@example.net", "Diagnostic-Code: smtp; 550 5.1.1 no such user at example.net",
+		"Final-Recipient: rfc822; y@null.example", "Status: 5.1.10", "Message-ID: <perm@example.org>", "Message-ID: <null@example.org>"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("DSNs lack %q:\n%s", want, all)
+		}
+	}
+	// The hourly limit is 6: three sent, three more pass, the seventh not.
+	for i := range 3 {
+		if code, msg := c.send("ana@correo.test", []string{"bob@correo.test"}, message(fmt.Sprint("lim", i))); code != 250 {
+			t.Fatalf("message %d: %d %s", i, code, msg)
+		}
+	}
+	c.want(450, "MAIL FROM:<ana@correo.test>")
+	time.Sleep(2 * time.Second)
+	if n := len(e.flaky.received()); n != 1 {
+		t.Errorf("flaky MX got %d messages, want 1", n)
+	}
+}
+
+// TestRelayUnreachableExpires: an MX that never answers (nothing listens
+// on 127.0.0.4) past a short lifetime → a DSN to the local sender.
+func TestRelayUnreachableExpires(t *testing.T) {
+	e := setupRelay(t, "[cluster.queue]\nretry = [\"1s\"]\nlifetime = \"3s\"\n")
+	c := dial(t, e.svcAddr(cluster.SvcSubmission))
+	c.want(250, "EHLO client.example.org")
+	c.startTLS()
+	c.want(250, "EHLO client.example.org")
+	c.want(235, "AUTH PLAIN %s", plain("ana", "secret"))
+	if code, msg := c.send("ana@correo.test", []string{"z@down.example"}, message("down")); code != 250 {
+		t.Fatalf("%d %s", code, msg)
+	}
+	dsn := e.waitMail(t, "ana", 1)[0]
+	for _, want := range []string{"Final-Recipient: rfc822; z@down.example", "Action: failed", "Status: 4.4.7", "Message-ID: <down@example.org>"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+}
