@@ -43,6 +43,10 @@ type Runner struct {
 	Log    *slog.Logger
 	// ReadyTimeout bounds the wait for each process to become ready.
 	ReadyTimeout time.Duration
+	// ExtraZones are more zones (name → master-file text) the dns hosts
+	// serve: in tests, the Internet's domains that the cluster's relay
+	// looks up (a foreign MX in the outside namespace).
+	ExtraZones map[string]string
 	// Echo, when set, also receives every process's output, one line at a
 	// time with its host and program in front: the dev cluster logs to the
 	// terminal.
@@ -176,7 +180,15 @@ func (r *Runner) dnsSpec(h *cluster.Host, dir string) (Spec, error) {
 	zoneName := r.Profile.Cluster.DNS.Zone
 	zoneFile := filepath.Join(dir, zoneName+".zone")
 	conf := filepath.Join(dir, "nsd.conf")
-	if err := writeFiles(dir, map[string]string{zoneFile: zone, conf: nsdConfig(dir, listen, zoneName, zoneFile)}); err != nil {
+	files := map[string]string{zoneFile: zone}
+	confText := nsdConfig(dir, listen, zoneName, zoneFile)
+	for name, text := range r.ExtraZones {
+		f := filepath.Join(dir, name+".zone")
+		files[f] = text
+		confText += "zone:\n    name: \"" + name + "\"\n    zonefile: \"" + f + "\"\n"
+	}
+	files[conf] = confText
+	if err := writeFiles(dir, files); err != nil {
 		return Spec{}, err
 	}
 	return Spec{Host: h.Name, Name: "nsd", Argv: []string{nsd, "-d", "-c", conf}, Dir: dir,

@@ -33,12 +33,12 @@ var prefix = fmt.Sprintf("t%04x", os.Getpid()&0xffff)
 // namespaces named with a test prefix, torn down at the end.
 func bootExample(t *testing.T) *runner.Runner {
 	t.Helper()
-	return bootExampleWith(t, nil)
+	return bootExampleWith(t, nil, nil)
 }
 
 // bootExampleWith lets a scenario adjust the profile (e.g. a short retry
 // ladder) before the cluster boots.
-func bootExampleWith(t *testing.T, adjust func(*cluster.Profile)) *runner.Runner {
+func bootExampleWith(t *testing.T, adjust func(*cluster.Profile), zones map[string]string) *runner.Runner {
 	t.Helper()
 	testutil.NeedRoot(t)
 	for _, c := range []string{"ip", "nsd", "rsyslogd", "unshare"} {
@@ -59,7 +59,8 @@ func bootExampleWith(t *testing.T, adjust func(*cluster.Profile)) *runner.Runner
 	}
 	var logs bytes.Buffer
 	r := &runner.Runner{Profile: p, StateDir: filepath.Join(dir, "state"), BinDir: bin,
-		Log: slog.New(slog.NewTextHandler(&logs, nil)), Netns: &runner.Netns{Prefix: prefix}, ReadyTimeout: 30 * time.Second}
+		Log: slog.New(slog.NewTextHandler(&logs, nil)), Netns: &runner.Netns{Prefix: prefix}, ReadyTimeout: 30 * time.Second,
+		ExtraZones: zones}
 	t.Cleanup(func() {
 		r.Down()
 		if t.Failed() {

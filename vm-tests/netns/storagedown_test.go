@@ -23,7 +23,7 @@ func TestStorageHostDown(t *testing.T) {
 		// Retry every second, so the test does not wait out the
 		// production ladder (1 m, 5 m, ...).
 		p.Cluster.Queue.Retry = []cluster.Duration{cluster.Duration(time.Second)}
-	})
+	}, nil)
 	addUserWithPassword(t, r, "ana", "ana-pw")
 	addUserWithPassword(t, r, "zoe", "zoe-pw")
 	down := lookup(t, r, "ana").Storage
