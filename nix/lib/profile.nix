@@ -124,6 +124,7 @@ let
             { k = "max_connections"; t = t.int; }
             { k = "max_connections_per_client"; t = t.int; }
             { k = "max_messages_per_hour"; t = t.int; }
+            { k = "expose_auth_user"; t = t.bool; }
           ];
         }
         {
@@ -379,6 +380,7 @@ let
             max_connections = smtpdGet "max_connections" 1000;
             max_connections_per_client = smtpdGet "max_connections_per_client" 20;
             max_messages_per_hour = smtpdGet "max_messages_per_hour" 500;
+            expose_auth_user = if smtpdRaw == null then false else smtpdRaw.expose_auth_user or false;
           };
           cert = if tlsRaw == null then "" else tlsRaw.cert or "";
           key = if tlsRaw == null then "" else tlsRaw.key or "";

@@ -195,6 +195,10 @@ type SMTPD struct {
 	// through the relay role in an hour (a stolen password must not turn
 	// the relay into a spam cannon).
 	MaxMessagesPerHour int `toml:"max_messages_per_hour" json:"max_messages_per_hour"`
+	// ExposeAuthUser names the authenticated user in the Received header
+	// of submitted mail. Off by default: the user is logged, and the
+	// header would tell every recipient the sender's login name.
+	ExposeAuthUser bool `toml:"expose_auth_user" json:"expose_auth_user"`
 }
 
 // TLS names a host's certificate and key files (PEM).

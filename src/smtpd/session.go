@@ -300,6 +300,9 @@ func (s *Server) received(ss *session, id, trace string, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (correo smtpd) with %s id %s\r\n\t(trace %s)",
 		ss.info.Helo, ss.info.Client, s.name, proto, id, trace)
+	if ss.info.User != "" && s.cfg.Host.SMTPD != nil && s.cfg.Host.SMTPD.ExposeAuthUser {
+		fmt.Fprintf(&b, "\r\n\t(authenticated as %s)", ss.info.User)
+	}
 	if len(ss.rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", ss.rcpts[0].Addr)
 	}
