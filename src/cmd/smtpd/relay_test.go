@@ -137,13 +137,14 @@ func startTestDNS(t testing.TB, records ...string) string {
 type relayEnv struct {
 	*env
 	good, flaky *outsideMX
+	mxPort      int
 }
 
 // setupRelay starts passwdd, pdeliveryd and smtpd (mx+relay) with users
 // ana (alias anita) and bob, password "secret".
 func setupRelay(t *testing.T, clusterTOML string) *relayEnv {
 	t.Helper()
-	addrs := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}
+	addrs := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
 	mxPort := interop.FreePort(t, addrs...)
 	re := &relayEnv{good: &outsideMX{rcpt: func(to string) error {
 		if strings.HasPrefix(to, "nobody@") {
@@ -162,7 +163,9 @@ func setupRelay(t *testing.T, clusterTOML string) *relayEnv {
 		"example.net. 60 IN MX 10 mx.example.net.", "mx.example.net. 60 IN A 127.0.0.2",
 		"flaky.example. 60 IN MX 10 mx.flaky.example.", "mx.flaky.example. 60 IN A 127.0.0.3",
 		"null.example. 60 IN MX 0 .",
-		"down.example. 60 IN MX 10 mx.down.example.", "mx.down.example. 60 IN A 127.0.0.4")
+		"down.example. 60 IN MX 10 mx.down.example.", "mx.down.example. 60 IN A 127.0.0.4",
+		"sink.example. 60 IN MX 10 mx.sink.example.", "mx.sink.example. 60 IN A 127.0.0.5")
+	re.mxPort = mxPort
 
 	tlsDir := interop.ShortTempDir(t, "tls-")
 	ports := fmt.Sprintf("relay = %d\nsubmission = %d\nsubmissions = %d\n",
@@ -439,5 +442,57 @@ func TestRelayUnreachableExpires(t *testing.T) {
 		if !strings.Contains(dsn, want) {
 			t.Errorf("DSN lacks %q:\n%s", want, dsn)
 		}
+	}
+}
+
+// TestRelayToPostfixSink: the outside MX is Postfix's own smtp-sink
+// (dumping each transaction to a file): submitted mail for sink.example
+// reaches it exactly once, body intact.
+func TestRelayToPostfixSink(t *testing.T) {
+	sinkBin := testutil.NeedCommand(t, "smtp-sink")
+	testutil.NeedRoot(t)
+	e := setupRelay(t, "")
+	dump := interop.ShortTempDir(t, "sink-")
+	os.Chmod(dump, 0o777)
+	sink := exec.Command(sinkBin, "-u", "postfix", "-d", dump+"/%M.", "127.0.0.5:"+strconv.Itoa(e.mxPort), "16")
+	var sinkOut strings.Builder
+	sink.Stdout, sink.Stderr = &sinkOut, &sinkOut
+	if err := sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Process.Kill(); sink.Wait() })
+	interop.WaitTCP(t, "127.0.0.5:"+strconv.Itoa(e.mxPort), 10*time.Second)
+
+	script := `import smtplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+host, port = sys.argv[1].rsplit(":", 1)
+with smtplib.SMTP(host, int(port), timeout=20) as s:
+    s.starttls(context=ctx)
+    s.login("ana", "secret")
+    s.sendmail("ana@correo.test", ["amigo@sink.example"], "From: ana@correo.test\r\nTo: amigo@sink.example\r\nMessage-ID: <sink-1@correo.test>\r\nSubject: to the sink\r\n\r\nhola sink\r\n")
+print("ok")
+`
+	if out, err := exec.Command("python3", "-c", script, e.svcAddr(cluster.SvcSubmission)).CombinedOutput(); err != nil {
+		t.Fatalf("smtplib submission: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		files, _ := filepath.Glob(filepath.Join(dump, "*"))
+		if len(files) == 1 {
+			time.Sleep(time.Second) // a duplicate would show up now
+			files, _ = filepath.Glob(filepath.Join(dump, "*"))
+			if len(files) != 1 {
+				t.Fatalf("smtp-sink got %d transactions, want exactly 1", len(files))
+			}
+			b, _ := os.ReadFile(files[0])
+			if !strings.Contains(string(b), "Message-ID: <sink-1@correo.test>") || !strings.Contains(string(b), "hola sink") {
+				t.Fatalf("smtp-sink dump:\n%s", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("smtp-sink got %d transactions after 30 s\nsink: %s\nsmtpd log:\n%s", len(files), sinkOut.String(), e.smtpd.Log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
