@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -30,8 +32,9 @@ type Env struct {
 	StateDir string
 	Log      *logging.Logger
 	// Ctx is cancelled on SIGINT or SIGTERM.
-	Ctx  context.Context
-	stop context.CancelFunc
+	Ctx     context.Context
+	stop    context.CancelFunc
+	profile *os.File
 }
 
 // Flags are the flags every daemon accepts; a daemon may add its own to
@@ -104,7 +107,15 @@ func (f *Flags) Start(args []string, roles ...cluster.Role) (*Env, error) {
 		return nil, err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	return &Env{Program: program, Profile: p, Host: h, StateDir: state, Log: lg, Ctx: ctx, stop: stop}, nil
+	env := &Env{Program: program, Profile: p, Host: h, StateDir: state, Log: lg, Ctx: ctx, stop: stop}
+	// CORREO_CPUPROFILE=DIR writes DIR/<program>-<host>.pprof until the
+	// daemon stops: how a benchmark finds where a daemon spends its time.
+	if dir := os.Getenv("CORREO_CPUPROFILE"); dir != "" {
+		if f, err := os.Create(filepath.Join(dir, program+"-"+h.Name+".pprof")); err == nil && pprof.StartCPUProfile(f) == nil {
+			env.profile = f
+		}
+	}
+	return env, nil
 }
 
 // LogConfig turns the profile's [cluster.log] into a logging.Config for
@@ -137,6 +148,10 @@ func (e *Env) Ready() {
 
 // Close flushes the logger and releases the signal handler.
 func (e *Env) Close() {
+	if e.profile != nil {
+		pprof.StopCPUProfile()
+		e.profile.Close()
+	}
 	e.stop()
 	e.Log.Close()
 }

@@ -101,3 +101,21 @@ func TestStart(t *testing.T) {
 		})
 	}
 }
+
+// TestCPUProfile: CORREO_CPUPROFILE=DIR leaves a profile per daemon and
+// host when the daemon closes.
+func TestCPUProfile(t *testing.T) {
+	one := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\", \"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
+	dir := t.TempDir()
+	t.Setenv("CORREO_CPUPROFILE", dir)
+	f := NewFlags("passwdd")
+	env, err := f.Start([]string{"-profile", one, "-state", t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Close()
+	st, err := os.Stat(filepath.Join(dir, "passwdd-a.pprof"))
+	if err != nil || st.Size() == 0 {
+		t.Fatalf("profile: %v", err)
+	}
+}
