@@ -52,6 +52,7 @@ let
         { k = "layout"; t = t.str; }
         { k = "placement"; t = t.str; }
         { k = "trusted_network"; t = t.bool; }
+        { k = "run_as"; t = t.str; }
         {
           k = "passwd";
           t = table [
@@ -230,6 +231,7 @@ let
       keyFile = get rc "key_file" "";
       layout = get rc "layout" "";
       placement = get rc "placement" "";
+      runAs = get rc "run_as" "";
       udpPort = get passwdRaw "udp_port" 0;
       tcpPort = get passwdRaw "tcp_port" 0;
       timeout = if passwdRaw ? timeout then parseDuration passwdRaw.timeout else { ms = 2000; };
@@ -311,6 +313,9 @@ let
          else [ ])
         (if placement == "" then [ (err "cluster.placement" "missing: \"letters\" or \"least-users\"") ]
          else if !elem placement svcs.placements then [ (err "cluster.placement" "unknown placement policy ${quote placement}: expected \"letters\" or \"least-users\"") ]
+         else [ ])
+        (if runAs != "" && match "[a-z_][a-z0-9_-]{0,31}" runAs == null
+         then [ (err "cluster.run_as" "${quote runAs} is not an account name: use lower-case letters, digits, '_' and '-', starting with a letter or '_'") ]
          else [ ])
         (concatMap
           (p:
@@ -467,6 +472,7 @@ let
         key_file = keyFile;
         inherit layout placement;
         trusted_network = get rc "trusted_network" false;
+        run_as = runAs;
         passwd = { udp_port = udpPort; tcp_port = tcpPort; timeout_ms = timeout.ms or 0; };
         log = { target = logTarget; network = logNetwork; level = logLevel; };
         dns = { inherit zone serial ttl; };

@@ -16,7 +16,7 @@ let
 in
 {
   cluster = {
-    inherit (c) name domains network key_file layout placement trusted_network dns;
+    inherit (c) name domains network key_file layout placement trusted_network run_as dns;
     passwd = { inherit (c.passwd) udp_port tcp_port timeout_ms; };
     # network is null unless the target is syslog, as in Go.
     log = {

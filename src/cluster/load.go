@@ -260,6 +260,9 @@ func (v *validator) validateCluster() {
 		v.p.network = pfx
 	}
 	v.validateKeyFile()
+	if c.RunAs != "" && !isAccount(c.RunAs) {
+		v.errAt("cluster.run_as", -1, "%q is not an account name: use lower-case letters, digits, '_' and '-', starting with a letter or '_'", c.RunAs)
+	}
 	if c.Layout == "" {
 		v.errAt("cluster.layout", -1, "missing: one of %s", strings.Join(layoutNames(), ", "))
 	} else if !validLayout(c.Layout) {
@@ -620,6 +623,21 @@ func isDomain(s string) bool {
 	}
 	for _, l := range labels {
 		if !isLabel(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// isAccount accepts the portable user names of POSIX and Debian's
+// adduser default: [a-z_][a-z0-9_-]*, at most 32 bytes.
+func isAccount(s string) bool {
+	if len(s) == 0 || len(s) > 32 || !(s[0] == '_' || 'a' <= s[0] && s[0] <= 'z') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
 			return false
 		}
 	}

@@ -74,6 +74,10 @@ type Cluster struct {
 	// TrustedNetwork allows AUTH without TLS. Only for loopback dev
 	// clusters or networks the operator fully controls.
 	TrustedNetwork bool `toml:"trusted_network"`
+	// RunAs is the account daemons switch to once their sockets are
+	// bound, when started as root; empty leaves that to the service
+	// manager (systemd's User=, as the NixOS modules do).
+	RunAs string `toml:"run_as"`
 
 	Passwd Passwd `toml:"passwd"`
 	Log    Log    `toml:"log"`

@@ -20,6 +20,7 @@ type ClusterSettings struct {
 	Layout         string          `json:"layout"`
 	Placement      string          `json:"placement"`
 	TrustedNetwork bool            `json:"trusted_network"`
+	RunAs          string          `json:"run_as"`
 	Passwd         PasswdSettings  `json:"passwd"`
 	Log            LogSettings     `json:"log"`
 	DNS            DNS             `json:"dns"`
@@ -83,7 +84,7 @@ func (p *Profile) Settings() Settings {
 	s := Settings{
 		Cluster: ClusterSettings{
 			Name: c.Name, Domains: c.Domains, Network: c.Network, KeyFile: c.KeyFile,
-			Layout: c.Layout, Placement: c.Placement, TrustedNetwork: c.TrustedNetwork,
+			Layout: c.Layout, Placement: c.Placement, TrustedNetwork: c.TrustedNetwork, RunAs: c.RunAs,
 			Passwd: PasswdSettings{UDPPort: c.Passwd.UDPPort, TCPPort: c.Passwd.TCPPort,
 				TimeoutMS: c.Passwd.Timeout.Std().Milliseconds()},
 			Log:   LogSettings{Target: c.Log.Target, Level: c.Log.Level},

@@ -1,9 +1,13 @@
 package daemon
 
 import (
+	"correo/src/testutil"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,5 +121,61 @@ func TestCPUProfile(t *testing.T) {
 	st, err := os.Stat(filepath.Join(dir, "passwdd-a.pprof"))
 	if err != nil || st.Size() == 0 {
 		t.Fatalf("profile: %v", err)
+	}
+}
+
+// dropChild, when set, makes the test binary a daemon that drops root and
+// reports who it is: the switch cannot be undone in the test process.
+const dropChild = "CORREO_TEST_DROP_PROFILE"
+
+func TestMain(m *testing.M) {
+	if p := os.Getenv(dropChild); p != "" {
+		f := NewFlags("passwdd")
+		env, err := f.Start([]string{"-profile", p, "-state", os.Getenv("CORREO_TEST_DROP_STATE")})
+		if err == nil {
+			err = env.DropPrivileges()
+		}
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		f2, err := os.Create(filepath.Join(os.Getenv("CORREO_TEST_DROP_STATE"), "written-after-drop"))
+		if err == nil {
+			f2.Close()
+		}
+		fmt.Printf("uid=%d gid=%d write=%v\n", os.Getuid(), os.Getgid(), err == nil)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestDropPrivileges(t *testing.T) {
+	testutil.NeedRoot(t)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\", \"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
+	src, _ := os.ReadFile(p)
+	os.WriteFile(p, []byte(strings.Replace(string(src), "placement = \"letters\"\n", "placement = \"letters\"\nrun_as = \"nobody\"\n", 1)), 0o644)
+	// The key file must stay readable by root only; the state directory is
+	// handed over. A world-searchable parent lets nobody reach it.
+	parent, err := os.MkdirTemp("", "correo-drop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	os.Chmod(parent, 0o755)
+	state := filepath.Join(parent, "state")
+	cmd := exec.Command(os.Args[0], "-test.run", "XXX")
+	cmd.Env = append(os.Environ(), dropChild+"="+p, "CORREO_TEST_DROP_STATE="+state)
+	out, err := cmd.CombinedOutput()
+	want := fmt.Sprintf("uid=%s gid=%s write=true", nobody.Uid, nobody.Gid)
+	if err != nil || !strings.Contains(string(out), want) {
+		t.Fatalf("daemon after DropPrivileges: %v\n%q\nwant %q (args %v)", err, out, want, cmd.Args)
+	}
+	// Without run_as nothing changes (the service manager's choice).
+	if err := (&Env{Profile: &cluster.Profile{}}).DropPrivileges(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -45,6 +45,10 @@ func run(args []string, _ io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	env.Log.Info("serving NSS", "socket", p.Cluster.NSS.Socket)
+	// Every socket is bound: root is no longer needed.
+	if err := env.DropPrivileges(); err != nil {
+		return err
+	}
 	env.Ready()
 	select {
 	case <-env.Ctx.Done():

@@ -93,6 +93,10 @@ func run(args []string, stderr io.Writer) error {
 	epoch, seq := store.Generation()
 	log.Info("serving", "role", string(srv.Role()), "udp", udpAddr.String(), "admin", tcpAddr.String(),
 		"users", store.Index().Len(), "epoch", epoch, "seq", seq)
+	// Every socket is bound: root is no longer needed.
+	if err := env.DropPrivileges(); err != nil {
+		return err
+	}
 	env.Ready()
 
 	tick := time.NewTicker(compactEvery)

@@ -88,6 +88,10 @@ func run(args []string, stderr io.Writer) error {
 	go func() { errc <- srv.ServeUnix(unix) }()
 	log.Info("serving LMTP", "tcp", addr.String(), "socket", sock, "data_dir", h.Storage.DataDir,
 		"layout", string(p.LayoutScheme()), "network", p.NetworkPrefix().String())
+	// Every socket is bound: root is no longer needed.
+	if err := env.DropPrivileges(); err != nil {
+		return err
+	}
 	env.Ready()
 
 	select {

@@ -85,6 +85,10 @@ func run(args []string, stderr io.Writer) error {
 	}
 	log.Info("serving POP3", "addr", addr.String(), "data_dir", h.Storage.DataDir, "stls", tlsCfg != nil,
 		"proxy_protocol_from", proxies)
+	// Every socket is bound: root is no longer needed.
+	if err := env.DropPrivileges(); err != nil {
+		return err
+	}
 	env.Ready()
 	select {
 	case <-env.Ctx.Done():

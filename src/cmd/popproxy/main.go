@@ -104,6 +104,10 @@ func run(args []string, stderr io.Writer) error {
 		go func() { errc <- srv.ServeTLS(tln) }()
 	}
 	log.Info("serving POP3 proxy", "pop3", addr.String(), "pop3s", tlsAddr, "backends", len(p.Endpoints(cluster.SvcPOP3Backend)))
+	// Every socket is bound: root is no longer needed.
+	if err := env.DropPrivileges(); err != nil {
+		return err
+	}
 	env.Ready()
 	select {
 	case <-env.Ctx.Done():

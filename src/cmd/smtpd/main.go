@@ -146,6 +146,10 @@ func run(args []string, stderr io.Writer) error {
 	log.Info("smtpd ready", "mx", isMX, "relay", isRelay, "queue", qdir, "queued", q.Len(), "starttls", tlsCfg != nil,
 		"max_message_bytes", lim.MaxMessageBytes, "max_recipients", lim.MaxRecipients,
 		"max_connections", lim.MaxConnections, "max_connections_per_client", lim.MaxConnectionsPerClient)
+	// Every socket is bound: root is no longer needed.
+	if err := env.DropPrivileges(); err != nil {
+		return err
+	}
 	env.Ready()
 
 	var runErr error
