@@ -69,6 +69,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/delivery"
+	"correo/src/logging"
 	"correo/src/mailbox"
 )
 
@@ -137,7 +138,7 @@ type Server struct {
 	network  netip.Prefix
 	smtp     *smtp.Server
 	usage    *usageCache
-	refusals rateLimit
+	refusals logging.Throttle
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -338,27 +339,8 @@ func (s *Server) refuse(c net.Conn, ip netip.Addr) {
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(c, "554 5.7.1 %s access denied: %s is outside the cluster network\r\n", s.name, ip)
 	c.Close()
-	if ok, suppressed := s.refusals.allow(time.Now()); ok {
+	if ok, suppressed := s.refusals.Allow("", time.Now()); ok {
 		s.log.Warn("refused a connection from outside the cluster network", "client", ip.String(),
 			"network", s.network.String(), "suppressed", suppressed)
 	}
-}
-
-// rateLimit allows one event per second and counts the rest.
-type rateLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLimit) allow(now time.Time) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now.Sub(r.last) < time.Second {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"correo/src/logging"
 	"correo/src/nssproto"
 )
 
@@ -54,8 +55,8 @@ type Server struct {
 	ctx    context.Context // cancelled by Close: aborts upstream calls
 	cancel context.CancelFunc
 	slots  chan struct{}
-	badLog *rateLog // malformed requests, refused records
-	upLog  *rateLog // upstream failures
+	badLog *logging.Throttle // malformed requests, refused records
+	upLog  *logging.Throttle // upstream failures
 
 	mu      sync.Mutex
 	lns     []net.Listener
@@ -92,7 +93,7 @@ func New(cfg Config) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, ctx: ctx, cancel: cancel, slots: make(chan struct{}, cfg.MaxConns),
-		badLog: newRateLog(10 * time.Second), upLog: newRateLog(10 * time.Second), conns: map[net.Conn]struct{}{}, flights: map[cacheKey]*flight{}}
+		badLog: &logging.Throttle{Every: 10 * time.Second}, upLog: &logging.Throttle{Every: 10 * time.Second}, conns: map[net.Conn]struct{}{}, flights: map[cacheKey]*flight{}}
 }
 
 // ErrServerClosed is returned by Serve after Close.
@@ -185,7 +186,7 @@ func (s *Server) serveConn(c net.Conn) {
 			case errors.As(err, &ne) && ne.Timeout():
 				// An idle client: nothing to report.
 			default:
-				if ok, suppressed := s.badLog.allow(); ok {
+				if ok, suppressed := s.badLog.Allow("", time.Now()); ok {
 					s.cfg.Log.Warn("bad request on the nss socket; connection closed",
 						"err", err, "suppressed", suppressed)
 				}
@@ -294,7 +295,7 @@ func (s *Server) ask(k cacheKey) (Passwd, error) {
 		return Passwd{}, ErrTryAgain
 	default:
 		// Never cached: the next lookup asks again.
-		if ok, suppressed := s.upLog.allow(); ok {
+		if ok, suppressed := s.upLog.Allow("", time.Now()); ok {
 			s.cfg.Log.Warn("password servers unavailable; answering unavail so local files still resolve",
 				"err", err, "suppressed", suppressed)
 		}
@@ -330,7 +331,7 @@ func refuseReason(pw Passwd) string {
 }
 
 func (s *Server) refuse(pw Passwd, reason string) {
-	if ok, suppressed := s.badLog.allow(); ok {
+	if ok, suppressed := s.badLog.Allow("", time.Now()); ok {
 		s.cfg.Log.Warn("refusing a record from the password server", "user", pw.Name, "uid", pw.UID,
 			"reason", reason, "suppressed", suppressed)
 	}
@@ -355,7 +356,7 @@ func (s *Server) passwdPage(cursor uint64) nssproto.Response {
 			if errors.Is(err, ErrTryAgain) {
 				return nssproto.Response{Status: nssproto.StatusTryAgain}
 			}
-			if ok, suppressed := s.upLog.allow(); ok {
+			if ok, suppressed := s.upLog.Allow("", time.Now()); ok {
 				s.cfg.Log.Warn("enumeration failed upstream", "err", err, "suppressed", suppressed)
 			}
 			return nssproto.Response{Status: nssproto.StatusUnavail}
@@ -419,30 +420,6 @@ func (s *Server) groupPage(cursor uint64) nssproto.Response {
 
 func wireGroup(g Group) nssproto.Group {
 	return nssproto.Group{Name: g.Name, GID: g.GID, Members: g.Members}
-}
-
-// rateLog lets one message through per interval and counts the rest, so
-// a client sending garbage in a loop cannot flood the log.
-type rateLog struct {
-	every time.Duration
-	mu    sync.Mutex
-	last  time.Time
-	n     uint64
-}
-
-func newRateLog(every time.Duration) *rateLog { return &rateLog{every: every} }
-
-func (r *rateLog) allow() (ok bool, suppressed uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.n++
-		return false, 0
-	}
-	r.last = now
-	suppressed, r.n = r.n, 0
-	return true, suppressed
 }
 
 // Listen prepares path for the nss socket and listens on it: it creates

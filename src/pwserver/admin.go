@@ -60,7 +60,7 @@ func (s *Server) handleAdmin(c net.Conn) {
 	c.SetDeadline(time.Now().Add(adminHandshakeTimeout))
 	st, err := pwproto.ServerStream(c, s.cfg.Ring)
 	if err != nil {
-		if ok, n := s.logLimit.allow("admin-handshake", time.Now()); ok {
+		if ok, n := s.logLimit.Allow("admin-handshake", time.Now()); ok {
 			s.log.Warn("admin connection refused: handshake failed (wrong cluster key?)", "remote", remote, "err", err, "suppressed", n)
 		}
 		s.stats.drop("admin_handshake")

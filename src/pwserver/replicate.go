@@ -130,7 +130,7 @@ func (s *Server) FollowPrimary(ctx context.Context, addr string) {
 		if wasFollowing {
 			backoff = reconnectInitial
 		}
-		if ok, n := s.logLimit.allow("follow", time.Now()); ok {
+		if ok, n := s.logLimit.Allow("follow", time.Now()); ok {
 			s.log.Warn("not following the primary; answering from the local copy", "primary", addr, "err", err, "suppressed", n)
 		}
 		select {

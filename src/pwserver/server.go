@@ -19,6 +19,7 @@ import (
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
+	"correo/src/logging"
 	"correo/src/mailbox"
 )
 
@@ -64,7 +65,7 @@ type Server struct {
 	primary  string // "pw1 (10.77.0.5:7002)", for errors on the secondary
 	started  time.Time
 	stats    counters
-	logLimit rateLog
+	logLimit logging.Throttle
 
 	addMu sync.Mutex
 
@@ -118,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 		a, _ := cfg.Profile.Listen(p.Name, cluster.SvcPasswdAdmin)
 		s.primary = fmt.Sprintf("%s (%s)", p.Name, a)
 	}
-	s.logLimit.every = 10 * time.Second
+	s.logLimit.Every = 10 * time.Second
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, syncedMark)); role == Secondary && err == nil {
 		s.synced.Store(true)
 	}
@@ -203,32 +204,6 @@ func (c *counters) drop(reason string) {
 		v, _ = c.dropped.LoadOrStore(reason, new(atomic.Uint64))
 	}
 	v.(*atomic.Uint64).Add(1)
-}
-
-// rateLog logs a class of event at most once per period, with the number
-// suppressed since: a flood of forged datagrams must not become a flood of
-// log lines.
-type rateLog struct {
-	mu         sync.Mutex
-	every      time.Duration
-	last       map[string]time.Time
-	suppressed map[string]int
-}
-
-func (r *rateLog) allow(key string, now time.Time) (ok bool, suppressed int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last == nil {
-		r.last, r.suppressed = map[string]time.Time{}, map[string]int{}
-	}
-	if now.Sub(r.last[key]) < r.every {
-		r.suppressed[key]++
-		return false, 0
-	}
-	r.last[key] = now
-	n := r.suppressed[key]
-	r.suppressed[key] = 0
-	return true, n
 }
 
 // errNotPrimary is the answer to a write that reached the secondary.

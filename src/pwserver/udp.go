@@ -192,7 +192,7 @@ func dropReason(err error) string {
 // be able to see them.
 func (s *Server) dropped(reason string, from netip.AddrPort, err error, now time.Time) {
 	s.stats.drop(reason)
-	if ok, n := s.logLimit.allow("drop-"+reason, now); ok {
+	if ok, n := s.logLimit.Allow("drop-"+reason, now); ok {
 		s.log.Warn("dropped a datagram", "reason", reason, "from", from.String(), "err", err, "suppressed", n)
 	}
 }
@@ -411,7 +411,7 @@ func (s *Server) authenticate(req *pwproto.Request) pwproto.Response {
 		lockedSrc := s.sources.Fail(srcKey)
 		if lockedUser || lockedSrc {
 			s.stats.authLocked.Add(1)
-			if ok, n := s.logLimit.allow("lockout", s.cfg.now()); ok {
+			if ok, n := s.logLimit.Allow("lockout", s.cfg.now()); ok {
 				s.log.Warn("login locked out after repeated failures", "user", userKey, "client", req.Client, "suppressed", n)
 			}
 			return req.Reply(pwproto.StatusLockedOut)

@@ -59,6 +59,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/delivery"
+	"correo/src/logging"
 	"correo/src/queue"
 )
 
@@ -161,7 +162,7 @@ type Server struct {
 	servers  []*smtp.Server
 	draining atomic.Bool
 	inData   atomic.Int64
-	refusals rateLimit
+	refusals logging.Throttle
 }
 
 // New checks the configuration; nothing listens until Serve.
@@ -327,7 +328,7 @@ func (s *Server) refuse(c net.Conn, ip netip.Addr, why string) {
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(c, "421 4.7.0 %s %s, try again later\r\n", s.name, why)
 	c.Close()
-	if ok, suppressed := s.refusals.allow(time.Now()); ok {
+	if ok, suppressed := s.refusals.Allow("", time.Now()); ok {
 		s.log.Warn("refused a connection", "client", ip.String(), "why", why, "suppressed", suppressed)
 	}
 }
@@ -391,22 +392,3 @@ func (p slogPrinter) Printf(format string, v ...any) {
 	p.log.Debug("smtp server", "msg", fmt.Sprintf(format, v...))
 }
 func (p slogPrinter) Println(v ...any) { p.log.Debug("smtp server", "msg", fmt.Sprint(v...)) }
-
-// rateLimit allows one event per second and counts the rest.
-type rateLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLimit) allow(now time.Time) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now.Sub(r.last) < time.Second {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
-}
