@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"correo/src/delivery"
+	"correo/src/interop"
 	"correo/src/tlsconf"
 )
 
@@ -34,31 +35,7 @@ func rr(t *testing.T, s string) dns.RR {
 // startDNS serves z on a loopback UDP port and returns its address.
 func startDNS(t *testing.T, z zone) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		q := r.Question[0]
-		recs, known := z[strings.ToLower(q.Name)]
-		if !known {
-			m.Rcode = dns.RcodeNameError
-		}
-		for _, x := range recs {
-			if x.Header().Rrtype == q.Qtype {
-				m.Answer = append(m.Answer, x)
-			}
-		}
-		w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
+	return interop.StartDNS(t, z)
 }
 
 // mx is a go-smtp test server recording what it received.

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
-	"github.com/miekg/dns"
 
 	"correo/src/cluster"
 	"correo/src/directory"
@@ -94,44 +93,11 @@ func startOutsideMX(t *testing.T, m *outsideMX, addr string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// startTestDNS answers from records (lower-case FQDN → records); other
-// names are NXDOMAIN.
+// startTestDNS serves the records (master-file lines) for src/remote's
+// MX lookups.
 func startTestDNS(t testing.TB, records ...string) string {
 	t.Helper()
-	z := map[string][]dns.RR{}
-	for _, s := range records {
-		r, err := dns.NewRR(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := strings.ToLower(r.Header().Name)
-		z[n] = append(z[n], r)
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		q := r.Question[0]
-		rrs, ok := z[strings.ToLower(q.Name)]
-		if !ok {
-			m.Rcode = dns.RcodeNameError
-		}
-		for _, x := range rrs {
-			if x.Header().Rrtype == q.Qtype {
-				m.Answer = append(m.Answer, x)
-			}
-		}
-		w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
+	return interop.StartDNS(t, interop.Zone(t, records...))
 }
 
 type relayEnv struct {
