@@ -13,9 +13,7 @@ import (
 	"io"
 
 	"correo/src/daemon"
-	"correo/src/keyfile"
 	"correo/src/nssd"
-	"correo/src/pwclient"
 )
 
 func main() { daemon.Main("nssd", run) }
@@ -27,11 +25,7 @@ func run(args []string, _ io.Writer) error {
 	}
 	defer env.Close()
 	p := env.Profile
-	ring, err := keyfile.Load(p.Cluster.KeyFile)
-	if err != nil {
-		return err
-	}
-	client, err := pwclient.FromProfile(p, ring, env.Log.Slog())
+	client, _, err := env.Passwd()
 	if err != nil {
 		return err
 	}

@@ -23,9 +23,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/daemon"
-	"correo/src/keyfile"
 	"correo/src/lmtpd"
-	"correo/src/pwclient"
 )
 
 // SocketName is the Unix socket's name in the state directory.
@@ -55,11 +53,7 @@ func run(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(h.Storage.DataDir, 0o755); err != nil {
 		return fmt.Errorf("mail data directory: %w", err)
 	}
-	ring, err := keyfile.Load(p.Cluster.KeyFile)
-	if err != nil {
-		return err
-	}
-	users, err := pwclient.FromProfile(p, ring, log)
+	users, _, err := env.Passwd()
 	if err != nil {
 		return err
 	}

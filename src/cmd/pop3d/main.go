@@ -23,10 +23,9 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/daemon"
-	"correo/src/keyfile"
 	"correo/src/pop3"
-	"correo/src/pwclient"
 	"correo/src/ticket"
+	"correo/src/tlsconf"
 )
 
 // shutdownGrace is how long sessions get to QUIT after SIGTERM; the rest
@@ -48,16 +47,16 @@ func run(args []string, stderr io.Writer) error {
 	if h.Storage == nil || h.Storage.DataDir == "" {
 		return fmt.Errorf("%s: host %s has no [host.storage] data_dir", p.Source, h.Name)
 	}
-	ring, err := keyfile.Load(p.Cluster.KeyFile)
-	if err != nil {
-		return err
-	}
-	users, err := pwclient.FromProfile(p, ring, log)
+	users, ring, err := env.Passwd()
 	if err != nil {
 		return err
 	}
 	defer users.Close()
-	tlsCfg, err := ServerTLS(p, h)
+	// Without [host.tls] STLS is simply not offered.
+	tlsCfg, err := tlsconf.ServerConfig(p, h)
+	if errors.Is(err, tlsconf.ErrNoTLS) {
+		tlsCfg, err = nil, nil
+	}
 	if err != nil {
 		return err
 	}

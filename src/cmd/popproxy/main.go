@@ -19,9 +19,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/daemon"
-	"correo/src/keyfile"
 	"correo/src/popproxy"
-	"correo/src/pwclient"
 	"correo/src/ticket"
 	"correo/src/tlsconf"
 )
@@ -46,22 +44,12 @@ func run(args []string, stderr io.Writer) error {
 	defer env.Close()
 	log := env.Log.Logger
 	p, h := env.Profile, env.Host
-	ring, err := keyfile.Load(p.Cluster.KeyFile)
-	if err != nil {
-		return err
-	}
-	users, err := pwclient.FromProfile(p, ring, log)
+	users, ring, err := env.Passwd()
 	if err != nil {
 		return err
 	}
 	defer users.Close()
 	tlsCfg, err := tlsconf.ServerConfig(p, h)
-	if err != nil && !errors.Is(err, tlsconf.ErrNoTLS) {
-		// On the dev cluster pop3d may be creating the self-signed pair
-		// this very moment; load what it wrote.
-		time.Sleep(300 * time.Millisecond)
-		tlsCfg, err = tlsconf.ServerConfig(p, h)
-	}
 	if errors.Is(err, tlsconf.ErrNoTLS) {
 		tlsCfg, err = nil, nil
 		if !p.Cluster.TrustedNetwork {

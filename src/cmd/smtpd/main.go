@@ -34,7 +34,6 @@ import (
 	"correo/src/cluster"
 	"correo/src/daemon"
 	"correo/src/delivery"
-	"correo/src/keyfile"
 	"correo/src/pwclient"
 	"correo/src/queue"
 	"correo/src/remote"
@@ -67,11 +66,7 @@ func run(args []string, stderr io.Writer) error {
 	log := env.Log.Logger
 	p, h := env.Profile, env.Host
 	isMX, isRelay := h.HasRole(cluster.RoleMX), h.HasRole(cluster.RoleRelay)
-	ring, err := keyfile.Load(p.Cluster.KeyFile)
-	if err != nil {
-		return err
-	}
-	users, err := pwclient.FromProfile(p, ring, log)
+	users, _, err := env.Passwd()
 	if err != nil {
 		return err
 	}
