@@ -661,3 +661,29 @@ func (m *Maildir) CleanTmp(olderThan time.Duration) (removed int, err error) {
 	}
 	return removed, nil
 }
+
+// BareDeliver is the least a durable delivery can do on this disk: create
+// tmp/name, write, fsync, rename into dst, fsync dst. Benchmarks measure it
+// next to Deliver (and pdeliveryd, and other MDAs) as the ceiling; nothing
+// delivers mail with it.
+func BareDeliver(tmp, dst, name string, data []byte) error {
+	f, err := os.OpenFile(filepath.Join(tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, messageMode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dst, name)); err != nil {
+		return err
+	}
+	return syncDir(dst)
+}

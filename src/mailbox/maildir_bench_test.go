@@ -92,29 +92,7 @@ func BenchmarkBareWriteFsyncRename(b *testing.B) {
 			os.Mkdir(dst, 0o700)
 			runConc(b, conc, func(w, i int) error {
 				name := fmt.Sprintf("%d.%d", w, i)
-				f, err := os.OpenFile(filepath.Join(tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-				if err != nil {
-					return err
-				}
-				if _, err := f.Write(bench4K); err != nil {
-					return err
-				}
-				if err := f.Sync(); err != nil {
-					return err
-				}
-				if err := f.Close(); err != nil {
-					return err
-				}
-				if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dst, name)); err != nil {
-					return err
-				}
-				d, err := os.Open(dst)
-				if err != nil {
-					return err
-				}
-				err = d.Sync()
-				d.Close()
-				return err
+				return BareDeliver(tmp, dst, name, bench4K)
 			})
 		})
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"correo/src/mailbox"
 	"fmt"
 	"net"
 	"os"
@@ -195,29 +196,7 @@ func bare(b *testing.B, dir string, conc int) {
 	b.SetBytes(int64(len(msg4K)))
 	el := spread(b, conc, func(w, i int) error {
 		name := fmt.Sprintf("%d.%d.%d", time.Now().UnixNano(), w, i)
-		f, err := os.OpenFile(filepath.Join(tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(msg4K); err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dst, name)); err != nil {
-			return err
-		}
-		d, err := os.Open(dst)
-		if err != nil {
-			return err
-		}
-		err = d.Sync()
-		d.Close()
-		return err
+		return mailbox.BareDeliver(tmp, dst, name, msg4K)
 	})
 	record(b, "bare", 1, conc, b.N, el)
 }
