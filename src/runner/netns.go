@@ -121,6 +121,22 @@ func (n *Netns) setup(p *cluster.Profile) (err error) {
 // teardown removes every namespace and link of this prefix, including
 // leftovers of an earlier run that crashed.
 func (n *Netns) teardown(p *cluster.Profile) {
+	// Deleting a namespace frees its end of a veth pair later, from a
+	// kernel work queue: the host end can outlive "ip netns del" by some
+	// milliseconds, and a boot right after (scenario 7 boots twice) then
+	// finds its name taken. Deleting the host end first removes both ends
+	// at once.
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	for _, line := range strings.Split(string(links), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if strings.HasPrefix(name, n.prefix()+"v") {
+			run("ip", "link", "del", name)
+		}
+	}
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
