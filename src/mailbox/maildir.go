@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"correo/src/dirsync"
 )
 
 // TmpMaxAge is how old a file in tmp/ must be before CleanTmp may remove it:
@@ -99,7 +101,8 @@ func (m *Maildir) publish(src, name string, size, wire int64, place func(oldpath
 	}
 	// The rename is only durable once the directory holding the new entry is
 	// fsynced; without this a crash could lose an acknowledged message.
-	if err := syncDir(newDir); err != nil {
+	// Deliveries to one mailbox at the same moment share the fsync.
+	if err := dirsync.Sync(newDir); err != nil {
 		os.Remove(dst) // keep the promise: nothing unacknowledged in new/
 		return Delivered{}, fmt.Errorf("delivering to %s: %w", m.Path, err)
 	}

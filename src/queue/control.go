@@ -112,7 +112,7 @@ func RequestDelete(dir, id string) error {
 		return fmt.Errorf("%q is not a queue id (20 hex digits, as `correoctl queue list` prints)", id)
 	}
 	st := store{dir: dir}
-	if _, err := os.Stat(st.envPath(id)); err != nil {
+	if _, err := os.Stat(st.msgPath(id)); err != nil {
 		return fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
 	}
 	lk, free, err := st.lock()
@@ -127,7 +127,7 @@ func RequestDelete(dir, id string) error {
 		// attempt ends.
 		deadline := time.Now().Add(requestTimeout)
 		for time.Now().Before(deadline) {
-			if _, err := os.Stat(st.envPath(id)); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(st.msgPath(id)); errors.Is(err, os.ErrNotExist) {
 				return nil
 			}
 			time.Sleep(50 * time.Millisecond)

@@ -8,14 +8,20 @@
 // Everything lives under one directory (smtpd: <state>/queue):
 //
 //	lock         flock(2)ed by the process that runs the queue (smtpd)
-//	tmp/         files being written; emptied at start-up
+//	tmp/         new files being written; emptied at start-up
 //	q/ID.msg     the message as received, headers added by smtpd first
-//	             (CRLF line ends); never changed once committed
-//	q/ID.env     the envelope: JSON (see Envelope), replaced atomically
-//	             on every state change; its presence is the commit point
+//	             (CRLF line ends), followed by the envelope it was
+//	             accepted with (JSON, see Envelope) and a fixed-length
+//	             trailer "\ncorreo-envelope %08x\n" giving the JSON's
+//	             length; never changed once committed; its presence in q/
+//	             is the commit point
+//	q/ID.env     the envelope's later state (JSON), written only when an
+//	             attempt leaves recipients to retry; replaced atomically
+//	free/        emptied message files kept for reuse (at most 256)
 //	ctl/         requests from `correoctl queue` to the running process:
 //	             "flush", "delete.ID"; each is removed once done
-//	trash/       ID.msg + ID.env of deleted messages; nothing reads it
+//	trash/       ID.msg (+ ID.env) of deleted or unreadable messages;
+//	             nothing reads it
 //
 // IDs (NewID) are 20 lower-case hex digits: 13 of microseconds since 1970
 // then 7 of a per-process counter seeded at random. They sort by arrival,
@@ -23,13 +29,24 @@
 //
 // # Write discipline
 //
-// A new message is written to tmp/, fsynced, its envelope likewise; both
-// are renamed into q/ and q/ is fsynced: only then does smtpd answer 250.
-// An update writes tmp/ID.env.N, fsyncs it, renames it over q/ID.env and
-// fsyncs q/. A finished message has its envelope removed first, then its
-// message file, then q/ is fsynced. At start-up tmp/ is emptied, a .msg
-// without a .env (a crash before the commit: never acknowledged) is
-// removed, and a .env without its .msg is logged and moved to trash/.
+// A new message is written into a recycled file from free/ (truncated) or,
+// when there is none, a new file in tmp/; the envelope and trailer are
+// appended, the file is fsynced and renamed to q/ID.msg, and q/ is fsynced:
+// only then does smtpd answer 250. One file and one fsync per message: the
+// fsync of q/ is shared by the messages committed at the same moment
+// (src/dirsync). Recycling matters because allocating an inode is the
+// dearest step of a small write on ext4, and a queue file lives only for
+// the seconds its delivery takes.
+//
+// An attempt that leaves recipients pending writes tmp/ID.env.N, fsyncs it,
+// renames it over q/ID.env and fsyncs q/. A finished message leaves q/
+// first (renamed into free/ or removed: the commit point), then its
+// q/ID.env, then q/ is fsynced; only after that is the file truncated and
+// offered for reuse. At start-up tmp/ is emptied, a q/ID.env whose message
+// is gone (a removal cut short) is removed, and a q/ID.msg with neither a
+// q/ID.env nor an envelope at its end (damaged, or a receipt an older
+// correo never committed) is logged and moved to trash/. Older correo kept
+// every envelope in q/ID.env: such queues are read as they are.
 //
 // # Crash safety and the exactly-once caveat
 //

@@ -60,6 +60,10 @@ func RetryFromProfile(p *cluster.Profile) (retry []time.Duration, lifetime time.
 	return retry, p.Cluster.Queue.Lifetime.Std()
 }
 
+// freeFiles bounds the emptied files kept for reuse: about the messages
+// in flight at once on a busy host.
+const freeFiles = 256
+
 // Queue is a running queue: it owns its directory (lock) until Close.
 type Queue struct {
 	cfg  Config
@@ -118,7 +122,7 @@ func Open(cfg Config) (*Queue, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	st := store{dir: cfg.Dir}
+	st := store{dir: cfg.Dir, pool: &pool{max: freeFiles}}
 	if err := st.prepare(); err != nil {
 		return nil, err
 	}
@@ -132,16 +136,13 @@ func Open(cfg Config) (*Queue, error) {
 	q := &Queue{cfg: cfg, st: st, log: cfg.Log, lock: lk, entries: map[string]*entry{},
 		work: make(chan string, 4096), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	q.ctx, q.halt = context.WithCancel(context.Background())
-	orphans, lost, err := st.recover()
+	stale, err := st.recover()
 	if err != nil {
 		lk.Close()
 		return nil, fmt.Errorf("queue %s: %w", cfg.Dir, err)
 	}
-	for _, id := range orphans {
-		q.log.Info("removed a message never acknowledged (crash during receipt)", "queue_id", id)
-	}
-	for _, id := range lost {
-		q.log.Error("envelope without its message file: moved to trash", "queue_id", id, "dir", st.path(dirTrash))
+	for _, id := range stale {
+		q.log.Info("removed the delivery state of a message finished just before a crash", "queue_id", id)
 	}
 	ids, err := st.ids()
 	if err != nil {

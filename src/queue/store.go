@@ -2,6 +2,7 @@ package queue
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -9,9 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"correo/src/dirsync"
 )
 
 var randReader io.Reader = rand.Reader
@@ -20,14 +25,18 @@ var randReader io.Reader = rand.Reader
 const (
 	dirTmp   = "tmp"
 	dirQ     = "q"
+	dirFree  = "free"
 	dirCtl   = "ctl"
 	dirTrash = "trash"
 	lockName = "lock"
 )
 
-// store is the file side of a queue directory.
+// store is the file side of a queue directory. pool is nil outside the
+// process that runs the queue (correoctl): files are then removed, not
+// recycled.
 type store struct {
-	dir string
+	dir  string
+	pool *pool
 }
 
 func (s store) path(parts ...string) string {
@@ -38,7 +47,7 @@ func (s store) envPath(id string) string { return s.path(dirQ, id+".env") }
 
 // prepare creates the subdirectories.
 func (s store) prepare() error {
-	for _, d := range []string{"", dirTmp, dirQ, dirCtl, dirTrash} {
+	for _, d := range []string{"", dirTmp, dirQ, dirFree, dirCtl, dirTrash} {
 		if err := os.MkdirAll(s.path(d), 0o750); err != nil {
 			return fmt.Errorf("queue directory: %w", err)
 		}
@@ -63,13 +72,105 @@ func (s store) lock() (f *os.File, ok bool, err error) {
 	return f, true, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
+// pool holds the names of emptied message files in free/. Creating a file
+// means allocating an inode, which on ext4 costs far more than opening,
+// truncating and renaming one that exists (measured: about 400 µs against
+// 10 µs of system time), and a queue file lives only for the seconds its
+// delivery takes: recycling them makes the queue cost no inode per message.
+type pool struct {
+	mu    sync.Mutex
+	names []string
+	max   int
+}
+
+func (p *pool) take() (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.names) == 0 {
+		return "", false
 	}
-	defer d.Close()
-	return d.Sync()
+	n := p.names[len(p.names)-1]
+	p.names = p.names[:len(p.names)-1]
+	return n, true
+}
+
+// room reports whether put would keep another file.
+func (p *pool) room() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.names) < p.max
+}
+
+func (p *pool) put(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.names) >= p.max {
+		return false
+	}
+	p.names = append(p.names, name)
+	return true
+}
+
+// The envelope a message was committed with is stored after the message in
+// its own file, so committing costs one file and one fsync: the message
+// bytes (Size of them), the envelope's JSON, then a fixed-length trailer
+// giving the JSON's length. Later states go to a separate q/ID.env.
+const trailerFormat = "\ncorreo-envelope %08x\n"
+
+var trailerLen = int64(len(fmt.Sprintf(trailerFormat, 0)))
+
+func trailer(n int) []byte { return fmt.Appendf(nil, trailerFormat, n) }
+
+// parseTrailer returns the envelope length a trailer gives.
+func parseTrailer(tb []byte) (int64, error) {
+	const prefix = "\ncorreo-envelope "
+	hex, ok := bytes.CutPrefix(tb, []byte(prefix))
+	if ok {
+		hex, ok = bytes.CutSuffix(hex, []byte("\n"))
+	}
+	if !ok || len(hex) != 8 {
+		return 0, errors.New("no envelope at its end: damaged, or left by an older correo")
+	}
+	n, err := strconv.ParseUint(string(hex), 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("envelope trailer %q: %w", tb, err)
+	}
+	return int64(n), nil
+}
+
+// readTrailer reads the envelope stored at the end of a message file.
+func readTrailer(f *os.File) (*Envelope, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if size < trailerLen {
+		return nil, fmt.Errorf("%s: no envelope at its end (%d bytes): damaged, or left by an older correo", f.Name(), size)
+	}
+	tb := make([]byte, trailerLen)
+	if _, err := f.ReadAt(tb, size-trailerLen); err != nil {
+		return nil, fmt.Errorf("%s: reading the envelope trailer: %w", f.Name(), err)
+	}
+	n, err := parseTrailer(tb)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if n <= 0 || n > maxEnvelopeBytes || n > size-trailerLen {
+		return nil, fmt.Errorf("%s: envelope length %d does not fit the file (%d bytes)", f.Name(), n, size)
+	}
+	data := make([]byte, n)
+	if _, err := f.ReadAt(data, size-trailerLen-n); err != nil {
+		return nil, fmt.Errorf("%s: reading the envelope: %w", f.Name(), err)
+	}
+	e, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if e.Size != size-trailerLen-n {
+		return nil, fmt.Errorf("%s: envelope says %d message bytes, the file holds %d", f.Name(), e.Size, size-trailerLen-n)
+	}
+	return e, nil
 }
 
 // writeTemp writes data to a new file in tmp/ and fsyncs it.
@@ -96,7 +197,7 @@ func (s store) writeTemp(name string, data []byte) (string, error) {
 	return p, nil
 }
 
-// writeEnv replaces q/ID.env atomically and durably.
+// writeEnv records a new state of e in q/ID.env, atomically and durably.
 func (s store) writeEnv(e *Envelope) error {
 	data, err := e.Encode()
 	if err != nil {
@@ -112,18 +213,31 @@ func (s store) writeEnv(e *Envelope) error {
 		os.Remove(tmp)
 		return fmt.Errorf("writing envelope %s: %w", e.ID, err)
 	}
-	return syncDir(s.path(dirQ))
+	return dirsync.Sync(s.path(dirQ))
 }
 
-// readEnv reads and decodes q/ID.env.
+// readEnv returns message id's current envelope: q/ID.env when an attempt
+// has recorded a state, else the one committed with the message. A
+// finished message gives an error satisfying errors.Is(err, os.ErrNotExist).
 func (s store) readEnv(id string) (*Envelope, error) {
+	var e *Envelope
 	data, err := os.ReadFile(s.envPath(id))
-	if err != nil {
+	switch {
+	case err == nil:
+		if e, err = Decode(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.envPath(id), err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		f, err := os.Open(s.msgPath(id))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if e, err = readTrailer(f); err != nil {
+			return nil, err
+		}
+	default:
 		return nil, err
-	}
-	e, err := Decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.envPath(id), err)
 	}
 	if e.ID != id {
 		return nil, fmt.Errorf("%s: holds id %s", s.envPath(id), e.ID)
@@ -131,34 +245,55 @@ func (s store) readEnv(id string) (*Envelope, error) {
 	return e, nil
 }
 
-// remove deletes a finished message: envelope first (the commit point),
-// then the message, then makes it durable.
+// remove finishes a message: its file leaves q/ first (the commit point),
+// then any envelope state, then q/ is fsynced so a crash cannot deliver it
+// again. The emptied file goes to free/ for a new message when the pool
+// has room.
 func (s store) remove(id string) error {
+	recycled := ""
+	if s.pool != nil && s.pool.room() {
+		if err := os.Rename(s.msgPath(id), s.path(dirFree, id)); err == nil {
+			recycled = id
+		}
+	}
+	if recycled == "" {
+		if err := os.Remove(s.msgPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	if err := os.Remove(s.envPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := os.Remove(s.msgPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := dirsync.Sync(s.path(dirQ)); err != nil {
 		return err
 	}
-	// Durable, so a crash after this cannot deliver the message again.
-	return syncDir(s.path(dirQ))
+	// Reused only once its removal from q/ is durable, and emptied so
+	// free/ never keeps mail (nor its disk space).
+	if recycled != "" {
+		p := s.path(dirFree, recycled)
+		if os.Truncate(p, 0) != nil || !s.pool.put(recycled) {
+			os.Remove(p)
+		}
+	}
+	return nil
 }
 
-// trash moves a message out of q/ for good (correoctl queue delete).
+// trash moves a message out of q/ for good (correoctl queue delete): the
+// message file first (it carries the committed envelope), then any state.
 func (s store) trash(id string) error {
-	if err := os.Rename(s.envPath(id), s.path(dirTrash, id+".env")); err != nil {
+	if err := os.Rename(s.msgPath(id), s.path(dirTrash, id+".msg")); err != nil {
 		return err
 	}
-	if err := os.Rename(s.msgPath(id), s.path(dirTrash, id+".msg")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Rename(s.envPath(id), s.path(dirTrash, id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := syncDir(s.path(dirTrash)); err != nil {
+	if err := dirsync.Sync(s.path(dirTrash)); err != nil {
 		return err
 	}
-	return syncDir(s.path(dirQ))
+	return dirsync.Sync(s.path(dirQ))
 }
 
-// ids lists the committed messages (those with an envelope), oldest first.
+// ids lists the committed messages, oldest first.
 func (s store) ids() ([]string, error) {
 	ents, err := os.ReadDir(s.path(dirQ))
 	if err != nil {
@@ -166,7 +301,7 @@ func (s store) ids() ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		id, ok := strings.CutSuffix(e.Name(), ".env")
+		id, ok := strings.CutSuffix(e.Name(), ".msg")
 		if ok && ValidID(id) {
 			out = append(out, id)
 		}
@@ -175,50 +310,58 @@ func (s store) ids() ([]string, error) {
 	return out, nil
 }
 
-// recover cleans what a crash left: tmp/ files, messages never committed,
-// envelopes whose message is gone (moved to trash/, reported).
-func (s store) recover() (orphans, lost []string, err error) {
+// recover cleans what a crash left: tmp/ files (never committed), state
+// files whose message had already left q/ (stale: the removal was cut
+// short), and fills the pool from free/.
+func (s store) recover() (stale []string, err error) {
 	tmps, err := os.ReadDir(s.path(dirTmp))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	for _, t := range tmps {
 		os.Remove(s.path(dirTmp, t.Name()))
 	}
 	ents, err := os.ReadDir(s.path(dirQ))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	have := map[string]bool{}
 	for _, e := range ents {
 		have[e.Name()] = true
 	}
 	for name := range have {
-		if id, ok := strings.CutSuffix(name, ".msg"); ok && !have[id+".env"] {
-			orphans = append(orphans, id)
+		if id, ok := strings.CutSuffix(name, ".env"); ok && !have[id+".msg"] {
+			stale = append(stale, id)
 			os.Remove(s.path(dirQ, name))
 		}
-		if id, ok := strings.CutSuffix(name, ".env"); ok && !have[id+".msg"] {
-			lost = append(lost, id)
-			os.Rename(s.path(dirQ, name), s.path(dirTrash, name))
+	}
+	sort.Strings(stale)
+	if s.pool != nil {
+		free, err := os.ReadDir(s.path(dirFree))
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range free {
+			if !f.Type().IsRegular() || !s.pool.put(f.Name()) {
+				os.Remove(s.path(dirFree, f.Name()))
+			}
 		}
 	}
-	sort.Strings(orphans)
-	sort.Strings(lost)
-	return orphans, lost, syncDir(s.path(dirQ))
+	return stale, dirsync.Sync(s.path(dirQ))
 }
 
 // Writer receives one new message. Write the message (the headers smtpd
 // adds first), then Commit with the envelope, or Abort.
 type Writer struct {
-	s    store
-	id   string
-	f    *os.File
-	bw   *bufio.Writer // go-smtp hands DATA over in small reads
-	path string
-	n    int64
-	err  error
-	q    *Queue
+	s      store
+	id     string
+	f      *os.File
+	bw     *bufio.Writer // go-smtp hands DATA over in small reads
+	path   string
+	pooled bool // path is a recycled file in free/
+	n      int64
+	err    error
+	q      *Queue
 }
 
 // ID is the queue id the message will have.
@@ -234,73 +377,88 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.bw.Write(p)
 	w.n += int64(n)
 	if err != nil {
-		w.err = fmt.Errorf("writing queue file: %w", err)
+		w.err = fmt.Errorf("writing queue file %s: %w", w.path, err)
 	}
 	return n, w.err
 }
 
 // Abort discards the message.
 func (w *Writer) Abort() {
-	if w.f != nil {
-		w.f.Close()
+	if w.f == nil {
+		return
+	}
+	w.f.Close()
+	w.f = nil
+	// A recycled file goes back to the pool as it is: it is truncated when
+	// next used.
+	if !w.pooled || !w.s.pool.put(filepath.Base(w.path)) {
 		os.Remove(w.path)
-		w.f = nil
 	}
 }
 
-// commitFiles makes the message and its envelope durable in q/.
+// commitFiles makes the message and its envelope durable in q/: one file,
+// one fsync, one rename, and the fsync of q/ shared with the messages
+// committed at the same moment.
 func (w *Writer) commitFiles(e *Envelope) error {
+	e.ID, e.Size, e.Version = w.id, w.n, envelopeVersion
 	if w.err == nil {
+		data, err := e.Encode()
+		if err != nil {
+			w.Abort()
+			return err
+		}
+		w.bw.Write(data)
+		w.bw.Write(trailer(len(data)))
 		if err := w.bw.Flush(); err != nil {
-			w.err = fmt.Errorf("writing queue file: %w", err)
+			w.err = fmt.Errorf("writing queue file %s: %w", w.path, err)
 		}
 	}
 	if w.err != nil {
 		w.Abort()
 		return w.err
 	}
-	e.ID, e.Size, e.Version = w.id, w.n, envelopeVersion
-	data, err := e.Encode()
-	if err != nil {
-		w.Abort()
-		return err
-	}
 	if err := w.f.Sync(); err != nil {
 		w.Abort()
-		return fmt.Errorf("fsync queue file: %w", err)
+		return fmt.Errorf("fsync of queue file %s: %w", w.path, err)
 	}
 	if err := w.f.Close(); err != nil {
 		w.f = nil
 		os.Remove(w.path)
-		return fmt.Errorf("closing queue file: %w", err)
+		return fmt.Errorf("closing queue file %s: %w", w.path, err)
 	}
 	w.f = nil
-	envTmp, err := w.s.writeTemp(w.id+".env", data)
-	if err != nil {
-		os.Remove(w.path)
-		return fmt.Errorf("writing envelope: %w", err)
-	}
 	if err := os.Rename(w.path, w.s.msgPath(w.id)); err != nil {
 		os.Remove(w.path)
-		os.Remove(envTmp)
-		return err
+		return fmt.Errorf("moving queue file %s into %s: %w", w.path, w.s.path(dirQ), err)
 	}
-	if err := os.Rename(envTmp, w.s.envPath(w.id)); err != nil {
-		os.Remove(w.s.msgPath(w.id))
-		os.Remove(envTmp)
-		return err
-	}
-	if err := syncDir(w.s.path(dirQ)); err != nil {
+	if err := dirsync.Sync(w.s.path(dirQ)); err != nil {
 		// Not known to be durable: take it back so that the client's
 		// retry is the only copy.
-		w.s.remove(w.id)
-		return fmt.Errorf("fsync queue directory: %w", err)
+		os.Remove(w.s.msgPath(w.id))
+		return err
 	}
 	return nil
 }
 
+// newWriter opens a file for a new message: a recycled one from free/
+// when there is one, else a new one in tmp/.
 func (s store) newWriter() (*Writer, error) {
 	id := NewID()
+	if s.pool != nil {
+		for {
+			name, ok := s.pool.take()
+			if !ok {
+				break
+			}
+			p := s.path(dirFree, name)
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0)
+			if err == nil {
+				return &Writer{s: s, id: id, f: f, bw: bufio.NewWriterSize(f, 64<<10), path: p, pooled: true}, nil
+			}
+			// Gone or not ours (removed by hand, another owner): forget it.
+			os.Remove(p)
+		}
+	}
 	p := s.path(dirTmp, id+".msg")
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
