@@ -399,7 +399,12 @@ func DeliverMany(boxes []*Maildir, r io.Reader) ([]Delivered, error) {
 	if spool < 0 {
 		return out, &ManyError{Errs: errs}
 	}
-	defer os.Remove(tmpPath)
+	renamed := false
+	defer func() {
+		if !renamed {
+			os.Remove(tmpPath)
+		}
+	}()
 	size, wire, err := writeAndSync(f, r)
 	if err == nil && testHookAfterWrite != nil {
 		err = testHookAfterWrite(tmpPath)
@@ -423,7 +428,17 @@ func DeliverMany(boxes []*Maildir, r io.Reader) ([]Delivered, error) {
 			continue
 		}
 		seen[key] = i
-		d, err := b.publish(tmpPath, name, size, wire, os.Link)
+		// The last box takes the spooled file itself: a rename, where a
+		// link would be followed by removing the spool name.
+		place := os.Link
+		if i == len(boxes)-1 {
+			place = func(src, dst string) error {
+				err := os.Rename(src, dst)
+				renamed = err == nil
+				return err
+			}
+		}
+		d, err := b.publish(tmpPath, name, size, wire, place)
 		if err != nil && linkImpossible(err) {
 			d, err = b.copyFrom(tmpPath)
 		}

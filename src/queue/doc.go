@@ -17,7 +17,9 @@
 //	             is the commit point
 //	q/ID.env     the envelope's later state (JSON), written only when an
 //	             attempt leaves recipients to retry; replaced atomically
-//	free/        emptied message files kept for reuse (at most 256)
+//	free/        files of finished messages kept for reuse (at most 256
+//	             of at most 1 MiB each): they keep their old bytes until a
+//	             new message overwrites them, so free/ is as private as q/
 //	ctl/         requests from `correoctl queue` to the running process:
 //	             "flush", "delete.ID"; each is removed once done
 //	trash/       ID.msg (+ ID.env) of deleted or unreadable messages;
@@ -29,20 +31,21 @@
 //
 // # Write discipline
 //
-// A new message is written into a recycled file from free/ (truncated) or,
-// when there is none, a new file in tmp/; the envelope and trailer are
-// appended, the file is fsynced and renamed to q/ID.msg, and q/ is fsynced:
-// only then does smtpd answer 250. One file and one fsync per message: the
-// fsync of q/ is shared by the messages committed at the same moment
-// (src/dirsync). Recycling matters because allocating an inode is the
-// dearest step of a small write on ext4, and a queue file lives only for
-// the seconds its delivery takes.
+// A new message is written over a recycled file from free/ or, when there
+// is none, into a new file in tmp/; the envelope and trailer follow, the
+// file is cut to that length, fdatasynced and renamed to q/ID.msg, and q/
+// is fsynced: only then does smtpd answer 250. One file and one data sync
+// per message: the fsync of q/ is shared by the messages committed at the
+// same moment (src/dirsync). Recycling matters because allocating an inode
+// and blocks is the dearest step of a small write on ext4, and a queue
+// file lives only for the seconds its delivery takes.
 //
 // An attempt that leaves recipients pending writes tmp/ID.env.N, fsyncs it,
 // renames it over q/ID.env and fsyncs q/. A finished message leaves q/
 // first (renamed into free/ or removed: the commit point), then its
-// q/ID.env, then q/ is fsynced; only after that is the file truncated and
-// offered for reuse. At start-up tmp/ is emptied, a q/ID.env whose message
+// q/ID.env; a background reaper then fsyncs q/ once for every batch of
+// finished messages, and only after that is a file offered for reuse. The worker does not wait for that fsync: a crash before it
+// brings the message back and delivers it again (the caveat below). At start-up tmp/ is emptied, a q/ID.env whose message
 // is gone (a removal cut short) is removed, and a q/ID.msg with neither a
 // q/ID.env nor an envelope at its end (damaged, or a receipt an older
 // correo never committed) is logged and moved to trash/. Older correo kept
@@ -51,12 +54,13 @@
 // # Crash safety and the exactly-once caveat
 //
 // kill -9 at any moment loses nothing acknowledged: on restart every
-// envelope in q/ is scheduled again, recipients still "pending" are
+// message in q/ is scheduled again, recipients still "pending" are
 // retried, recipients "delivered" or "failed" are not. Each recipient is
 // delivered exactly once, except when a crash falls between the storage
-// (or remote) host's 250 and the durable envelope update that records it:
-// that recipient is then delivered again after the restart (a duplicate,
-// never a loss: the SMTP rule). Likewise a bounce is queued before the
+// (or remote) host's 250 and the durable update that records it (a new
+// q/ID.env, or for a finished message the reaper's fsync of q/ a few
+// milliseconds later): that recipient is then delivered again after the
+// restart (a duplicate, never a loss: the SMTP rule). Likewise a bounce is queued before the
 // envelope records that it was, so a crash between the two can produce a
 // second, identical bounce.
 //

@@ -13,6 +13,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/delivery"
+	"correo/src/dirsync"
 	"correo/src/logging"
 )
 
@@ -76,11 +77,22 @@ type Queue struct {
 	closed  bool
 
 	work chan string
-	wake chan struct{}
-	stop chan struct{}
-	ctx  context.Context
-	halt context.CancelFunc
-	wg   sync.WaitGroup
+	// finished carries messages out of q/ to the reaper, which makes
+	// their removal durable with one fsync per batch: a worker does not
+	// wait for it, since a crash before it can only deliver a message
+	// again (see the package doc), never lose one.
+	finished chan finished
+	reaped   chan struct{}
+	wake     chan struct{}
+	stop     chan struct{}
+	ctx      context.Context
+	halt     context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type finished struct {
+	id       string
+	recycled bool
 }
 
 type entry struct {
@@ -134,7 +146,8 @@ func Open(cfg Config) (*Queue, error) {
 		return nil, fmt.Errorf("queue %s is in use by another process (a running smtpd holds %s)", cfg.Dir, st.path(lockName))
 	}
 	q := &Queue{cfg: cfg, st: st, log: cfg.Log, lock: lk, entries: map[string]*entry{},
-		work: make(chan string, 4096), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		work: make(chan string, 4096), wake: make(chan struct{}, 1), stop: make(chan struct{}),
+		finished: make(chan finished, 1024), reaped: make(chan struct{})}
 	q.ctx, q.halt = context.WithCancel(context.Background())
 	stale, err := st.recover()
 	if err != nil {
@@ -167,7 +180,46 @@ func Open(cfg Config) (*Queue, error) {
 	}
 	q.wg.Add(1)
 	go q.scheduler()
+	go q.reaper()
 	return q, nil
+}
+
+// reaper fsyncs q/ once for every batch of finished messages and then
+// lets their files be reused.
+func (q *Queue) reaper() {
+	defer close(q.reaped)
+	for f := range q.finished {
+		batch := []finished{f}
+	more:
+		for {
+			select {
+			case f, ok := <-q.finished:
+				if !ok {
+					break more
+				}
+				batch = append(batch, f)
+			default:
+				break more
+			}
+		}
+		var recycle []string
+		for _, f := range batch {
+			if f.recycled {
+				recycle = append(recycle, f.id)
+			}
+		}
+		if err := dirsync.Sync(q.st.path(dirQ)); err != nil {
+			// Nothing is lost: at worst a finished message comes back
+			// after a crash and is delivered again. Its file is not
+			// reused, though: the old entry might return.
+			q.log.Error("making the removal of finished messages durable", "messages", len(batch), "err", err)
+			for _, id := range recycle {
+				os.Remove(q.st.path(dirFree, id))
+			}
+			continue
+		}
+		q.st.recycle(recycle)
+	}
 }
 
 // Close stops taking work, waits up to ctx for attempts in progress (an
@@ -193,6 +245,8 @@ func (q *Queue) Close(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	q.halt()
+	close(q.finished) // every worker has returned: nothing sends any more
+	<-q.reaped
 	q.lock.Close()
 	return err
 }
@@ -493,9 +547,11 @@ func (q *Queue) attempt(e *Envelope) (done bool) {
 	}
 
 	if e.Done() {
-		if err := q.st.remove(e.ID); err != nil {
+		recycled, err := q.st.finish(e.ID, e.Size)
+		if err != nil {
 			q.log.Error("removing a finished message", logging.TraceKey, e.Trace, "queue_id", e.ID, "err", err)
 		}
+		q.finished <- finished{id: e.ID, recycled: recycled}
 		return true
 	}
 	step := e.Attempts - 1

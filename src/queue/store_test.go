@@ -81,36 +81,39 @@ func TestOneFilePerMessage(t *testing.T) {
 	}
 }
 
-// TestFilesAreRecycled: a delivered message's file is emptied into free/
-// and the next message is written into that same inode: a busy queue
-// allocates no inode per message.
+// TestFilesAreRecycled: a delivered message's file goes to free/ and the
+// next message is written over that same inode, cut to its own length: a
+// busy queue allocates no inode per message, and a shorter message never
+// carries the tail of a longer one.
 func TestFilesAreRecycled(t *testing.T) {
 	dir := t.TempDir()
 	f := newFake()
 	q := open(t, dir, f, time.Hour)
-	enqueue(t, q, "s@correo.test", "Subject: 1\r\n\r\nsecret one\r\n", "a@correo.test")
+	long := "Subject: 1\r\n\r\n" + strings.Repeat("secret one, ", 2000) + "\r\n"
+	enqueue(t, q, "s@correo.test", long, "a@correo.test")
 	waitFor(t, "first delivery", func() bool { return q.Len() == 0 && len(names(t, filepath.Join(dir, "free"))) == 1 })
-	free := names(t, filepath.Join(dir, "free"))
-	p := filepath.Join(dir, "free", free[0])
-	if fi, _ := os.Stat(p); fi.Size() != 0 {
-		t.Fatalf("recycled file keeps %d bytes of delivered mail", fi.Size())
-	}
+	p := filepath.Join(dir, "free", names(t, filepath.Join(dir, "free"))[0])
 	ino := inode(t, p)
+	short := "Subject: 2\r\n\r\nb\r\n"
 	w, err := q.NewMessage()
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write([]byte("Subject: 2\r\n\r\nb\r\n"))
+	w.Write([]byte(short))
 	if err := w.Commit(&Envelope{From: "s@correo.test", Trace: "tracetracetrace2", Rcpts: []Recipient{{Addr: "b@correo.test", Route: RouteLocal}}}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "second delivery", func() bool { return f.count("b@correo.test") == 1 })
-	if got := f.msgs("b@correo.test")[0]; got != "Subject: 2\r\n\r\nb\r\n" {
-		t.Fatalf("second message delivered as %q: the recycled file's old bytes leak", got)
+	if got := f.msgs("b@correo.test")[0]; got != short {
+		t.Fatalf("second message delivered as %d bytes %.60q...: the recycled file's old bytes leak", len(got), got)
 	}
 	waitFor(t, "recycled again", func() bool { return len(names(t, filepath.Join(dir, "free"))) == 1 })
-	if got := inode(t, filepath.Join(dir, "free", names(t, filepath.Join(dir, "free"))[0])); got != ino {
+	p2 := filepath.Join(dir, "free", names(t, filepath.Join(dir, "free"))[0])
+	if got := inode(t, p2); got != ino {
 		t.Errorf("second message used inode %d, not the recycled %d", got, ino)
+	}
+	if fi, _ := os.Stat(p2); fi.Size() >= int64(len(long)) {
+		t.Errorf("recycled file is %d bytes after a %d-byte message: not cut to length", fi.Size(), len(short))
 	}
 	// An aborted message gives its recycled file back.
 	w, _ = q.NewMessage()
@@ -121,6 +124,15 @@ func TestFilesAreRecycled(t *testing.T) {
 	}
 	if n := len(names(t, filepath.Join(dir, "tmp"))); n != 0 {
 		t.Errorf("tmp/ holds %d files after an abort", n)
+	}
+	// A message above the recycling bound is removed, not kept in free/.
+	enqueue(t, q, "s@correo.test", strings.Repeat("x", maxRecycledBytes+1), "c@correo.test")
+	waitFor(t, "big delivery", func() bool { return f.count("c@correo.test") == 1 && q.Len() == 0 })
+	time.Sleep(50 * time.Millisecond) // the reaper's batch
+	for _, n := range names(t, filepath.Join(dir, "free")) {
+		if fi, _ := os.Stat(filepath.Join(dir, "free", n)); fi.Size() > maxRecycledBytes+maxEnvelopeBytes {
+			t.Errorf("free/%s keeps %d bytes", n, fi.Size())
+		}
 	}
 }
 

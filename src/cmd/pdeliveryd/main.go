@@ -33,7 +33,10 @@ const SocketName = "lmtp.sock"
 // and answered after SIGTERM.
 const shutdownGrace = 30 * time.Second
 
-func main() { daemon.Main("pdeliveryd", run) }
+func main() {
+	daemon.GCPercent(400)
+	daemon.Main("pdeliveryd", run)
+}
 
 func run(args []string, stderr io.Writer) error {
 	f := daemon.NewFlags("pdeliveryd")
