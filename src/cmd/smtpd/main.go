@@ -58,7 +58,7 @@ func run(args []string, stderr io.Writer) error {
 	f.FlagSet.SetOutput(stderr)
 	cmdTimeout := f.FlagSet.Duration("timeout", smtpd.DefaultLimits.CommandTimeout, "idle timeout for each command and each read of message data")
 	dataTimeout := f.FlagSet.Duration("data-timeout", smtpd.DefaultLimits.DataTimeout, "bound on a whole DATA phase")
-	workers := f.FlagSet.Int("workers", 96, "messages delivered at once")
+	workers := f.FlagSet.Int("workers", 32, "messages delivered at once")
 	resolvers := f.FlagSet.String("resolvers", "", "relay: comma-separated name servers (host:port) for MX lookups; empty: /etc/resolv.conf")
 	remotePort := f.FlagSet.Int("remote-port", 25, "relay: the port of other domains' MX hosts (tests)")
 	env, err := f.Start(args, cluster.RoleMX, cluster.RoleRelay)
