@@ -12,7 +12,19 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 )
+
+// Rename is rename(2) without the lstat of the target that os.Rename adds
+// to refuse a directory there: one system call less for callers that move
+// files between names they made themselves (a queue, a Maildir) on every
+// message, and then Sync the directory.
+func Rename(from, to string) error {
+	if err := syscall.Rename(from, to); err != nil {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+	}
+	return nil
+}
 
 // Group shares fsyncs among callers for the same path. The zero value is
 // ready; Sync uses a process-wide one.

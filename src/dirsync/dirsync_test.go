@@ -147,3 +147,20 @@ func TestRealDirectory(t *testing.T) {
 		t.Fatalf("Sync of a missing directory: %v, want an error naming it", err)
 	}
 }
+
+// TestRename: a rename, and an error that names both paths.
+func TestRename(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, []byte("x"), 0o600)
+	if err := Rename(a, b); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(b); err != nil || string(data) != "x" {
+		t.Fatalf("after Rename: %q %v", data, err)
+	}
+	err := Rename(a, b)
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), a) || !strings.Contains(err.Error(), b) {
+		t.Fatalf("Rename of a missing file: %v", err)
+	}
+}

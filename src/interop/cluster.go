@@ -39,6 +39,9 @@ type Spec struct {
 	Hosts         []HostSpec
 	// TrustedNetwork sets cluster.trusted_network (logins without TLS).
 	TrustedNetwork bool
+	// LogLevel is cluster.log.level (default debug, for tests; benchmarks
+	// use info, what a host in service runs).
+	LogLevel string
 	// ClusterTOML is added to the [cluster] part of the profile as is,
 	// e.g. "[cluster.queue]\nretry = [\"1s\"]\n".
 	ClusterTOML string
@@ -85,7 +88,10 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 	fmt.Fprintf(&b, "[cluster]\nname = \"t\"\ndomains = [%s]\nnetwork = %q\nkey_file = %q\nlayout = %q\nplacement = \"letters\"\ntrusted_network = %v\n",
 		quoteList(spec.Domains), spec.Network, key, spec.Layout, spec.TrustedNetwork)
 	fmt.Fprintf(&b, "[cluster.passwd]\nudp_port = %d\ntcp_port = %d\ntimeout = %q\n", FreePort(t, addrs...), FreePort(t, addrs...), spec.PasswdTimeout)
-	fmt.Fprintf(&b, "[cluster.log]\ntarget = \"stderr\"\nlevel = \"debug\"\n")
+	if spec.LogLevel == "" {
+		spec.LogLevel = "debug"
+	}
+	fmt.Fprintf(&b, "[cluster.log]\ntarget = \"stderr\"\nlevel = %q\n", spec.LogLevel)
 	fmt.Fprintf(&b, "[cluster.ports]\nlmtp = %d\nsmtp = %d\n", FreePort(t, addrs...), FreePort(t, addrs...))
 	fmt.Fprintf(&b, "pop3 = %d\npop3s = %d\npop3_backend = %d\n", FreePort(t, addrs...), FreePort(t, addrs...), FreePort(t, addrs...))
 	b.WriteString(spec.ClusterTOML)

@@ -38,6 +38,9 @@ type PostfixConfig struct {
 	// Ready, when set, replaces the wait for the SMTP banner (which a test
 	// outside Wrap's namespace could not reach).
 	Ready func(addr string) error
+	// QueueDir puts the queue on a chosen disk (a benchmark's file system);
+	// default: inside the instance's temporary directory.
+	QueueDir string
 }
 
 // Postfix is a private Postfix instance: its own configuration, queue
@@ -70,6 +73,9 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	}
 	p := &Postfix{Dir: dir, ConfDir: filepath.Join(dir, "etc"), QueueDir: filepath.Join(dir, "queue"),
 		LogFile: filepath.Join(dir, "maillog"), Port: FreePort(t), listen: listen}
+	if cfg.QueueDir != "" {
+		p.QueueDir = cfg.QueueDir
+	}
 	for _, d := range []string{p.ConfDir, p.QueueDir, filepath.Join(dir, "data")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

@@ -1,6 +1,7 @@
 package mailbox
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -76,7 +77,7 @@ func (m *Maildir) Deliver(r io.Reader) (Delivered, error) {
 		return Delivered{}, fmt.Errorf("delivering to %s: %w", m.Path, err)
 	}
 	name := finalName(base, size, wire)
-	d, err := m.publish(tmpPath, name, size, wire, os.Rename)
+	d, err := m.publish(tmpPath, name, size, wire, dirsync.Rename)
 	if err != nil {
 		os.Remove(tmpPath)
 		return Delivered{}, err
@@ -244,17 +245,18 @@ type countingWriter struct {
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
-	prevCR := c.lastCR
-	for i, b := range p {
-		if b == '\n' {
-			if i == 0 {
-				if !prevCR {
-					c.bareLF++
-				}
-			} else if p[i-1] != '\r' {
-				c.bareLF++
-			}
+	// IndexByte jumps from LF to LF: a byte loop was 5% of pdeliveryd's
+	// CPU under load.
+	for off := 0; ; {
+		i := bytes.IndexByte(p[off:], '\n')
+		if i < 0 {
+			break
 		}
+		at := off + i
+		if at == 0 && !c.lastCR || at > 0 && p[at-1] != '\r' {
+			c.bareLF++
+		}
+		off = at + 1
 	}
 	n, err := c.w.Write(p)
 	c.n += int64(n)
@@ -433,7 +435,7 @@ func DeliverMany(boxes []*Maildir, r io.Reader) ([]Delivered, error) {
 		place := os.Link
 		if i == len(boxes)-1 {
 			place = func(src, dst string) error {
-				err := os.Rename(src, dst)
+				err := dirsync.Rename(src, dst)
 				renamed = err == nil
 				return err
 			}
@@ -590,7 +592,7 @@ func (m *Maildir) MoveToCur(msg Message) (Message, error) {
 		name += ":2,"
 	}
 	moved := parseName("cur", name)
-	err := os.Rename(filepath.Join(m.Path, "new", msg.Name), filepath.Join(m.Path, "cur", name))
+	err := dirsync.Rename(filepath.Join(m.Path, "new", msg.Name), filepath.Join(m.Path, "cur", name))
 	if err == nil {
 		if msg.Size >= 0 {
 			moved.Size = msg.Size

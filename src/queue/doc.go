@@ -17,8 +17,8 @@
 //	             is the commit point
 //	q/ID.env     the envelope's later state (JSON), written only when an
 //	             attempt leaves recipients to retry; replaced atomically
-//	free/        files of finished messages kept for reuse (at most 256
-//	             of at most 1 MiB each): they keep their old bytes until a
+//	free/        files of finished messages kept for reuse (at most 1024
+//	             of at most 256 KiB each): they keep their old bytes until a
 //	             new message overwrites them, so free/ is as private as q/
 //	ctl/         requests from `correoctl queue` to the running process:
 //	             "flush", "delete.ID"; each is removed once done

@@ -99,7 +99,7 @@ func (e *Envelope) Encode() ([]byte, error) {
 	if err := e.validate(); err != nil {
 		return nil, err
 	}
-	b, err := json.MarshalIndent(e, "", " ")
+	b, err := json.Marshal(e) // for programs: correoctl queue show prints it for people
 	if err != nil {
 		return nil, err
 	}

@@ -61,9 +61,10 @@ func RetryFromProfile(p *cluster.Profile) (retry []time.Duration, lifetime time.
 	return retry, p.Cluster.Queue.Lifetime.Std()
 }
 
-// freeFiles bounds the emptied files kept for reuse: about the messages
-// in flight at once on a busy host.
-const freeFiles = 256
+// freeFiles bounds the files kept for reuse: more than the messages in
+// flight at once on a busy host (a burst accepted faster than it is
+// delivered), so that new files are rare.
+const freeFiles = 1024
 
 // Queue is a running queue: it owns its directory (lock) until Close.
 type Queue struct {

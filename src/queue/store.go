@@ -250,8 +250,8 @@ func (s store) readEnv(id string) (*Envelope, error) {
 // maxRecycledBytes bounds the files kept in free/: a recycled file keeps
 // its blocks, so the next message overwrites them in place instead of
 // freeing and allocating them again; the bound keeps what free/ holds on
-// disk to freeFiles × 1 MiB at most, and most mail is far smaller.
-const maxRecycledBytes = 1 << 20
+// disk to freeFiles × 256 KiB at most, and most mail is smaller.
+const maxRecycledBytes = 256 << 10
 
 // finish takes a finished message out of q/: its file first (the commit
 // point), then any state file. A file of at most maxRecycledBytes goes to
@@ -261,7 +261,7 @@ const maxRecycledBytes = 1 << 20
 // entry whose bytes belong to another message.
 func (s store) finish(id string, size int64) (recycled bool, err error) {
 	if s.pool != nil && size <= maxRecycledBytes && s.pool.room() {
-		recycled = os.Rename(s.msgPath(id), s.path(dirFree, id)) == nil
+		recycled = dirsync.Rename(s.msgPath(id), s.path(dirFree, id)) == nil
 	}
 	if !recycled {
 		if err := os.Remove(s.msgPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -441,7 +441,7 @@ func (w *Writer) commitFiles(e *Envelope) error {
 		return fmt.Errorf("closing queue file %s: %w", w.path, err)
 	}
 	w.f = nil
-	if err := os.Rename(w.path, w.s.msgPath(w.id)); err != nil {
+	if err := dirsync.Rename(w.path, w.s.msgPath(w.id)); err != nil {
 		os.Remove(w.path)
 		return fmt.Errorf("moving queue file %s into %s: %w", w.path, w.s.path(dirQ), err)
 	}

@@ -33,7 +33,7 @@ import (
 func BenchmarkLMTP(b *testing.B) {
 	const users = 100
 	dir := benchDir(b)
-	c := interop.NewCluster(b, interop.Spec{Hosts: []interop.HostSpec{
+	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", Hosts: []interop.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, DataDir: filepath.Join(dir, "correo")},
 	}})
 	c.StartPasswdd(b, "st1")

@@ -32,7 +32,7 @@ func BenchmarkPOP3(b *testing.B) {
 		hash     = "$6$saltsalt$dM/CtIoV3c1qmNuOWB4n7dKEkbOLye48ygRmj2kwQpO9x9IIWuBkU4RJNTovcWUBtqp0AmbZ2WtYb.n39znnR."
 		workers  = 8
 	)
-	c := interop.NewCluster(b, interop.Spec{TrustedNetwork: true, Hosts: []interop.HostSpec{
+	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", TrustedNetwork: true, Hosts: []interop.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
 	}})

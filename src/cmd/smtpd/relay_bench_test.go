@@ -59,7 +59,7 @@ func BenchmarkSMTPRelay(b *testing.B) {
 	// 20 logins at once are 20 bcrypt checks queued in passwdd (50-100 ms
 	// each on two cores): the default 1 s passwd timeout of the test
 	// clusters would turn the last ones into 454.
-	c := interop.NewCluster(b, interop.Spec{PasswdTimeout: "5s", ClusterTOML: ports, Hosts: []interop.HostSpec{
+	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", PasswdTimeout: "5s", ClusterTOML: ports, Hosts: []interop.HostSpec{
 		{Name: "r1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "relay", "storage"}, TLS: true,
 			DataDir: filepath.Join(dir, "relay-mail"), TOML: "[host.smtpd]\nmax_messages_per_hour = 1000000\n"},
 	}})
