@@ -42,6 +42,7 @@ import (
 //	               churn of the whole disk, and rounds vary with it.
 //	disk=ext4-journal  a fresh ext4 with its default journal on a loop
 //	               device: what a mail host's spool partition is.
+//
 // make smtp-bench runs it; it prints a table and asserts nothing.
 // CORREO_BENCH_DIR chooses the disk of the first run (default: the
 // temporary directory); CORREO_BENCH_MESSAGES sets the messages per target
