@@ -77,6 +77,12 @@ type Envelope struct {
 	To []string
 	// Trace is the message's trace id, for the log lines; "" for none.
 	Trace string
+	// Hosts, when set, is aligned with To: the storage host a lookup made
+	// moments ago found for each recipient ("" where there was none).
+	// Such a recipient goes there without asking passwd again: the
+	// storage host checks it anyway, and one that has moved since answers
+	// "stored on" and is followed. For a first attempt only: a retry asks.
+	Hosts []string
 }
 
 // Message is the message to deliver: read from the start for every
@@ -291,6 +297,12 @@ func (d *Deliverer) Deliver(ctx context.Context, env Envelope, msg Message) []Re
 	route := make([]string, len(env.To))
 	for i, rcpt := range env.To {
 		results[i].Rcpt = rcpt
+		if i < len(env.Hosts) {
+			if _, known := d.hosts[env.Hosts[i]]; known {
+				route[i] = env.Hosts[i]
+				continue
+			}
+		}
 		host, res, done := d.resolve(ctx, rcpt)
 		if done {
 			results[i] = res

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"correo/src/directory"
 	"correo/src/interop"
 	"correo/src/lmtpd"
+	"correo/src/pwproto"
 )
 
 // The tests deliver to real LMTP servers (package lmtpd, in process) on
@@ -254,5 +256,44 @@ func TestUnixSocket(t *testing.T) {
 	data, _ := os.ReadFile(filepath.Join(e.c.Maildir("st1", "ana"), "new", b[0].Name()))
 	if !strings.Contains(string(data), "(local)") {
 		t.Errorf("not delivered over the socket:\n%s", data)
+	}
+}
+
+// countingResolver counts the lookups a Deliverer makes.
+type countingResolver struct {
+	delivery.Resolver
+	n atomic.Int32
+}
+
+func (c *countingResolver) LookupAddr(ctx context.Context, key string) (pwproto.User, error) {
+	c.n.Add(1)
+	return c.Resolver.LookupAddr(ctx, key)
+}
+
+// TestHostHints: a recipient with a storage host hint goes there without
+// a lookup; a stale hint is corrected by the storage host's "stored on"
+// answer; an unknown or empty hint falls back to the lookup.
+func TestHostHints(t *testing.T) {
+	e := newEnv(t)
+	e.serve("st1")
+	e.serve("st2")
+	users := &countingResolver{Resolver: e.c.Client(t)}
+	d := e.deliverer(delivery.Config{Users: users})
+	rcpts := []string{"ana@correo.test", "eva@correo.test", "bob@correo.test", "anita@correo.test"}
+	hints := []string{"st1", "st1", "no-such-host", ""}
+	res := d.Deliver(context.Background(), delivery.Envelope{From: "x@example.org", To: rcpts, Hosts: hints}, strings.NewReader(msg))
+	for i, want := range []string{"st1", "st2", "st1", "st1"} {
+		if res[i].Status != delivery.Delivered || res[i].Host != want {
+			t.Errorf("%s (hint %q): %v, want delivered on %s", rcpts[i], hints[i], res[i], want)
+		}
+	}
+	// bob's unknown host and anita's empty hint were looked up; ana and
+	// eva (stale hint, redirected) were not.
+	if n := users.n.Load(); n != 2 {
+		t.Errorf("%d lookups, want 2", n)
+	}
+	// ana and her alias anita went to st1 in one transaction: one copy.
+	if e.count("st1", "ana") != 1 || e.count("st2", "eva") != 1 || e.count("st1", "bob") != 1 {
+		t.Errorf("messages: ana %d eva %d bob %d", e.count("st1", "ana"), e.count("st2", "eva"), e.count("st1", "bob"))
 	}
 }

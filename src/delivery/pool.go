@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	"correo/src/lmtpclient"
 )
 
 type statsCounters struct {
@@ -27,9 +27,8 @@ var errAborted = errors.New("delivery abandoned (context cancelled)")
 
 // ioConn gives every read and write its own deadline, so a transfer
 // that makes progress may take as long as it needs while a peer that
-// stops answering is dropped after one IOTimeout. go-smtp's client sets
-// deadlines itself only around commands, not while the message body is
-// written; its calls are ignored here so there is one policy.
+// stops answering is dropped after one IOTimeout. Deadlines set by anyone
+// else are ignored so there is one policy.
 type ioConn struct {
 	net.Conn
 	timeout time.Duration
@@ -75,7 +74,7 @@ func (c *ioConn) abort() {
 
 // pconn is one LMTP connection to a storage host.
 type pconn struct {
-	c      *smtp.Client
+	c      *lmtpclient.Client
 	conn   *ioConn
 	used   time.Time
 	reused bool
@@ -193,35 +192,23 @@ func (p *pool) dial(ctx context.Context) (*pconn, error) {
 	// and by ctx.
 	stop := context.AfterFunc(ctx, conn.abort)
 	defer stop()
-	c := smtp.NewClientLMTP(conn)
-	if err := c.Hello(d.cfg.HelloName); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("storage host %s (%s) refused the session: %s", p.host, raw.RemoteAddr(), errText(err))
+	c, err := lmtpclient.New(conn, d.cfg.HelloName)
+	if err != nil {
+		conn.Close()
+		var re *lmtpclient.ReplyError
+		if errors.As(err, &re) {
+			return nil, fmt.Errorf("storage host %s (%s) refused the session: %s", p.host, raw.RemoteAddr(), re.Reply)
+		}
+		return nil, fmt.Errorf("storage host %s (%s): %w", p.host, raw.RemoteAddr(), err)
 	}
 	return &pconn{c: c, conn: conn}, nil
 }
 
-// errText renders an SMTP error as "code enhanced text", anything else
-// as its message.
-func errText(err error) string {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%d %s %s", se.Code, enhString(se.EnhancedCode), se.Message)
-	}
-	return err.Error()
-}
-
-func enhString(e smtp.EnhancedCode) string {
-	if e == smtp.EnhancedCodeNotSet || e == smtp.NoEnhancedCode {
-		return ""
-	}
-	return fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
-}
-
-func smtpReply(rcpt, host string, se *smtp.SMTPError) Result {
-	r := reply(rcpt, host, se.Code, se.Message)
-	if e := enhString(se.EnhancedCode); e != "" {
-		r.Enhanced = e
+// lmtpReply is a recipient's result from the server's reply.
+func lmtpReply(rcpt, host string, lr lmtpclient.Reply) Result {
+	r := reply(rcpt, host, lr.Code, lr.Text)
+	if lr.Enhanced != "" {
+		r.Enhanced = lr.Enhanced
 	}
 	return r
 }
@@ -268,9 +255,10 @@ func (d *Deliverer) sendHost(ctx context.Context, env Envelope, msg Message, hos
 	}
 }
 
-// transaction runs MAIL, RCPT..., DATA on pc and fills out. It returns
-// true when the connection failed before the server accepted anything, so
-// the caller may retry on a fresh connection.
+// transaction runs MAIL, RCPT..., DATA on pc (pipelined when the server
+// allows) and fills out. It returns true when the connection failed
+// before the server answered anything, so the caller may retry on a fresh
+// connection.
 func (d *Deliverer) transaction(ctx context.Context, env Envelope, msg Message, host string, p *pool, pc *pconn, uniq []string, out map[string]Result) (retry bool) {
 	d.stats.transactions.Add(1)
 	stop := context.AfterFunc(ctx, pc.conn.abort)
@@ -294,82 +282,67 @@ func (d *Deliverer) transaction(ctx context.Context, env Envelope, msg Message, 
 			}
 		}
 	}
-	c := pc.c
-	var se *smtp.SMTPError
-	if err := c.Mail(env.From, &smtp.MailOptions{Size: msg.Size()}); err != nil {
-		if !errors.As(err, &se) {
-			if pc.reused && ctx.Err() == nil {
-				return true
-			}
-			lost(uniq, "at MAIL", err)
-			return false
+	// resetOK ends a transaction that sent no message: the connection is
+	// kept when the session is intact and RSET is accepted.
+	resetOK := func(err error) bool { return err == nil && pc.c.Reset() == nil }
+	o, err := pc.c.Send(env.From, msg.Size(), uniq, io.NewSectionReader(msg, 0, msg.Size()))
+	if o.Mail.Code == 0 {
+		// Nothing answered: a pooled connection the server has closed
+		// meanwhile fails here, before anything was accepted.
+		if pc.reused && ctx.Err() == nil {
+			return true
 		}
-		for _, r := range uniq {
-			out[r] = smtpReply(r, host, se)
-		}
-		healthy = se.Code != 421 && c.Reset() == nil
+		lost(uniq, "at MAIL", err)
 		return false
 	}
-	var accepted []string
+	if !o.Mail.OK() {
+		for _, r := range uniq {
+			out[r] = lmtpReply(r, host, o.Mail)
+		}
+		healthy = resetOK(err)
+		return false
+	}
+	var accepted []int
 	for i, r := range uniq {
-		err := c.Rcpt(r, nil)
-		if err == nil {
-			accepted = append(accepted, r)
-			continue
-		}
-		if !errors.As(err, &se) {
-			lost(uniq, "at RCPT", err)
-			return false
-		}
-		out[r] = smtpReply(r, host, se)
-		if se.Code == 421 { // the server is closing the connection
-			lost(uniq[i+1:], "(421 at RCPT)", err)
-			lost(accepted, "(421 at RCPT)", err)
-			return false
+		switch rr := o.Rcpts[i]; {
+		case rr.Code == 0:
+			lost(uniq[i:i+1], "at RCPT", err)
+		case rr.OK():
+			accepted = append(accepted, i)
+		default:
+			out[r] = lmtpReply(r, host, rr)
 		}
 	}
 	if len(accepted) == 0 {
-		healthy = c.Reset() == nil
+		healthy = resetOK(err)
 		return false
 	}
-	w, err := c.Data()
-	if err != nil {
-		if errors.As(err, &se) {
-			for _, r := range accepted {
-				out[r] = smtpReply(r, host, se)
+	if o.Data.Code != 354 {
+		for _, i := range accepted {
+			if o.Data.Code == 0 {
+				lost(uniq[i:i+1], "at DATA", err)
+			} else {
+				out[uniq[i]] = lmtpReply(uniq[i], host, o.Data)
 			}
-			healthy = se.Code != 421 && c.Reset() == nil
-			return false
 		}
-		lost(accepted, "at DATA", err)
+		healthy = resetOK(err)
 		return false
 	}
-	if _, err := io.Copy(w, io.NewSectionReader(msg, 0, msg.Size())); err != nil {
-		lost(accepted, "while sending the message", err)
-		return false
-	}
-	resp, err := w.CloseWithLMTPResponse()
-	var lmtpErr smtp.LMTPDataError
-	errors.As(err, &lmtpErr)
-	for _, r := range accepted {
-		switch {
-		case resp[r] != nil:
-			out[r] = reply(r, host, 250, resp[r].StatusText)
-		case lmtpErr[r] != nil:
-			out[r] = smtpReply(r, host, lmtpErr[r])
+	for _, i := range accepted {
+		if f := o.Final[i]; f.Code != 0 {
+			out[uniq[i]] = lmtpReply(uniq[i], host, f)
 		}
 	}
-	if err != nil && !isOnlyLMTPErr(err) {
+	if err != nil {
 		// The outcome of whoever got no reply is unknown: temporary, and a
 		// retry may duplicate (never lose).
-		lost(accepted, "after the message was sent (outcome unknown)", err)
+		var rest []string
+		for _, i := range accepted {
+			rest = append(rest, uniq[i])
+		}
+		lost(rest, "after the message was sent (outcome unknown)", err)
 		return false
 	}
 	healthy = true
 	return false
-}
-
-func isOnlyLMTPErr(err error) bool {
-	_, ok := err.(smtp.LMTPDataError)
-	return ok
 }

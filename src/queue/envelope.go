@@ -49,6 +49,10 @@ type Recipient struct {
 	// Bounced is set once the DSN for a failure is queued (or was not
 	// due: null sender).
 	Bounced bool `json:"bounced,omitempty"`
+	// Storage is the storage host the receiving smtpd's lookup found: the
+	// first attempt goes there without asking passwd again
+	// (delivery.Envelope.Hosts).
+	Storage string `json:"storage,omitempty"`
 }
 
 // Envelope is a queued message's envelope and delivery state: the JSON
@@ -163,6 +167,9 @@ func (e *Envelope) validate() error {
 		}
 		if r.Code < 0 || r.Code > 599 {
 			return fmt.Errorf("envelope %s: recipient %d: reply code %d", e.ID, i, r.Code)
+		}
+		if len(r.Storage) > 255 || !printable(r.Storage) {
+			return fmt.Errorf("envelope %s: recipient %d: storage host not printable ASCII", e.ID, i)
 		}
 	}
 	for _, s := range []string{e.Client, e.Helo, e.User} {

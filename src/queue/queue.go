@@ -482,8 +482,15 @@ func (q *Queue) attempt(e *Envelope) (done bool) {
 			d = q.cfg.Remote
 		}
 		to := make([]string, len(idx))
+		var hosts []string
+		if e.Attempts == 0 {
+			hosts = make([]string, len(idx))
+		}
 		for j, i := range idx {
 			to[j] = e.Rcpts[i].Addr
+			if hosts != nil {
+				hosts[j] = e.Rcpts[i].Storage
+			}
 		}
 		var results []delivery.Result
 		if d == nil {
@@ -492,7 +499,7 @@ func (q *Queue) attempt(e *Envelope) (done bool) {
 					Text: "no remote delivery configured on this host"})
 			}
 		} else {
-			results = d.Deliver(ctx, delivery.Envelope{From: e.From, To: to, Trace: e.Trace}, msg)
+			results = d.Deliver(ctx, delivery.Envelope{From: e.From, To: to, Trace: e.Trace, Hosts: hosts}, msg)
 		}
 		now := q.cfg.Now()
 		for j, i := range idx {

@@ -21,6 +21,7 @@ type fakeDeliverer struct {
 	mu     sync.Mutex
 	status map[string]delivery.Status
 	got    map[string][]string // rcpt → messages
+	hosts  [][]string          // env.Hosts of every call
 }
 
 func newFake() *fakeDeliverer {
@@ -49,6 +50,7 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, env delivery.Envelope, msg 
 	b, _ := io.ReadAll(io.NewSectionReader(msg, 0, msg.Size()))
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.hosts = append(f.hosts, env.Hosts)
 	var out []delivery.Result
 	for _, r := range env.To {
 		s := f.status[r]
@@ -245,5 +247,36 @@ func TestIDs(t *testing.T) {
 	}
 	if d := time.Since(IDTime(prev)); d < 0 || d > time.Minute {
 		t.Errorf("IDTime off by %v", d)
+	}
+}
+
+// TestStorageHintFirstAttemptOnly: the storage host smtpd found goes to
+// the first attempt; a retry asks the directory again.
+func TestStorageHintFirstAttemptOnly(t *testing.T) {
+	dir := t.TempDir()
+	f := newFake()
+	f.set("a@correo.test", delivery.Temporary)
+	q := open(t, dir, f, time.Hour)
+	w, err := q.NewMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: x\r\n\r\nb\r\n")
+	if err := w.Commit(&Envelope{From: "s@correo.test", Trace: "tracetracetrace1",
+		Rcpts: []Recipient{{Addr: "a@correo.test", Route: RouteLocal, Storage: "st2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two attempts", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.hosts) >= 2
+	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if h := f.hosts[0]; len(h) != 1 || h[0] != "st2" {
+		t.Errorf("first attempt hints %q, want [st2]", h)
+	}
+	if h := f.hosts[1]; h != nil {
+		t.Errorf("retry hints %q, want none", h)
 	}
 }

@@ -174,16 +174,19 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		s.log.Warn("recipient deferred: lookup failed", "rcpt", quote(to), "client", ss.info.Client.String(), "err", err)
 		return reply(451, "4.3.0", "user lookup failed, try again later")
 	}
+	storage := ""
 	switch u.State {
 	case pwproto.StateDisabled:
 		return ss.reject(to, "user "+u.Name+" is disabled", reply(550, "5.2.1", "mailbox disabled"))
-	case pwproto.StateActive, pwproto.StateMoving:
-		// Moving: accepted and queued; delivery defers until the move
-		// ends (the queue retries).
+	case pwproto.StateActive:
+		storage = u.Storage // the first delivery attempt need not ask again
+	case pwproto.StateMoving:
+		// Accepted and queued; delivery looks up again and defers until
+		// the move ends (the queue retries).
 	default:
 		return reply(451, "4.3.0", "user in unknown state, try again later")
 	}
-	ss.rcpts = append(ss.rcpts, queue.Recipient{Addr: to, Route: queue.RouteLocal})
+	ss.rcpts = append(ss.rcpts, queue.Recipient{Addr: to, Route: queue.RouteLocal, Storage: storage})
 	return nil
 }
 

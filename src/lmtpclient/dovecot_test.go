@@ -1,0 +1,58 @@
+package lmtpclient_test
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"correo/src/interop"
+	"correo/src/lmtpclient"
+)
+
+// TestDovecot: a real third-party LMTP server (Dovecot, which advertises
+// PIPELINING) takes a pipelined transaction for two recipients and stores
+// exactly the message sent, with its leading dot and its bare LFs made
+// CRLF on the wire and restored by the server.
+func TestDovecot(t *testing.T) {
+	d := interop.StartDovecot(t, interop.DovecotConfig{})
+	conn, err := net.DialTimeout("tcp", d.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	c, err := lmtpclient.New(conn, "mx1.correo.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.Pipelining() {
+		t.Fatal("Dovecot did not advertise PIPELINING")
+	}
+	body := "Subject: pipelined\n\n.a line with a leading dot\nsecond line\n"
+	for round := 0; round < 2; round++ { // the session is reused
+		out, err := c.Send("s@example.org", int64(len(body)), []string{"ana@correo.test", "eva@correo.test"}, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range out.Final {
+			if f.Code != 250 {
+				t.Fatalf("round %d recipient %d: %+v (outcome %+v)", round, i, f, out)
+			}
+		}
+	}
+	for _, u := range []string{"ana", "eva"} {
+		dir := filepath.Join(d.Maildir(u), "new")
+		ents, err := os.ReadDir(dir)
+		if err != nil || len(ents) != 2 {
+			t.Fatalf("%s: %d messages (%v), want 2", u, len(ents), err)
+		}
+		data, _ := os.ReadFile(filepath.Join(dir, ents[0].Name()))
+		// Dovecot adds its own trace headers before the message.
+		if !strings.HasSuffix(strings.ReplaceAll(string(data), "\r\n", "\n"), body) {
+			t.Errorf("%s's copy does not end with the message sent:\n%s", u, data)
+		}
+	}
+}
