@@ -153,6 +153,14 @@ type Config struct {
 	Log         *slog.Logger
 }
 
+// SocketName is pdeliveryd's Unix socket in its state directory, and
+// DefaultSocket where that is with the default state directory: how
+// programs on a storage host reach it without TCP.
+const (
+	SocketName    = "lmtp.sock"
+	DefaultSocket = "/var/lib/correo/pdeliveryd/" + SocketName
+)
+
 // Defaults for Config's zero values.
 const (
 	DefaultDialTimeout = 5 * time.Second

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"correo/src/cluster"
+	"correo/src/delivery"
 	"correo/src/dnszone"
 	"correo/src/keyfile"
 )
@@ -153,6 +154,10 @@ func (r *Runner) Plan() (specs []Spec, missing []string, err error) {
 			}
 			spec := Spec{Host: h.Name, Name: d.program, Argv: argv, Dir: dir,
 				LogFile: filepath.Join(dir, d.program+".log"), Notify: true}
+			if d.program == "smtpd" && h.HasRole(cluster.RoleStorage) {
+				// This host's own mailboxes through pdeliveryd's socket.
+				spec.Argv = append(spec.Argv, "-lmtp-socket", filepath.Join(hostDir, "pdeliveryd", delivery.SocketName))
+			}
 			if d.program == "nssd" && r.Netns != nil {
 				spec.Binds = [][2]string{{filepath.Join(hostDir, "nss-run"), filepath.Dir(p.Cluster.NSS.Socket)}}
 			}

@@ -60,10 +60,6 @@ const (
 	exTempFail    = 75
 )
 
-// DefaultSocket is where pdeliveryd listens when run with its default
-// state directory.
-const DefaultSocket = "/var/lib/correo/pdeliveryd/lmtp.sock"
-
 // deliveryTimeout bounds the whole delivery: an MTA waits for its MDA,
 // and a stuck one holds a delivery slot.
 const deliveryTimeout = 5 * time.Minute
@@ -101,7 +97,7 @@ func parseArgs(args []string) (options, error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.profile, "profile", "", "host profile (default: the embedded hosts/dev.toml)")
 	fs.StringVar(&o.host, "host", "", "this host's name in the profile (default: the host whose address is on this machine)")
-	fs.StringVar(&o.socket, "socket", DefaultSocket, "pdeliveryd's Unix socket on this host")
+	fs.StringVar(&o.socket, "socket", delivery.DefaultSocket, "pdeliveryd's Unix socket on this host")
 	fs.StringVar(&o.from, "f", "", "envelope sender (empty or <> for the null sender)")
 	fs.StringVar(&o.orig, "a", "", "original recipient address, as the MTA received it (logged)")
 	fs.StringVar(&o.user, "d", "", "recipient: a user name or an address at a cluster domain")

@@ -23,11 +23,9 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/daemon"
+	"correo/src/delivery"
 	"correo/src/lmtpd"
 )
-
-// SocketName is the Unix socket's name in the state directory.
-const SocketName = "lmtp.sock"
 
 // shutdownGrace is how long messages already in DATA get to be written
 // and answered after SIGTERM.
@@ -73,7 +71,7 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("LMTP: %w", err)
 	}
-	sock := filepath.Join(env.StateDir, SocketName)
+	sock := filepath.Join(env.StateDir, delivery.SocketName)
 	unix, err := lmtpd.ListenUnix(sock)
 	if err != nil {
 		tcp.Close()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"correo/src/cluster"
+	"correo/src/delivery"
 	"correo/src/directory"
 	"correo/src/interop"
 	"correo/src/testutil"
@@ -91,7 +92,8 @@ func benchSMTP(b *testing.B, dir string) {
 	c.StartDaemon(b, "pdeliveryd", "mx1", false)
 	bin := interop.Build(b, "smtpd", false)
 	smtpdState := filepath.Join(dir, "correo-smtpd")
-	interop.StartNotify(b, "smtpd", []string{bin, "-profile", c.ProfilePath, "-host", "mx1", "-state", smtpdState}, nil)
+	interop.StartNotify(b, "smtpd", []string{bin, "-profile", c.ProfilePath, "-host", "mx1", "-state", smtpdState,
+		"-lmtp-socket", filepath.Join(c.StateDir("mx1", "pdeliveryd"), delivery.SocketName)}, nil)
 	a, _ := c.Profile.Listen("mx1", cluster.SvcSMTP)
 	targets = append(targets, target{"correo smtpd+pdeliveryd", a.String(), func() int { return countFiles(c.DataDir("mx1")) }})
 

@@ -61,6 +61,7 @@ func run(args []string, stderr io.Writer) error {
 	workers := f.FlagSet.Int("workers", 32, "messages delivered at once")
 	resolvers := f.FlagSet.String("resolvers", "", "relay: comma-separated name servers (host:port) for MX lookups; empty: /etc/resolv.conf")
 	remotePort := f.FlagSet.Int("remote-port", 25, "relay: the port of other domains' MX hosts (tests)")
+	lmtpSocket := f.FlagSet.String("lmtp-socket", delivery.DefaultSocket, "on a host that is also a storage host: this host's pdeliveryd Unix socket (TCP when it is unusable)")
 	env, err := f.Start(args, cluster.RoleMX, cluster.RoleRelay)
 	if err != nil {
 		return err
@@ -81,7 +82,13 @@ func run(args []string, stderr io.Writer) error {
 	// One kept connection per worker: every worker may be talking to
 	// the same storage host, and a dial plus LHLO per message would cost
 	// more than the delivery.
-	local, err := delivery.New(delivery.Config{Profile: p, Users: users, Local: h.Name, HelloName: name, Log: log,
+	// On a host that is also a storage host its own mailboxes are reached
+	// through pdeliveryd's Unix socket, cheaper than TCP over loopback.
+	socket := ""
+	if h.HasRole(cluster.RoleStorage) {
+		socket = *lmtpSocket
+	}
+	local, err := delivery.New(delivery.Config{Profile: p, Users: users, Local: h.Name, Socket: socket, HelloName: name, Log: log,
 		MaxIdle: *workers})
 	if err != nil {
 		return err
