@@ -91,7 +91,14 @@ func TestFilesAreRecycled(t *testing.T) {
 	q := open(t, dir, f, time.Hour)
 	long := "Subject: 1\r\n\r\n" + strings.Repeat("secret one, ", 2000) + "\r\n"
 	enqueue(t, q, "s@correo.test", long, "a@correo.test")
-	waitFor(t, "first delivery", func() bool { return q.Len() == 0 && len(names(t, filepath.Join(dir, "free"))) == 1 })
+	// The file reaches free/ with the delivery and the pool once the
+	// reaper has made its removal from q/ durable.
+	pooled := func() int {
+		q.st.pool.mu.Lock()
+		defer q.st.pool.mu.Unlock()
+		return len(q.st.pool.names)
+	}
+	waitFor(t, "first delivery", func() bool { return q.Len() == 0 && pooled() == 1 })
 	p := filepath.Join(dir, "free", names(t, filepath.Join(dir, "free"))[0])
 	ino := inode(t, p)
 	short := "Subject: 2\r\n\r\nb\r\n"
@@ -107,7 +114,7 @@ func TestFilesAreRecycled(t *testing.T) {
 	if got := f.msgs("b@correo.test")[0]; got != short {
 		t.Fatalf("second message delivered as %d bytes %.60q...: the recycled file's old bytes leak", len(got), got)
 	}
-	waitFor(t, "recycled again", func() bool { return len(names(t, filepath.Join(dir, "free"))) == 1 })
+	waitFor(t, "recycled again", func() bool { return pooled() == 1 })
 	p2 := filepath.Join(dir, "free", names(t, filepath.Join(dir, "free"))[0])
 	if got := inode(t, p2); got != ino {
 		t.Errorf("second message used inode %d, not the recycled %d", got, ino)
@@ -128,7 +135,6 @@ func TestFilesAreRecycled(t *testing.T) {
 	// A message above the recycling bound is removed, not kept in free/.
 	enqueue(t, q, "s@correo.test", strings.Repeat("x", maxRecycledBytes+1), "c@correo.test")
 	waitFor(t, "big delivery", func() bool { return f.count("c@correo.test") == 1 && q.Len() == 0 })
-	time.Sleep(50 * time.Millisecond) // the reaper's batch
 	for _, n := range names(t, filepath.Join(dir, "free")) {
 		if fi, _ := os.Stat(filepath.Join(dir, "free", n)); fi.Size() > maxRecycledBytes+maxEnvelopeBytes {
 			t.Errorf("free/%s keeps %d bytes", n, fi.Size())
