@@ -53,8 +53,26 @@ var process Group
 func Sync(path string) error { return process.Sync(path) }
 
 // Sync: see the package function.
-func (g *Group) Sync(path string) error {
+func (g *Group) Sync(path string) error { return g.Mark(path).Wait() }
+
+// Change is a change made to a directory, waiting to be made durable.
+type Change struct {
+	g    *Group
+	path string
+	d    *dir
+	want uint64 // the first fsync generation that covers the change
+	done bool
+}
+
+// Mark notes that the caller has just changed the directory at path
+// (created, renamed or removed an entry). Wait on the result returns once
+// an fsync that began after Mark has succeeded, which may be one another
+// goroutine started meanwhile: work done between the change and Wait (an
+// fdatasync of the file just renamed, say) overlaps with the fsync that
+// covers it. Every Change must be waited on or released.
+func (g *Group) Mark(path string) *Change {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.dirs == nil {
 		g.dirs = map[string]*dir{}
 	}
@@ -64,10 +82,25 @@ func (g *Group) Sync(path string) error {
 		g.dirs[path] = d
 	}
 	d.waiting++
-	// An fsync already running may have read the directory before this
-	// caller's change: only one that starts from now on covers it.
-	want := d.started + 1
-	for d.done < want {
+	// An fsync already running may have read the directory before the
+	// change: only one that starts from now on covers it.
+	return &Change{g: g, path: path, d: d, want: d.started + 1}
+}
+
+// Mark notes a change to the directory at path, in this process's group.
+func Mark(path string) *Change { return process.Mark(path) }
+
+// Wait returns nil once an fsync of the directory that began after Mark
+// has succeeded, starting one when none is running. The first Wait ends
+// the Change; later calls return nil.
+func (c *Change) Wait() error {
+	g, d := c.g, c.d
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c.done {
+		return nil
+	}
+	for d.done < c.want {
 		if d.running {
 			d.cond.Wait()
 			continue
@@ -80,7 +113,7 @@ func (g *Group) Sync(path string) error {
 		if sync == nil {
 			sync = fsync
 		}
-		err := sync(path)
+		err := sync(c.path)
 		g.mu.Lock()
 		d.running = false
 		d.done = gen
@@ -92,15 +125,30 @@ func (g *Group) Sync(path string) error {
 	// Conservative: a failure of any fsync from ours on is reported, so a
 	// caller never acknowledges on the word of a disk that just failed.
 	var err error
-	if d.failed >= want {
+	if d.failed >= c.want {
 		err = d.err
 	}
-	d.waiting--
-	if d.waiting == 0 {
-		delete(g.dirs, path) // the map holds only directories in use
-	}
-	g.mu.Unlock()
+	c.releaseLocked()
 	return err
+}
+
+// Release ends a Change that will not be waited for (the change was
+// undone).
+func (c *Change) Release() {
+	c.g.mu.Lock()
+	defer c.g.mu.Unlock()
+	c.releaseLocked()
+}
+
+func (c *Change) releaseLocked() {
+	if c.done {
+		return
+	}
+	c.done = true
+	c.d.waiting--
+	if c.d.waiting == 0 {
+		delete(c.g.dirs, c.path) // the map holds only directories in use
+	}
 }
 
 func fsync(path string) error {

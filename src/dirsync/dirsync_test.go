@@ -164,3 +164,69 @@ func TestRename(t *testing.T) {
 		t.Fatalf("Rename of a missing file: %v", err)
 	}
 }
+
+// TestMarkCoveredByLaterFsync: a change is covered by an fsync another
+// goroutine began after it, so Wait needs none of its own.
+func TestMarkCoveredByLaterFsync(t *testing.T) {
+	r := &recorder{}
+	g := &Group{fsync: r.fsync}
+	c := g.Mark("/q")
+	if err := g.Sync("/q"); err != nil { // someone else's, after the change
+		t.Fatal(err)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.spans) != 1 {
+		t.Errorf("%d fsyncs, want the 1 that began after the change", len(r.spans))
+	}
+	if err := c.Wait(); err != nil || len(r.spans) != 1 {
+		t.Errorf("second Wait: %v, %d fsyncs", err, len(r.spans))
+	}
+	if len(g.dirs) != 0 {
+		t.Errorf("%d directories tracked", len(g.dirs))
+	}
+}
+
+// TestMarkNotCoveredByRunningFsync: an fsync that was already running when
+// the change was made does not cover it.
+func TestMarkNotCoveredByRunningFsync(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 10)
+	var n atomic.Int32
+	g := &Group{fsync: func(string) error {
+		if n.Add(1) == 1 {
+			started <- struct{}{}
+			<-release
+		}
+		return nil
+	}}
+	done := make(chan error)
+	go func() { done <- g.Sync("/q") }()
+	<-started // the first fsync is running
+	c := g.Mark("/q")
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n.Load() != 2 {
+		t.Errorf("%d fsyncs, want 2: the running one could not cover a later change", n.Load())
+	}
+}
+
+// TestRelease: an abandoned change leaves nothing behind.
+func TestRelease(t *testing.T) {
+	g := &Group{fsync: func(string) error { return nil }}
+	c := g.Mark("/q")
+	c.Release()
+	c.Release()
+	if len(g.dirs) != 0 {
+		t.Errorf("%d directories tracked after Release", len(g.dirs))
+	}
+	if err := c.Wait(); err != nil {
+		t.Errorf("Wait after Release: %v", err)
+	}
+}

@@ -30,7 +30,7 @@ func List(dir string) (envs []*Envelope, errs []error, err error) {
 		return nil, nil, err
 	}
 	for _, id := range ids {
-		e, err := st.readEnv(id)
+		e, err := st.readEnv(id, false)
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) { // finished meanwhile
 				errs = append(errs, err)
@@ -48,7 +48,7 @@ func Show(dir, id string, w io.Writer) (*Envelope, error) {
 		return nil, fmt.Errorf("%q is not a queue id (20 hex digits, as `correoctl queue list` prints)", id)
 	}
 	st := store{dir: dir}
-	e, err := st.readEnv(id)
+	e, err := st.readEnv(id, false)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
@@ -93,7 +93,7 @@ func RequestFlush(dir string) error {
 		return err
 	}
 	for _, id := range ids {
-		e, err := st.readEnv(id)
+		e, err := st.readEnv(id, false)
 		if err != nil {
 			continue
 		}

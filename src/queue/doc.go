@@ -12,9 +12,11 @@
 //	q/ID.msg     the message as received, headers added by smtpd first
 //	             (CRLF line ends), followed by the envelope it was
 //	             accepted with (JSON, see Envelope) and a fixed-length
-//	             trailer "\ncorreo-envelope %08x\n" giving the JSON's
-//	             length; never changed once committed; its presence in q/
-//	             is the commit point
+//	             trailer "\ncorreo-envelope %08x %08x\n" giving the JSON's
+//	             length and the CRC-32C (Castagnoli) of everything before
+//	             the trailer; never changed once committed; its presence
+//	             in q/ with bytes that match the checksum is the commit
+//	             point
 //	q/ID.env     the envelope's later state (JSON), written only when an
 //	             attempt leaves recipients to retry; replaced atomically
 //	free/        files of finished messages kept for reuse (at most 1024
@@ -33,10 +35,16 @@
 //
 // A new message is written over a recycled file from free/ or, when there
 // is none, into a new file in tmp/; the envelope and trailer follow, the
-// file is cut to that length, fdatasynced and renamed to q/ID.msg, and q/
-// is fsynced: only then does smtpd answer 250. One file and one data sync
-// per message: the fsync of q/ is shared by the messages committed at the
-// same moment (src/dirsync). Recycling matters because allocating an inode
+// file is cut to that length and renamed to q/ID.msg (complete in the page
+// cache, so readers never see part of it), then fdatasynced, and then an
+// fsync of q/ that began after the rename must have succeeded: only then
+// does smtpd answer 250. The rename comes before the data sync so that the
+// fsync of q/ another commit starts meanwhile covers it (src/dirsync): a
+// commit waits for about one disk flush, not two in a row. A crash between
+// the rename and the sync can leave q/ID.msg over bytes that never reached
+// the disk (or a recycled file's old ones); that message was never
+// acknowledged, and at start-up every message not yet attempted is checked
+// against its checksum and, if torn, moved to trash/ with a warning. Recycling matters because allocating an inode
 // and blocks is the dearest step of a small write on ext4, and a queue
 // file lives only for the seconds its delivery takes.
 //

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"bytes"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -58,12 +59,14 @@ func FuzzQueueFile(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	valid := append(append(append([]byte(nil), body...), env...), trailer(len(env))...)
+	content := append(append([]byte(nil), body...), env...)
+	valid := append(append([]byte(nil), content...), trailer(len(env), crc32.Checksum(content, castagnoli))...)
 	f.Add(valid)
+	f.Add(append(append([]byte(nil), content...), trailer(len(env), 0)...))
 	f.Add(body)
-	f.Add(trailer(0))
-	f.Add(append(append([]byte(nil), body...), trailer(1<<30)...))
-	f.Add([]byte("\ncorreo-envelope -0000001\n"))
+	f.Add(trailer(0, 0))
+	f.Add(append(append([]byte(nil), body...), trailer(1<<30, 0)...))
+	f.Add([]byte("\ncorreo-envelope -0000001 00000000\n"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := filepath.Join(dir, "q")
@@ -75,13 +78,16 @@ func FuzzQueueFile(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer fh.Close()
-		e, err := readTrailer(fh)
+		e, err := readTrailer(fh, true)
 		if err != nil {
 			return
 		}
-		n, _ := parseTrailer(data[len(data)-int(trailerLen):])
+		n, sum, _ := parseTrailer(data[len(data)-int(trailerLen):])
 		if e.Size+n+trailerLen != int64(len(data)) {
 			t.Fatalf("accepted envelope of size %d with %d envelope bytes in a %d-byte file", e.Size, n, len(data))
+		}
+		if got := crc32.Checksum(data[:len(data)-int(trailerLen)], castagnoli); got != sum {
+			t.Fatalf("accepted a file whose checksum %08x is not the trailer's %08x", got, sum)
 		}
 	})
 }

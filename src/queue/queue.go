@@ -164,8 +164,15 @@ func Open(cfg Config) (*Queue, error) {
 		return nil, err
 	}
 	for _, id := range ids {
-		e, err := st.readEnv(id)
-		if err != nil {
+		// A message never attempted may be the one a crash caught between
+		// its rename into q/ and its data sync: check its bytes.
+		e, err := st.readEnv(id, true)
+		switch {
+		case errors.Is(err, errTorn):
+			q.log.Warn("message torn by a crash before it was acknowledged (its sender retries it): moved to trash", "queue_id", id, "err", err)
+			st.trash(id)
+			continue
+		case err != nil:
 			q.log.Error("unreadable envelope: moved to trash, fix or delete it by hand", "queue_id", id, "err", err)
 			st.trash(id)
 			continue

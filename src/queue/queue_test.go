@@ -179,7 +179,7 @@ func TestRestartAndCrashLeftovers(t *testing.T) {
 	}
 	id := enqueue(t, q, "s@correo.test", "Subject: x\r\n\r\nb\r\n", "a@correo.test")
 	waitFor(t, "first attempt", func() bool {
-		e, err := store{dir: dir}.readEnv(id)
+		e, err := store{dir: dir}.readEnv(id, false)
 		return err == nil && e.Attempts == 1
 	})
 	if _, err := Open(Config{Dir: dir, Local: f}); err == nil || !strings.Contains(err.Error(), "in use") {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -114,34 +115,51 @@ func (p *pool) put(name string) bool {
 }
 
 // The envelope a message was committed with is stored after the message in
-// its own file, so committing costs one file and one fsync: the message
-// bytes (Size of them), the envelope's JSON, then a fixed-length trailer
-// giving the JSON's length. Later states go to a separate q/ID.env.
-const trailerFormat = "\ncorreo-envelope %08x\n"
+// its own file, so committing costs one file and one data sync: the
+// message bytes (Size of them), the envelope's JSON, then a fixed-length
+// trailer giving the JSON's length and the CRC-32C of everything before
+// the trailer. The checksum is there because the file is renamed into q/
+// before its data sync (see commitFiles): a crash in between can leave a
+// name in q/ over bytes that never reached the disk, or over a recycled
+// file's old ones. Such a message was never acknowledged; recovery finds
+// it by its checksum. Later states go to a separate q/ID.env.
+const trailerFormat = "\ncorreo-envelope %08x %08x\n"
 
-var trailerLen = int64(len(fmt.Sprintf(trailerFormat, 0)))
+var (
+	trailerLen = int64(len(fmt.Sprintf(trailerFormat, 0, 0)))
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+)
 
-func trailer(n int) []byte { return fmt.Appendf(nil, trailerFormat, n) }
+func trailer(n int, sum uint32) []byte { return fmt.Appendf(nil, trailerFormat, n, sum) }
 
-// parseTrailer returns the envelope length a trailer gives.
-func parseTrailer(tb []byte) (int64, error) {
+// parseTrailer returns the envelope length and the checksum a trailer
+// gives.
+func parseTrailer(tb []byte) (n int64, sum uint32, err error) {
 	const prefix = "\ncorreo-envelope "
-	hex, ok := bytes.CutPrefix(tb, []byte(prefix))
+	rest, ok := bytes.CutPrefix(tb, []byte(prefix))
 	if ok {
-		hex, ok = bytes.CutSuffix(hex, []byte("\n"))
+		rest, ok = bytes.CutSuffix(rest, []byte("\n"))
 	}
-	if !ok || len(hex) != 8 {
-		return 0, errors.New("no envelope at its end: damaged, or left by an older correo")
+	if !ok || len(rest) != 17 || rest[8] != ' ' {
+		return 0, 0, errors.New("no envelope at its end: damaged, or left by an older correo")
 	}
-	n, err := strconv.ParseUint(string(hex), 16, 32)
+	ln, err := strconv.ParseUint(string(rest[:8]), 16, 32)
 	if err != nil {
-		return 0, fmt.Errorf("envelope trailer %q: %w", tb, err)
+		return 0, 0, fmt.Errorf("envelope trailer %q: %w", tb, err)
 	}
-	return int64(n), nil
+	cs, err := strconv.ParseUint(string(rest[9:]), 16, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("envelope trailer %q: %w", tb, err)
+	}
+	return int64(ln), uint32(cs), nil
 }
 
-// readTrailer reads the envelope stored at the end of a message file.
-func readTrailer(f *os.File) (*Envelope, error) {
+// errTorn marks a message file whose bytes do not match its checksum.
+var errTorn = errors.New("torn by a crash before it was acknowledged, or damaged")
+
+// readTrailer reads the envelope stored at the end of a message file and,
+// when verify is set, checks the whole file against its checksum.
+func readTrailer(f *os.File, verify bool) (*Envelope, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -154,12 +172,21 @@ func readTrailer(f *os.File) (*Envelope, error) {
 	if _, err := f.ReadAt(tb, size-trailerLen); err != nil {
 		return nil, fmt.Errorf("%s: reading the envelope trailer: %w", f.Name(), err)
 	}
-	n, err := parseTrailer(tb)
+	n, sum, err := parseTrailer(tb)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	if n <= 0 || n > maxEnvelopeBytes || n > size-trailerLen {
 		return nil, fmt.Errorf("%s: envelope length %d does not fit the file (%d bytes)", f.Name(), n, size)
+	}
+	if verify {
+		h := crc32.New(castagnoli)
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, size-trailerLen)); err != nil {
+			return nil, fmt.Errorf("%s: reading it to check its checksum: %w", f.Name(), err)
+		}
+		if h.Sum32() != sum {
+			return nil, fmt.Errorf("%s: checksum %08x, the trailer says %08x: %w", f.Name(), h.Sum32(), sum, errTorn)
+		}
 	}
 	data := make([]byte, n)
 	if _, err := f.ReadAt(data, size-trailerLen-n); err != nil {
@@ -219,9 +246,10 @@ func (s store) writeEnv(e *Envelope) error {
 }
 
 // readEnv returns message id's current envelope: q/ID.env when an attempt
-// has recorded a state, else the one committed with the message. A
-// finished message gives an error satisfying errors.Is(err, os.ErrNotExist).
-func (s store) readEnv(id string) (*Envelope, error) {
+// has recorded a state, else the one committed with the message, whose
+// file is checked against its checksum when verify is set. A finished
+// message gives an error satisfying errors.Is(err, os.ErrNotExist).
+func (s store) readEnv(id string, verify bool) (*Envelope, error) {
 	var e *Envelope
 	data, err := os.ReadFile(s.envPath(id))
 	switch {
@@ -235,7 +263,7 @@ func (s store) readEnv(id string) (*Envelope, error) {
 			return nil, err
 		}
 		defer f.Close()
-		if e, err = readTrailer(f); err != nil {
+		if e, err = readTrailer(f, verify); err != nil {
 			return nil, err
 		}
 	default:
@@ -365,8 +393,9 @@ type Writer struct {
 	f      *os.File
 	bw     *bufio.Writer // go-smtp hands DATA over in small reads
 	path   string
-	pooled bool  // path is a recycled file in free/, old bytes and all
-	n      int64 // message bytes written
+	pooled bool   // path is a recycled file in free/, old bytes and all
+	n      int64  // message bytes written
+	sum    uint32 // CRC-32C of the bytes written
 	err    error
 	q      *Queue
 }
@@ -383,6 +412,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n, err := w.bw.Write(p)
 	w.n += int64(n)
+	w.sum = crc32.Update(w.sum, castagnoli, p[:n])
 	if err != nil {
 		w.err = fmt.Errorf("writing queue file %s: %w", w.path, err)
 	}
@@ -404,8 +434,13 @@ func (w *Writer) Abort() {
 }
 
 // commitFiles makes the message and its envelope durable in q/: one file,
-// one fdatasync, one rename, and the fsync of q/ shared with the messages
-// committed at the same moment.
+// one fdatasync, one rename, and an fsync of q/ that is usually someone
+// else's. The file is complete in the page cache when it is renamed into
+// q/, so readers never see part of it; the rename comes before the data
+// sync so that a concurrent commit's fsync of q/, begun meanwhile, covers
+// it (dirsync.Mark): a commit then waits for one disk flush, not two in a
+// row. The trailer's checksum catches what a crash between the rename and
+// the sync could leave (recover).
 func (w *Writer) commitFiles(e *Envelope) error {
 	e.ID, e.Size, e.Version = w.id, w.n, envelopeVersion
 	if w.err == nil {
@@ -415,7 +450,8 @@ func (w *Writer) commitFiles(e *Envelope) error {
 			return err
 		}
 		w.bw.Write(data)
-		w.bw.Write(trailer(len(data)))
+		w.sum = crc32.Update(w.sum, castagnoli, data)
+		w.bw.Write(trailer(len(data), w.sum))
 		if err := w.bw.Flush(); err != nil {
 			w.err = fmt.Errorf("writing queue file %s: %w", w.path, err)
 		} else if w.pooled {
@@ -429,26 +465,31 @@ func (w *Writer) commitFiles(e *Envelope) error {
 		w.Abort()
 		return w.err
 	}
-	// fdatasync: the bytes and the size, which is all a reader needs; the
-	// file's times are not worth a journal commit.
-	if err := syscall.Fdatasync(int(w.f.Fd())); err != nil {
+	dst := w.s.msgPath(w.id)
+	if err := dirsync.Rename(w.path, dst); err != nil {
 		w.Abort()
-		return fmt.Errorf("fdatasync of queue file %s: %w", w.path, err)
-	}
-	if err := w.f.Close(); err != nil {
-		w.f = nil
-		os.Remove(w.path)
-		return fmt.Errorf("closing queue file %s: %w", w.path, err)
-	}
-	w.f = nil
-	if err := dirsync.Rename(w.path, w.s.msgPath(w.id)); err != nil {
-		os.Remove(w.path)
 		return fmt.Errorf("moving queue file %s into %s: %w", w.path, w.s.path(dirQ), err)
 	}
-	if err := dirsync.Sync(w.s.path(dirQ)); err != nil {
-		// Not known to be durable: take it back so that the client's
-		// retry is the only copy.
-		os.Remove(w.s.msgPath(w.id))
+	change := dirsync.Mark(w.s.path(dirQ))
+	f := w.f
+	w.f = nil
+	// Not known to be durable on any error below: take it back, so that
+	// the client's retry is the only copy.
+	// fdatasync: the bytes and the size, which is all a reader needs; the
+	// file's times are not worth a journal commit.
+	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+		f.Close()
+		os.Remove(dst)
+		change.Release()
+		return fmt.Errorf("fdatasync of queue file %s: %w", dst, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(dst)
+		change.Release()
+		return fmt.Errorf("closing queue file %s: %w", dst, err)
+	}
+	if err := change.Wait(); err != nil {
+		os.Remove(dst)
 		return err
 	}
 	return nil

@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,7 +57,7 @@ func TestOneFilePerMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fh.Close()
-	e, err := readTrailer(fh)
+	e, err := readTrailer(fh, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func TestOneFilePerMessage(t *testing.T) {
 	}
 	// The deferral records its state beside the message file.
 	waitFor(t, "deferred state", func() bool {
-		e, err := store{dir: dir}.readEnv(id)
+		e, err := store{dir: dir}.readEnv(id, false)
 		return err == nil && e.Attempts == 1
 	})
 	if _, err := os.Stat(filepath.Join(dir, "q", id+".env")); err != nil {
@@ -155,6 +157,16 @@ func TestCrashStates(t *testing.T) {
 	// A queue file of an older layout, or damaged: no trailer, no state.
 	damaged := NewID()
 	os.WriteFile(st.msgPath(damaged), []byte("Subject: x\r\n\r\nno envelope\r\n"), 0o640)
+	// A message renamed into q/ whose data never reached the disk: its
+	// bytes do not match the trailer's checksum.
+	torn := NewID()
+	tornEnv, err := (&Envelope{Version: 1, ID: torn, From: "s@correo.test", Trace: "torntrace", Size: 4,
+		Rcpts: []Recipient{{Addr: "torn@correo.test", Route: RouteLocal, State: Pending}}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(st.msgPath(torn), append(append([]byte("\x00\x00\x00\x00"), tornEnv...),
+		trailer(len(tornEnv), crc32.Checksum(append([]byte("real"), tornEnv...), castagnoli))...), 0o640)
 	// A message being received (never acknowledged).
 	os.WriteFile(filepath.Join(dir, "tmp", NewID()+".msg"), []byte("partial"), 0o640)
 	// A message queued by an older correo: envelope only in q/ID.env.
@@ -182,6 +194,12 @@ func TestCrashStates(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "trash", damaged+".msg")); err != nil {
 		t.Errorf("damaged queue file not moved to trash: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "trash", torn+".msg")); err != nil {
+		t.Errorf("torn queue file not moved to trash: %v", err)
+	}
+	if f.count("torn@correo.test") != 0 {
+		t.Error("a torn message was delivered")
 	}
 	if n := names(t, filepath.Join(dir, "tmp")); len(n) != 0 {
 		t.Errorf("tmp/ after recovery: %v", n)
@@ -214,17 +232,20 @@ func TestTrailerRejectsDamage(t *testing.T) {
 	}
 	body := "Subject: x\r\n\r\nb\r\n"
 	env := good(int64(len(body)))
+	sum := func(s string) uint32 { return crc32.Checksum([]byte(s), castagnoli) }
 	cases := []struct {
 		name, content, want string
 	}{
-		{"valid", body + string(env) + string(trailer(len(env))), ""},
+		{"valid", body + string(env) + string(trailer(len(env), sum(body+string(env)))), ""},
 		{"empty", "", "no envelope"},
 		{"message only", body, "no envelope"},
-		{"length past start", body + string(env) + string(trailer(1<<20)), "does not fit"},
-		{"length zero", body + string(trailer(0)), "does not fit"},
-		{"bad hex", body + string(env) + "\ncorreo-envelope 0000zz12\n", "trailer"},
-		{"size disagrees", "extra" + body + string(env) + string(trailer(len(env))), "message bytes"},
-		{"not json", body + "{{{{" + string(trailer(4)), "envelope"},
+		{"length past start", body + string(env) + string(trailer(1<<20, 0)), "does not fit"},
+		{"length zero", body + string(trailer(0, 0)), "does not fit"},
+		{"bad hex", body + string(env) + "\ncorreo-envelope 0000zz12 00000000\n", "trailer"},
+		{"older trailer", body + string(env) + fmt.Sprintf("\ncorreo-envelope %08x\n", len(env)), "no envelope"},
+		{"torn", "Subject: y" + body[10:] + string(env) + string(trailer(len(env), sum(body+string(env)))), "torn by a crash"},
+		{"size disagrees", "extra" + body + string(env) + string(trailer(len(env), sum("extra"+body+string(env)))), "message bytes"},
+		{"not json", body + "{{{{" + string(trailer(4, sum(body+"{{{{"))), "envelope"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -232,7 +253,7 @@ func TestTrailerRejectsDamage(t *testing.T) {
 			os.WriteFile(p, []byte(c.content), 0o600)
 			fh, _ := os.Open(p)
 			defer fh.Close()
-			e, err := readTrailer(fh)
+			e, err := readTrailer(fh, true)
 			if c.want == "" {
 				if err != nil || e.Size != int64(len(body)) {
 					t.Fatalf("valid file: %v %+v", err, e)
