@@ -190,23 +190,7 @@ func mkdirDurable(dir string, mode, parentMode os.FileMode) error {
 			return fmt.Errorf("%s exists and is not a directory", dir)
 		}
 	}
-	return syncDir(parent)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("opening directory %s to fsync it: %w", dir, err)
-	}
-	err = d.Sync()
-	cerr := d.Close()
-	if err != nil {
-		return fmt.Errorf("fsync of directory %s: %w", dir, err)
-	}
-	if cerr != nil {
-		return fmt.Errorf("closing directory %s: %w", dir, cerr)
-	}
-	return nil
+	return dirsync.Sync(parent)
 }
 
 // writeAndSync copies r into f, fsyncs and closes it, and returns the size on
@@ -642,7 +626,7 @@ func (m *Maildir) Delete(msg Message) error {
 // than once per message.
 func (m *Maildir) Sync() error {
 	for _, dir := range []string{"new", "cur"} {
-		if err := syncDir(filepath.Join(m.Path, dir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := dirsync.Sync(filepath.Join(m.Path, dir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
@@ -705,5 +689,5 @@ func BareDeliver(tmp, dst, name string, data []byte) error {
 	if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dst, name)); err != nil {
 		return err
 	}
-	return syncDir(dst)
+	return dirsync.Sync(dst)
 }
