@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -482,9 +484,23 @@ func TestLimits(t *testing.T) {
 	})
 	t.Run("long-line", func(t *testing.T) {
 		c := dial(t, e.addr())
-		code, msg := c.cmd("EHLO %s", strings.Repeat("a", 40000))
-		if code != 500 {
-			t.Errorf("40 000-byte line: %d %s, want 500", code, msg)
+		// smtpd answers 500 and hangs up while the rest of the line is
+		// still unread, which makes the kernel reset the connection: on a
+		// loaded machine the reset can overtake the reply (CI saw it).
+		// Either is the refusal; a 2xx or a silent open connection is not.
+		c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+		werr := c.tp.PrintfLine("EHLO %s", strings.Repeat("a", 40000))
+		code, msg, rerr := c.tp.ReadResponse(0)
+		switch {
+		case werr == nil && rerr == nil:
+			if code != 500 {
+				t.Errorf("40 000-byte line: %d %s, want 500", code, msg)
+			}
+		case errors.Is(werr, syscall.ECONNRESET) || errors.Is(werr, syscall.EPIPE) ||
+			errors.Is(rerr, syscall.ECONNRESET) || errors.Is(rerr, io.EOF):
+			// Refused by closing the connection.
+		case code != 500:
+			t.Errorf("40 000-byte line: write %v, read %d %q %v", werr, code, msg, rerr)
 		}
 	})
 	if strings.Contains(e.smtpd.Log.String(), "panic") {
