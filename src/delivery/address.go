@@ -161,3 +161,22 @@ func ParseStoredElsewhere(text string) (host string, ok bool) {
 	}
 	return host, true
 }
+
+// CleanHelo keeps a client's HELO, EHLO or LHLO argument safe for a
+// Received header and a log line: characters of host names and address
+// literals only, at most 255 of them. smtpd and pdeliveryd both use it.
+func CleanHelo(h string) string {
+	b := []byte(h)
+	if len(b) > 255 {
+		b = b[:255]
+	}
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".-_:[]", c) >= 0) {
+			b[i] = '?'
+		}
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
+}

@@ -33,25 +33,7 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		}
 		client = ip.String()
 	}
-	return &session{s: s, conn: c, client: client, helo: cleanHelo(c.Hostname())}, nil
-}
-
-// cleanHelo keeps the LHLO argument safe for a header: characters of
-// host names and address literals only.
-func cleanHelo(h string) string {
-	b := []byte(h)
-	if len(b) > 255 {
-		b = b[:255]
-	}
-	for i, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".-_:[]", c) >= 0) {
-			b[i] = '?'
-		}
-	}
-	if len(b) == 0 {
-		return "unknown"
-	}
-	return string(b)
+	return &session{s: s, conn: c, client: client, helo: delivery.CleanHelo(c.Hostname())}, nil
 }
 
 // rcpt is one accepted recipient.

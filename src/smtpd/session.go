@@ -38,28 +38,11 @@ func (s *Server) newSession(c *smtp.Conn, l *Listener) (smtp.Session, error) {
 	_, isTLS := c.TLSConnectionState()
 	base := baseConn(c.Conn())
 	ss := &session{s: s, c: c, l: l, base: base,
-		info: Session{Listener: l.Name, Helo: cleanHelo(c.Hostname()), TLS: isTLS}}
+		info: Session{Listener: l.Name, Helo: delivery.CleanHelo(c.Hostname()), TLS: isTLS}}
 	if base != nil {
 		ss.info.Client = base.ip
 	}
 	return ss, nil
-}
-
-// cleanHelo keeps the EHLO argument safe for a header and a log line.
-func cleanHelo(h string) string {
-	b := []byte(h)
-	if len(b) > 255 {
-		b = b[:255]
-	}
-	for i, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".-_:[]", c) >= 0) {
-			b[i] = '?'
-		}
-	}
-	if len(b) == 0 {
-		return "unknown"
-	}
-	return string(b)
 }
 
 func reply(code int, enh string, format string, a ...any) *smtp.SMTPError {
