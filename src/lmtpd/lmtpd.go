@@ -71,6 +71,7 @@ import (
 	"correo/src/delivery"
 	"correo/src/logging"
 	"correo/src/mailbox"
+	"correo/src/netserve"
 )
 
 // Limits of one server. The storage host's profile has no [host.smtpd]
@@ -144,7 +145,7 @@ type Server struct {
 	listeners []net.Listener
 
 	draining atomic.Bool
-	inData   atomic.Int64
+	inData   netserve.InFlight
 }
 
 // New builds a server; nothing listens until Serve.
@@ -283,18 +284,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	s.mu.Unlock()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	var err error
-wait:
-	for s.inData.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-			break wait
-		case <-t.C:
-		}
-	}
+	err := s.inData.Wait(ctx)
 	s.smtp.Close()
 	return err
 }

@@ -243,8 +243,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 // recipient's Maildir and sets one status per RCPT.
 func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	s := ss.s
-	s.inData.Add(1)
-	defer s.inData.Add(-1)
+	defer s.inData.Begin()()
 	lim := s.cfg.Limits
 	start := time.Now()
 	sp := newSpool(s.cfg.SpoolDir)

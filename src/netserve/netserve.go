@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -137,4 +138,30 @@ func (g *Group) Shutdown(ctx context.Context) error {
 		g.Close()
 		return ctx.Err()
 	}
+}
+
+// InFlight counts the messages a server built on go-smtp (which has its
+// own accept loop) is in the middle of receiving, so that its Shutdown can
+// let them finish: a message whose data was read must be answered.
+type InFlight struct{ n atomic.Int64 }
+
+// Begin marks a message in progress; call the result when it is answered.
+func (f *InFlight) Begin() (end func()) {
+	f.n.Add(1)
+	return func() { f.n.Add(-1) }
+}
+
+// Wait returns nil once no message is in progress, or ctx's error when it
+// is done first.
+func (f *InFlight) Wait(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for f.n.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }

@@ -53,3 +53,22 @@ func TestServeCloseShutdown(t *testing.T) {
 		t.Fatal("group not closed")
 	}
 }
+
+// TestInFlight: Wait returns at once when nothing is in progress, waits
+// for a message in progress, and gives up with ctx.
+func TestInFlight(t *testing.T) {
+	var f InFlight
+	if err := f.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	end := f.Begin()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := f.Wait(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("Wait with a message in progress: %v, want the deadline", err)
+	}
+	go func() { time.Sleep(20 * time.Millisecond); end() }()
+	if err := f.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

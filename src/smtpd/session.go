@@ -204,8 +204,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
-	s.inData.Add(1)
-	defer s.inData.Add(-1)
+	defer s.inData.Begin()()
 	if len(ss.rcpts) == 0 {
 		io.Copy(io.Discard, r)
 		return reply(554, "5.5.1", "no valid recipients")

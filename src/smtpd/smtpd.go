@@ -60,6 +60,7 @@ import (
 	"correo/src/cluster"
 	"correo/src/delivery"
 	"correo/src/logging"
+	"correo/src/netserve"
 	"correo/src/queue"
 )
 
@@ -161,7 +162,7 @@ type Server struct {
 	total    int
 	servers  []*smtp.Server
 	draining atomic.Bool
-	inData   atomic.Int64
+	inData   netserve.InFlight
 	refusals logging.Throttle
 }
 
@@ -269,18 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	servers := append([]*smtp.Server(nil), s.servers...)
 	s.mu.Unlock()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	var err error
-wait:
-	for s.inData.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-			break wait
-		case <-t.C:
-		}
-	}
+	err := s.inData.Wait(ctx)
 	for _, srv := range servers {
 		srv.Close()
 	}
