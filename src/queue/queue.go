@@ -197,30 +197,24 @@ func Open(cfg Config) (*Queue, error) {
 func (q *Queue) reaper() {
 	defer close(q.reaped)
 	for f := range q.finished {
-		batch := []finished{f}
-	more:
-		for {
-			select {
-			case f, ok := <-q.finished:
-				if !ok {
-					break more
-				}
-				batch = append(batch, f)
-			default:
-				break more
-			}
-		}
-		var recycle []string
-		for _, f := range batch {
+		// Take every message finished meanwhile into the same fsync.
+		n, recycle := 0, []string(nil)
+		for more := true; more; {
+			n++
 			if f.recycled {
 				recycle = append(recycle, f.id)
+			}
+			select {
+			case f, more = <-q.finished:
+			default:
+				more = false
 			}
 		}
 		if err := dirsync.Sync(q.st.path(dirQ)); err != nil {
 			// Nothing is lost: at worst a finished message comes back
 			// after a crash and is delivered again. Its file is not
 			// reused, though: the old entry might return.
-			q.log.Error("making the removal of finished messages durable", "messages", len(batch), "err", err)
+			q.log.Error("making the removal of finished messages durable", "messages", n, "err", err)
 			for _, id := range recycle {
 				os.Remove(q.st.path(dirFree, id))
 			}
