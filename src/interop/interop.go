@@ -201,6 +201,14 @@ func StartNotify(t testing.TB, name string, argv []string, env []string) *Proc {
 	return p
 }
 
+// handedOut holds every port FreePort returned in this process.
+var handedOut sync.Map
+
+func claimPort(port int) bool {
+	_, taken := handedOut.LoadOrStore(port, true)
+	return !taken
+}
+
 // FreePort returns a TCP and UDP port free on every given address.
 func FreePort(t testing.TB, addrs ...string) int {
 	t.Helper()
@@ -214,6 +222,11 @@ func FreePort(t testing.TB, addrs ...string) int {
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
+		// The kernel may offer a port again once it is closed: a profile
+		// asking for several ports in a row could get one twice.
+		if !claimPort(port) {
+			continue
+		}
 		ok := true
 		for _, a := range addrs {
 			hp := net.JoinHostPort(a, fmt.Sprint(port))
