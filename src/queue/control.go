@@ -10,10 +10,12 @@ import (
 )
 
 // The operator's side (correoctl queue): safe while smtpd runs. Reading
-// needs no coordination (envelopes are replaced by rename, so a reader
-// sees the old one or the new one); changes go through the running
-// process when there is one (a file in ctl/ it picks up within a second),
-// or are made directly under the lock when there is none.
+// needs no coordination: envelopes are replaced by rename, so a reader
+// sees the old one or the new one, and a slot reused while it is read no
+// longer names the message asked for, which then counts as finished.
+// Changes go through the running process when there is one (a file in
+// ctl/ it picks up within a second), or are made directly under the lock
+// when there is none.
 
 // requestTimeout is how long correoctl waits for smtpd to take a request.
 const requestTimeout = 10 * time.Second
@@ -25,12 +27,15 @@ func List(dir string) (envs []*Envelope, errs []error, err error) {
 	if _, err := os.Stat(st.path(dirQ)); err != nil {
 		return nil, nil, fmt.Errorf("%s is not a queue directory (no %s/): %w", dir, dirQ, err)
 	}
-	ids, err := st.ids()
+	msgs, bad, err := st.scan(false)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, id := range ids {
-		e, err := st.readEnv(id, false)
+	for _, b := range bad {
+		errs = append(errs, b.err)
+	}
+	for _, m := range msgs {
+		e, err := st.readEnv(&m, false)
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) { // finished meanwhile
 				errs = append(errs, err)
@@ -48,19 +53,23 @@ func Show(dir, id string, w io.Writer) (*Envelope, error) {
 		return nil, fmt.Errorf("%q is not a queue id (20 hex digits, as `correoctl queue list` prints)", id)
 	}
 	st := store{dir: dir}
-	e, err := st.readEnv(id, false)
+	m, err := st.find(id)
+	var e *Envelope
+	if err == nil {
+		e, err = st.readEnv(&m, false)
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
 		}
 		return nil, err
 	}
-	f, err := os.Open(st.msgPath(id))
+	f, err := st.open(&m, false)
 	if err != nil {
 		return e, err
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
+	br := bufio.NewReader(io.NewSectionReader(f, m.offset(), e.Size))
 	for {
 		l, err := br.ReadString('\n')
 		if l == "\r\n" || l == "\n" || l == "" {
@@ -88,12 +97,12 @@ func RequestFlush(dir string) error {
 	}
 	defer lk.Close()
 	// Nothing runs the queue: mark every message due for the next start.
-	ids, err := st.ids()
+	msgs, _, err := st.scan(false)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		e, err := st.readEnv(id, false)
+	for _, m := range msgs {
+		e, err := st.readEnv(&m, false)
 		if err != nil {
 			continue
 		}
@@ -112,7 +121,7 @@ func RequestDelete(dir, id string) error {
 		return fmt.Errorf("%q is not a queue id (20 hex digits, as `correoctl queue list` prints)", id)
 	}
 	st := store{dir: dir}
-	if _, err := os.Stat(st.msgPath(id)); err != nil {
+	if _, err := st.find(id); err != nil {
 		return fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
 	}
 	lk, free, err := st.lock()
@@ -127,7 +136,7 @@ func RequestDelete(dir, id string) error {
 		// attempt ends.
 		deadline := time.Now().Add(requestTimeout)
 		for time.Now().Before(deadline) {
-			if _, err := os.Stat(st.msgPath(id)); errors.Is(err, os.ErrNotExist) {
+			if _, err := st.find(id); errors.Is(err, os.ErrNotExist) {
 				return nil
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -135,5 +144,10 @@ func RequestDelete(dir, id string) error {
 		return fmt.Errorf("smtpd took the request but %s is still queued (an attempt in progress); check again with `correoctl queue show %s`", id, id)
 	}
 	defer lk.Close()
-	return st.trash(id)
+	// Looked up again under the lock: it may have finished meanwhile.
+	m, err := st.find(id)
+	if err != nil {
+		return fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
+	}
+	return st.trash(&m)
 }

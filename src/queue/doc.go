@@ -8,20 +8,18 @@
 // Everything lives under one directory (smtpd: <state>/queue):
 //
 //	lock         flock(2)ed by the process that runs the queue (smtpd)
-//	tmp/         new files being written; emptied at start-up
-//	q/ID.msg     the message as received, headers added by smtpd first
-//	             (CRLF line ends), followed by the envelope it was
-//	             accepted with (JSON, see Envelope) and a fixed-length
-//	             trailer "\ncorreo-envelope %08x %08x\n" giving the JSON's
-//	             length and the CRC-32C (Castagnoli) of everything before
-//	             the trailer; never changed once committed; its presence
-//	             in q/ with bytes that match the checksum is the commit
-//	             point
+//	slots/NNNNNNNN  one message each, reused: a 64-byte header (queue
+//	             id, lengths, CRC-32C, and a state byte that says whether
+//	             it holds a queued message), the message as received
+//	             (headers added by smtpd first, CRLF line ends), then the
+//	             envelope it was accepted with (JSON, see Envelope); see
+//	             slot.go for the exact layout
 //	q/ID.env     the envelope's later state (JSON), written only when an
 //	             attempt leaves recipients to retry; replaced atomically
-//	free/        files of finished messages kept for reuse (at most 1024
-//	             of at most 256 KiB each): they keep their old bytes until a
-//	             new message overwrites them, so free/ is as private as q/
+//	q/ID.msg     a message queued by an earlier correo (message, envelope,
+//	             trailer, or the message alone with its q/ID.env): still
+//	             delivered, never written
+//	tmp/         state files being written; emptied at start-up
 //	ctl/         requests from `correoctl queue` to the running process:
 //	             "flush", "delete.ID"; each is removed once done
 //	trash/       ID.msg (+ ID.env) of deleted or unreadable messages;
@@ -33,31 +31,34 @@
 //
 // # Write discipline
 //
-// A new message is written over a recycled file from free/ or, when there
-// is none, into a new file in tmp/; the envelope and trailer follow, the
-// file is cut to that length and renamed to q/ID.msg (complete in the page
-// cache, so readers never see part of it), then fdatasynced, and then an
-// fsync of q/ that began after the rename must have succeeded: only then
-// does smtpd answer 250. The rename comes before the data sync so that the
-// fsync of q/ another commit starts meanwhile covers it (src/dirsync): a
-// commit waits for about one disk flush, not two in a row. A crash between
-// the rename and the sync can leave q/ID.msg over bytes that never reached
-// the disk (or a recycled file's old ones); that message was never
-// acknowledged, and at start-up every message not yet attempted is checked
-// against its checksum and, if torn, moved to trash/ with a warning. Recycling matters because allocating an inode
-// and blocks is the dearest step of a small write on ext4, and a queue
-// file lives only for the seconds its delivery takes.
+// A new message is written over a free slot (kept open; a new file in
+// slots/ only when none is free): header, message and envelope in one
+// write for most mail, then one fdatasync; only then does smtpd answer 250.
+// Nothing is created, renamed or removed, so the sync is a data write and
+// a disk flush: no inode, no directory change, and usually no journal
+// commit (the slot keeps its blocks and, unless the message is larger than
+// any it held, its size). A new slot file also waits for an fsync of
+// slots/, shared with concurrent commits (src/dirsync). A crash before the
+// fdatasync returns can leave a header over bytes that never reached the
+// disk: that message was never acknowledged, and at start-up every slot
+// not yet attempted is checked against its checksum and, if torn, copied
+// to trash/ with a warning and freed. Recycling matters because allocating
+// an inode and blocks is the dearest step of a small write on ext4, and a
+// queued message lives only for the seconds its delivery takes.
 //
 // An attempt that leaves recipients pending writes tmp/ID.env.N, fsyncs it,
-// renames it over q/ID.env and fsyncs q/. A finished message leaves q/
-// first (renamed into free/ or removed: the commit point), then its
-// q/ID.env; a background reaper then fsyncs q/ once for every batch of
-// finished messages, and only after that is a file offered for reuse. The worker does not wait for that fsync: a crash before it
-// brings the message back and delivers it again (the caveat below). At start-up tmp/ is emptied, a q/ID.env whose message
-// is gone (a removal cut short) is removed, and a q/ID.msg with neither a
-// q/ID.env nor an envelope at its end (damaged, or a receipt an older
-// correo never committed) is logged and moved to trash/. Older correo kept
-// every envelope in q/ID.env: such queues are read as they are.
+// renames it over q/ID.env and fsyncs q/. A finished message's slot is
+// marked free (one byte; the commit point), then its q/ID.env is removed,
+// and the slot is reused at once: the next commit overwrites the header
+// and is itself synced. A background reaper makes the marks durable with
+// one syncfs(2) every quarter second while messages finish; the worker
+// does not wait for it: a machine crash before it brings the message back
+// and delivers it again (the caveat below); kill -9 does not, since the
+// mark is in the page cache. At start-up tmp/ is emptied, a q/ID.env whose
+// message is gone (a removal cut short) is removed, and a message whose
+// slot or file cannot be read is logged and moved to trash/. Queues of
+// earlier correo versions (q/ID.msg files, and free/, which is emptied)
+// are read as they are.
 //
 // # Crash safety and the exactly-once caveat
 //
@@ -65,12 +66,13 @@
 // message in q/ is scheduled again, recipients still "pending" are
 // retried, recipients "delivered" or "failed" are not. Each recipient is
 // delivered exactly once, except when a crash falls between the storage
-// (or remote) host's 250 and the durable update that records it (a new
-// q/ID.env, or for a finished message the reaper's fsync of q/ a few
-// milliseconds later): that recipient is then delivered again after the
-// restart (a duplicate, never a loss: the SMTP rule). Likewise a bounce is queued before the
-// envelope records that it was, so a crash between the two can produce a
-// second, identical bounce.
+// (or remote) host's 250 and the update that records it (a new q/ID.env,
+// or for a finished message the free mark on its slot; after a machine
+// crash, as opposed to kill -9, also marks written in the quarter second
+// before the reaper's sync): that recipient is then delivered again after
+// the restart (a duplicate, never a loss: the SMTP rule). Likewise a
+// bounce is queued before the envelope records that it was, so a crash
+// between the two can produce a second, identical bounce.
 //
 // # Delivery
 //

@@ -13,7 +13,6 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/delivery"
-	"correo/src/dirsync"
 	"correo/src/logging"
 )
 
@@ -61,10 +60,15 @@ func RetryFromProfile(p *cluster.Profile) (retry []time.Duration, lifetime time.
 	return retry, p.Cluster.Queue.Lifetime.Std()
 }
 
-// freeFiles bounds the files kept for reuse: more than the messages in
-// flight at once on a busy host (a burst accepted faster than it is
+// freeFiles bounds the free slots kept for reuse: more than the messages
+// in flight at once on a busy host (a burst accepted faster than it is
 // delivered), so that new files are rare.
 const freeFiles = 1024
+
+// reapInterval is how often the marks of finished messages are made
+// durable (one syncfs for all of them): a machine crash can bring back
+// only the messages finished in the last interval, to be delivered again.
+var reapInterval = 250 * time.Millisecond
 
 // Queue is a running queue: it owns its directory (lock) until Close.
 type Queue struct {
@@ -78,11 +82,12 @@ type Queue struct {
 	closed  bool
 
 	work chan string
-	// finished carries messages out of q/ to the reaper, which makes
-	// their removal durable with one fsync per batch: a worker does not
-	// wait for it, since a crash before it can only deliver a message
-	// again (see the package doc), never lose one.
-	finished chan finished
+	// finished wakes the reaper, which makes the marks of finished
+	// messages durable with one sync per interval: a worker does not wait
+	// for it, since a crash before it can only deliver a message again
+	// (see the package doc), never lose one.
+	finished chan struct{}
+	reapStop chan struct{}
 	reaped   chan struct{}
 	wake     chan struct{}
 	stop     chan struct{}
@@ -91,13 +96,9 @@ type Queue struct {
 	wg       sync.WaitGroup
 }
 
-type finished struct {
-	id       string
-	recycled bool
-}
-
 type entry struct {
 	env      *Envelope
+	msg      message
 	busy     bool // a worker has it
 	queued   bool // its id is in the work channel
 	deleteRq bool // trash it once the worker is done
@@ -148,38 +149,32 @@ func Open(cfg Config) (*Queue, error) {
 	}
 	q := &Queue{cfg: cfg, st: st, log: cfg.Log, lock: lk, entries: map[string]*entry{},
 		work: make(chan string, 4096), wake: make(chan struct{}, 1), stop: make(chan struct{}),
-		finished: make(chan finished, 1024), reaped: make(chan struct{})}
+		finished: make(chan struct{}, 1), reapStop: make(chan struct{}), reaped: make(chan struct{})}
 	q.ctx, q.halt = context.WithCancel(context.Background())
-	stale, err := st.recover()
+	msgs, bad, stale, err := st.recover()
 	if err != nil {
+		st.pool.closeAll()
 		lk.Close()
 		return nil, fmt.Errorf("queue %s: %w", cfg.Dir, err)
 	}
 	for _, id := range stale {
 		q.log.Info("removed the delivery state of a message finished just before a crash", "queue_id", id)
 	}
-	ids, err := st.ids()
-	if err != nil {
-		lk.Close()
-		return nil, err
+	for _, b := range bad {
+		q.trashBad(b.m, b.err)
 	}
-	for _, id := range ids {
-		// A message never attempted may be the one a crash caught between
-		// its rename into q/ and its data sync: check its bytes.
-		e, err := st.readEnv(id, true)
-		switch {
-		case errors.Is(err, errTorn):
-			q.log.Warn("message torn by a crash before it was acknowledged (its sender retries it): moved to trash", "queue_id", id, "err", err)
-			st.trash(id)
-			continue
-		case err != nil:
-			q.log.Error("unreadable envelope: moved to trash, fix or delete it by hand", "queue_id", id, "err", err)
-			st.trash(id)
+	for _, m := range msgs {
+		// A message never attempted may be one a crash caught before its
+		// data sync ended (legacy files: between rename and sync); slots
+		// were checked by scan.
+		e, err := st.readEnv(&m, m.legacy())
+		if err != nil {
+			q.trashBad(m, err)
 			continue
 		}
-		q.entries[id] = &entry{env: e}
+		q.entries[m.id] = &entry{env: e, msg: m}
 	}
-	if len(ids) > 0 {
+	if len(msgs) > 0 {
 		q.log.Info("queue loaded", "messages", len(q.entries), "dir", cfg.Dir)
 	}
 	for i := 0; i < cfg.Workers; i++ {
@@ -192,35 +187,44 @@ func Open(cfg Config) (*Queue, error) {
 	return q, nil
 }
 
-// reaper fsyncs q/ once for every batch of finished messages and then
-// lets their files be reused.
+// trashBad moves a message found torn or unreadable at start-up to
+// trash/.
+func (q *Queue) trashBad(m message, err error) {
+	if errors.Is(err, errTorn) {
+		q.log.Warn("message torn by a crash before it was acknowledged (its sender retries it): moved to trash", "queue_id", m.id, "err", err)
+	} else {
+		q.log.Error("unreadable message or envelope: moved to trash, fix or delete it by hand", "queue_id", m.id, "err", err)
+	}
+	if err := q.st.trash(&m); err != nil {
+		q.log.Error("moving a damaged message to trash", "queue_id", m.id, "err", err)
+	}
+}
+
+// reaper makes the marks of finished messages durable: after the first
+// finish it lets others gather for reapInterval, then one sync covers
+// them all.
 func (q *Queue) reaper() {
 	defer close(q.reaped)
-	for f := range q.finished {
-		// Take every message finished meanwhile into the same fsync.
-		n, recycle := 0, []string(nil)
-		for more := true; more; {
-			n++
-			if f.recycled {
-				recycle = append(recycle, f.id)
-			}
-			select {
-			case f, more = <-q.finished:
-			default:
-				more = false
-			}
+	for {
+		select {
+		case <-q.finished:
+		case <-q.reapStop:
+			q.reap()
+			return
 		}
-		if err := dirsync.Sync(q.st.path(dirQ)); err != nil {
-			// Nothing is lost: at worst a finished message comes back
-			// after a crash and is delivered again. Its file is not
-			// reused, though: the old entry might return.
-			q.log.Error("making the removal of finished messages durable", "messages", n, "err", err)
-			for _, id := range recycle {
-				os.Remove(q.st.path(dirFree, id))
-			}
-			continue
+		select {
+		case <-time.After(reapInterval):
+		case <-q.reapStop:
 		}
-		q.st.recycle(recycle)
+		q.reap()
+	}
+}
+
+func (q *Queue) reap() {
+	if err := q.st.syncAll(); err != nil {
+		// Nothing is lost: at worst a finished message comes back after
+		// a crash and is delivered again.
+		q.log.Error("making the marks of finished messages durable", "err", err)
 	}
 }
 
@@ -247,8 +251,14 @@ func (q *Queue) Close(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	q.halt()
-	close(q.finished) // every worker has returned: nothing sends any more
+	close(q.reapStop) // every worker has returned: nothing finishes any more
 	<-q.reaped
+	q.mu.Lock()
+	for _, e := range q.entries {
+		e.msg.closeFile()
+	}
+	q.mu.Unlock()
+	q.st.pool.closeAll()
 	q.lock.Close()
 	return err
 }
@@ -275,17 +285,18 @@ func (w *Writer) Commit(e *Envelope) error {
 	for i := range e.Rcpts {
 		e.Rcpts[i].State = Pending
 	}
-	if err := w.commitFiles(e); err != nil {
+	m, err := w.commitFiles(e)
+	if err != nil {
 		return err
 	}
-	w.q.add(e)
+	w.q.add(e, m)
 	return nil
 }
 
 // add schedules a committed envelope.
-func (q *Queue) add(e *Envelope) {
+func (q *Queue) add(e *Envelope, m message) {
 	q.mu.Lock()
-	en := &entry{env: e}
+	en := &entry{env: e, msg: m}
 	q.entries[e.ID] = en
 	closed := q.closed
 	if !closed {
@@ -337,7 +348,7 @@ func (q *Queue) Delete(id string) error {
 	}
 	delete(q.entries, id)
 	q.mu.Unlock()
-	if err := q.st.trash(id); err != nil {
+	if err := q.st.trash(&e.msg); err != nil {
 		return err
 	}
 	q.log.Info("deleted by the operator", logging.TraceKey, e.env.Trace, "queue_id", id)
@@ -433,7 +444,7 @@ func (q *Queue) worker() {
 			env := e.env
 			q.mu.Unlock()
 
-			done := q.attempt(env)
+			done := q.attempt(env, &e.msg)
 
 			q.mu.Lock()
 			e.busy = false
@@ -443,7 +454,7 @@ func (q *Queue) worker() {
 			}
 			q.mu.Unlock()
 			if del && !done {
-				if err := q.st.trash(id); err != nil {
+				if err := q.st.trash(&e.msg); err != nil {
 					q.log.Error("moving a deleted message to trash", "queue_id", id, "err", err)
 				} else {
 					q.log.Info("deleted by the operator", logging.TraceKey, env.Trace, "queue_id", id)
@@ -455,18 +466,17 @@ func (q *Queue) worker() {
 
 // attempt delivers the pending recipients of e once, records the outcome
 // durably, bounces failures, and reports whether e is finished.
-func (q *Queue) attempt(e *Envelope) (done bool) {
+func (q *Queue) attempt(e *Envelope, m *message) (done bool) {
 	ctx, cancel := context.WithTimeout(q.ctx, q.cfg.AttemptTimeout)
 	defer cancel()
 	ctx = logging.WithTrace(ctx, e.Trace)
-	f, err := os.Open(q.st.msgPath(e.ID))
+	f, err := q.st.open(m, true)
 	if err != nil {
 		q.log.Error("message file missing: dropping the envelope", logging.TraceKey, e.Trace, "queue_id", e.ID, "err", err)
-		q.st.trash(e.ID)
+		q.st.removeEnv(m)
 		return true
 	}
-	defer f.Close()
-	msg := io.NewSectionReader(f, 0, e.Size)
+	msg := io.NewSectionReader(f, m.offset(), e.Size)
 
 	pending := e.Pending()
 	byRoute := map[Route][]int{}
@@ -539,7 +549,7 @@ func (q *Queue) attempt(e *Envelope) (done bool) {
 	if len(failed) > 0 {
 		if e.From == "" {
 			q.log.InfoContext(ctx, "no bounce for a message with the null sender", logging.TraceKey, e.Trace, "queue_id", e.ID, "failed", len(failed))
-		} else if id, err := q.bounce(e, failed, f); err != nil {
+		} else if id, err := q.bounce(e, failed, msg); err != nil {
 			// Not recorded as bounced: the failure stays in the envelope
 			// and the bounce is retried with the next attempt.
 			q.log.ErrorContext(ctx, "queueing the bounce failed", logging.TraceKey, e.Trace, "queue_id", e.ID, "err", err)
@@ -556,13 +566,16 @@ func (q *Queue) attempt(e *Envelope) (done bool) {
 	}
 
 	if e.Done() {
-		recycled, err := q.st.finish(e.ID, e.Size)
-		if err != nil {
+		if err := q.st.finish(m); err != nil {
 			q.log.Error("removing a finished message", logging.TraceKey, e.Trace, "queue_id", e.ID, "err", err)
 		}
-		q.finished <- finished{id: e.ID, recycled: recycled}
+		select {
+		case q.finished <- struct{}{}:
+		default: // the reaper is awake already
+		}
 		return true
 	}
+	m.closeFile()
 	step := e.Attempts - 1
 	if step >= len(q.cfg.Retry) {
 		step = len(q.cfg.Retry) - 1
@@ -573,7 +586,9 @@ func (q *Queue) attempt(e *Envelope) (done bool) {
 		next = end
 	}
 	e.Next = next
-	if err := q.st.writeEnv(e); err != nil {
+	if err := q.st.writeEnv(e); err == nil {
+		m.env = true
+	} else {
 		// The old envelope stays: the recipients delivered now may be
 		// delivered again after a restart (see the package doc).
 		q.log.Error("recording delivery state failed", logging.TraceKey, e.Trace, "queue_id", e.ID, "err", err)

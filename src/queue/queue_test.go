@@ -139,6 +139,9 @@ func TestDeliverRetryBounce(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(dir, "q")); len(ents) != 0 {
 		t.Errorf("q/ not empty: %v", ents)
 	}
+	if envs, errs, err := List(dir); len(envs)+len(errs) != 0 || err != nil {
+		t.Errorf("List after the queue emptied: %v %v %v", envs, errs, err)
+	}
 }
 
 func TestNullSenderNeverBounced(t *testing.T) {
@@ -179,14 +182,16 @@ func TestRestartAndCrashLeftovers(t *testing.T) {
 	}
 	id := enqueue(t, q, "s@correo.test", "Subject: x\r\n\r\nb\r\n", "a@correo.test")
 	waitFor(t, "first attempt", func() bool {
-		e, err := store{dir: dir}.readEnv(id, false)
+		e, err := state(dir, id)
 		return err == nil && e.Attempts == 1
 	})
 	if _, err := Open(Config{Dir: dir, Local: f}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second Open: %v", err)
 	}
 	q.Close(context.Background())
-	// What a crash leaves: a message never committed, a tmp file.
+	// What a crash leaves: a slot being written, a damaged legacy file,
+	// a tmp file.
+	os.WriteFile(filepath.Join(dir, "slots", "00000090"), []byte("x"), 0o640)
 	os.WriteFile(filepath.Join(dir, "q", NewID()+".msg"), []byte("x"), 0o640)
 	os.WriteFile(filepath.Join(dir, "tmp", "junk"), []byte("x"), 0o640)
 	f.set("a@correo.test", delivery.Delivered)

@@ -1,8 +1,6 @@
 package queue
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -14,8 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"correo/src/dirsync"
 )
@@ -26,15 +27,15 @@ var randReader io.Reader = rand.Reader
 const (
 	dirTmp   = "tmp"
 	dirQ     = "q"
-	dirFree  = "free"
+	dirSlots = "slots"
+	dirFree  = "free" // recycled files of an earlier correo; emptied at start-up
 	dirCtl   = "ctl"
 	dirTrash = "trash"
 	lockName = "lock"
 )
 
 // store is the file side of a queue directory. pool is nil outside the
-// process that runs the queue (correoctl): files are then removed, not
-// recycled.
+// process that runs the queue (correoctl): that side only reads slots.
 type store struct {
 	dir  string
 	pool *pool
@@ -43,12 +44,37 @@ type store struct {
 func (s store) path(parts ...string) string {
 	return filepath.Join(append([]string{s.dir}, parts...)...)
 }
-func (s store) msgPath(id string) string { return s.path(dirQ, id+".msg") }
-func (s store) envPath(id string) string { return s.path(dirQ, id+".env") }
+func (s store) msgPath(id string) string    { return s.path(dirQ, id+".msg") }
+func (s store) envPath(id string) string    { return s.path(dirQ, id+".env") }
+func (s store) slotPath(name string) string { return s.path(dirSlots, name) }
+func (m *message) legacy() bool             { return m.slot == "" }
+func (s store) msgFile(m *message) string {
+	if m.legacy() {
+		return s.msgPath(m.id)
+	}
+	return s.slotPath(m.slot)
+}
+
+// message is where a queued message's bytes are: a slot, or a q/ID.msg
+// left by an earlier correo.
+type message struct {
+	id   string
+	slot string   // name in slots/; "" for q/ID.msg
+	f    *os.File // the slot, open while the message is new or being attempted
+	env  bool     // q/ID.env may exist (an attempt recorded a state)
+}
+
+// offset is where the message bytes start in its file.
+func (m *message) offset() int64 {
+	if m.legacy() {
+		return 0
+	}
+	return slotHeaderLen
+}
 
 // prepare creates the subdirectories.
 func (s store) prepare() error {
-	for _, d := range []string{"", dirTmp, dirQ, dirFree, dirCtl, dirTrash} {
+	for _, d := range []string{"", dirTmp, dirQ, dirSlots, dirCtl, dirTrash} {
 		if err := os.MkdirAll(s.path(d), 0o750); err != nil {
 			return fmt.Errorf("queue directory: %w", err)
 		}
@@ -73,133 +99,79 @@ func (s store) lock() (f *os.File, ok bool, err error) {
 	return f, true, nil
 }
 
-// pool holds the names of finished message files in free/. Creating a
-// file means allocating an inode, which on ext4 costs far more than
-// opening and renaming one that exists (measured here: 400-800 µs against
-// about 10 µs), and overwriting a file's blocks costs about half of
-// freeing and allocating them again; a queue file lives only for the
-// seconds its delivery takes: recycling them makes the queue cost no inode
-// and no block allocation per message.
+// slotFile is a free slot, kept open for the next message.
+type slotFile struct {
+	name string
+	f    *os.File
+}
+
+// pool holds the free slots and names new ones. Creating a file means
+// allocating an inode and its blocks and changing a directory, which on
+// ext4 costs far more than overwriting a file that exists (measured here:
+// 400-800 µs against about 10 µs on a busy disk without a journal, and a
+// journal commit on one with it); a message stays queued only for the
+// seconds its delivery takes, so a busy queue keeps reusing the same
+// slots.
 type pool struct {
-	mu    sync.Mutex
-	names []string
-	max   int
+	mu   sync.Mutex
+	free []slotFile
+	max  int
+	next atomic.Uint64 // the number of the next new slot
 }
 
-func (p *pool) take() (string, bool) {
+func (p *pool) take() (slotFile, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.names) == 0 {
-		return "", false
+	if len(p.free) == 0 {
+		return slotFile{}, false
 	}
-	n := p.names[len(p.names)-1]
-	p.names = p.names[:len(p.names)-1]
-	return n, true
+	sf := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	return sf, true
 }
 
-// room reports whether put would keep another file.
-func (p *pool) room() bool {
+// put keeps a free slot for reuse; false when the pool is full (the
+// caller closes and removes it).
+func (p *pool) put(sf slotFile) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.names) < p.max
-}
-
-func (p *pool) put(name string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.names) >= p.max {
+	if len(p.free) >= p.max {
 		return false
 	}
-	p.names = append(p.names, name)
+	p.free = append(p.free, sf)
 	return true
 }
 
-// The envelope a message was committed with is stored after the message in
-// its own file, so committing costs one file and one data sync: the
-// message bytes (Size of them), the envelope's JSON, then a fixed-length
-// trailer giving the JSON's length and the CRC-32C of everything before
-// the trailer. The checksum is there because the file is renamed into q/
-// before its data sync (see commitFiles): a crash in between can leave a
-// name in q/ over bytes that never reached the disk, or over a recycled
-// file's old ones. Such a message was never acknowledged; recovery finds
-// it by its checksum. Later states go to a separate q/ID.env.
-const trailerFormat = "\ncorreo-envelope %08x %08x\n"
-
-var (
-	trailerLen = int64(len(fmt.Sprintf(trailerFormat, 0, 0)))
-	castagnoli = crc32.MakeTable(crc32.Castagnoli)
-)
-
-func trailer(n int, sum uint32) []byte { return fmt.Appendf(nil, trailerFormat, n, sum) }
-
-// parseTrailer returns the envelope length and the checksum a trailer
-// gives.
-func parseTrailer(tb []byte) (n int64, sum uint32, err error) {
-	const prefix = "\ncorreo-envelope "
-	rest, ok := bytes.CutPrefix(tb, []byte(prefix))
-	if ok {
-		rest, ok = bytes.CutSuffix(rest, []byte("\n"))
-	}
-	if !ok || len(rest) != 17 || rest[8] != ' ' {
-		return 0, 0, errors.New("no envelope at its end: damaged, or left by an older correo")
-	}
-	ln, err := strconv.ParseUint(string(rest[:8]), 16, 32)
-	if err != nil {
-		return 0, 0, fmt.Errorf("envelope trailer %q: %w", tb, err)
-	}
-	cs, err := strconv.ParseUint(string(rest[9:]), 16, 32)
-	if err != nil {
-		return 0, 0, fmt.Errorf("envelope trailer %q: %w", tb, err)
-	}
-	return int64(ln), uint32(cs), nil
+func (p *pool) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.free)
 }
 
-// errTorn marks a message file whose bytes do not match its checksum.
-var errTorn = errors.New("torn by a crash before it was acknowledged, or damaged")
+// closeAll closes the free slots' files (Queue.Close).
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sf := range p.free {
+		sf.f.Close()
+	}
+	p.free = nil
+}
 
-// readTrailer reads the envelope stored at the end of a message file and,
-// when verify is set, checks the whole file against its checksum.
-func readTrailer(f *os.File, verify bool) (*Envelope, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
+// maxRecycledBytes bounds the slots kept for reuse: a slot keeps its
+// blocks, so the next message overwrites them in place; the bound keeps
+// what free slots hold on disk to freeFiles × 256 KiB at most, and most
+// mail is smaller. A slot that grew past it is removed once free.
+const maxRecycledBytes = 256 << 10
+
+// release makes a slot free: its file goes back to the pool, or is
+// removed when the pool is full or the file too large to keep.
+func (s store) release(sf slotFile, size int64) {
+	if s.pool != nil && size <= maxRecycledBytes && s.pool.put(sf) {
+		return
 	}
-	size := fi.Size()
-	if size < trailerLen {
-		return nil, fmt.Errorf("%s: no envelope at its end (%d bytes): damaged, or left by an older correo", f.Name(), size)
-	}
-	tb := make([]byte, trailerLen)
-	if _, err := f.ReadAt(tb, size-trailerLen); err != nil {
-		return nil, fmt.Errorf("%s: reading the envelope trailer: %w", f.Name(), err)
-	}
-	n, sum, err := parseTrailer(tb)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.Name(), err)
-	}
-	if n <= 0 || n > maxEnvelopeBytes || n > size-trailerLen {
-		return nil, fmt.Errorf("%s: envelope length %d does not fit the file (%d bytes)", f.Name(), n, size)
-	}
-	if verify {
-		h := crc32.New(castagnoli)
-		if _, err := io.Copy(h, io.NewSectionReader(f, 0, size-trailerLen)); err != nil {
-			return nil, fmt.Errorf("%s: reading it to check its checksum: %w", f.Name(), err)
-		}
-		if h.Sum32() != sum {
-			return nil, fmt.Errorf("%s: checksum %08x, the trailer says %08x: %w", f.Name(), h.Sum32(), sum, errTorn)
-		}
-	}
-	data := make([]byte, n)
-	if _, err := f.ReadAt(data, size-trailerLen-n); err != nil {
-		return nil, fmt.Errorf("%s: reading the envelope: %w", f.Name(), err)
-	}
-	e, err := Decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.Name(), err)
-	}
-	if e.Size != size-trailerLen-n {
-		return nil, fmt.Errorf("%s: envelope says %d message bytes, the file holds %d", f.Name(), e.Size, size-trailerLen-n)
-	}
-	return e, nil
+	sf.f.Close()
+	os.Remove(s.slotPath(sf.name))
 }
 
 // writeTemp writes data to a new file in tmp/ and fsyncs it.
@@ -245,160 +217,372 @@ func (s store) writeEnv(e *Envelope) error {
 	return dirsync.Sync(s.path(dirQ))
 }
 
-// readEnv returns message id's current envelope: q/ID.env when an attempt
+// readEnv returns a message's current envelope: q/ID.env when an attempt
 // has recorded a state, else the one committed with the message, whose
-// file is checked against its checksum when verify is set. A finished
+// bytes are checked against their checksum when verify is set. A finished
 // message gives an error satisfying errors.Is(err, os.ErrNotExist).
-func (s store) readEnv(id string, verify bool) (*Envelope, error) {
+func (s store) readEnv(m *message, verify bool) (*Envelope, error) {
 	var e *Envelope
-	data, err := os.ReadFile(s.envPath(id))
+	data, err := os.ReadFile(s.envPath(m.id))
 	switch {
 	case err == nil:
 		if e, err = Decode(data); err != nil {
-			return nil, fmt.Errorf("%s: %w", s.envPath(id), err)
+			return nil, fmt.Errorf("%s: %w", s.envPath(m.id), err)
 		}
+		m.env = true
 	case errors.Is(err, os.ErrNotExist):
-		f, err := os.Open(s.msgPath(id))
-		if err != nil {
-			return nil, err
+		f := m.f
+		if f == nil {
+			if f, err = os.Open(s.msgFile(m)); err != nil {
+				return nil, err
+			}
+			defer f.Close()
 		}
-		defer f.Close()
-		if e, err = readTrailer(f, verify); err != nil {
+		if m.legacy() {
+			e, err = readTrailer(f, verify)
+		} else {
+			var h slotHeader
+			h, e, err = readSlot(f, verify)
+			if err == nil && h.id != m.id {
+				err = fmt.Errorf("%s: now holds %s: %w", f.Name(), h.id, os.ErrNotExist) // finished meanwhile
+			} else if errors.Is(err, errNotInUse) {
+				err = fmt.Errorf("%s: %w", f.Name(), os.ErrNotExist)
+			}
+		}
+		if err != nil {
 			return nil, err
 		}
 	default:
 		return nil, err
 	}
-	if e.ID != id {
-		return nil, fmt.Errorf("%s: holds id %s", s.envPath(id), e.ID)
+	if e.ID != m.id {
+		return nil, fmt.Errorf("%s: holds id %s, not %s", s.envPath(m.id), e.ID, m.id)
 	}
 	return e, nil
 }
 
-// maxRecycledBytes bounds the files kept in free/: a recycled file keeps
-// its blocks, so the next message overwrites them in place instead of
-// freeing and allocating them again; the bound keeps what free/ holds on
-// disk to freeFiles × 256 KiB at most, and most mail is smaller.
-const maxRecycledBytes = 256 << 10
-
-// finish takes a finished message out of q/: its file first (the commit
-// point), then any state file. A file of at most maxRecycledBytes goes to
-// free/ when the pool has room (recycled is then true); either way the
-// change is durable only once q/ is fsynced, and a recycled file may be
-// reused only after that (see recycle), or a crash could bring back a q/
-// entry whose bytes belong to another message.
-func (s store) finish(id string, size int64) (recycled bool, err error) {
-	if s.pool != nil && size <= maxRecycledBytes && s.pool.room() {
-		recycled = dirsync.Rename(s.msgPath(id), s.path(dirFree, id)) == nil
+// open returns the file holding m's bytes, opened if it is not already;
+// a slot opened for the running queue or for trash is writable, since
+// finishing marks it free through it.
+func (s store) open(m *message, write bool) (*os.File, error) {
+	if m.f != nil {
+		return m.f, nil
 	}
-	if !recycled {
-		if err := os.Remove(s.msgPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return false, err
+	flag := os.O_RDONLY
+	if !m.legacy() && (write || s.pool != nil) {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(s.msgFile(m), flag|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	m.f = f
+	return f, nil
+}
+
+// closeFile closes m's file until its next attempt (a deferred message:
+// thousands of them must not hold a descriptor each).
+func (m *message) closeFile() {
+	if m.f != nil {
+		m.f.Close()
+		m.f = nil
+	}
+}
+
+// finish takes a finished message out of the queue: its slot is marked
+// free (the commit point: a one-byte write, made durable by the reaper's
+// next sync, see Queue.reaper), then its state file goes, then the slot
+// is reused. A legacy file is removed. Reusing the slot at once is safe:
+// the next message's commit is itself synced and overwrites the header.
+func (s store) finish(m *message) error {
+	defer func() { m.f = nil }()
+	if m.legacy() {
+		m.closeFile()
+		if err := os.Remove(s.msgPath(m.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return s.removeEnv(m)
+	}
+	f, err := s.open(m, true)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt([]byte{slotFree}, slotStateByte); err != nil {
+		f.Close()
+		return fmt.Errorf("marking slot %s free: %w", f.Name(), err)
+	}
+	if err := s.removeEnv(m); err != nil {
+		f.Close()
+		return err
+	}
+	size := int64(-1)
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	if size < 0 {
+		size = maxRecycledBytes + 1
+	}
+	s.release(slotFile{m.slot, f}, size)
+	return nil
+}
+
+func (s store) removeEnv(m *message) error {
+	if !m.env {
+		return nil
+	}
+	if err := os.Remove(s.envPath(m.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// trash moves a message out of the queue for good (correoctl queue
+// delete, or a message found damaged): its bytes and envelope are copied
+// to trash/ID.msg and trash/ID.env first, then it is finished.
+func (s store) trash(m *message) error {
+	if m.legacy() {
+		m.closeFile()
+		if err := os.Rename(s.msgPath(m.id), s.path(dirTrash, m.id+".msg")); err != nil {
+			return err
+		}
+		if err := os.Rename(s.envPath(m.id), s.path(dirTrash, m.id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err := dirsync.Sync(s.path(dirTrash)); err != nil {
+			return err
+		}
+		return dirsync.Sync(s.path(dirQ))
+	}
+	f, err := s.open(m, true)
+	if err != nil {
+		return err
+	}
+	if err := s.copyToTrash(m, f); err != nil {
+		m.closeFile()
+		return err
+	}
+	if s.pool == nil {
+		// correoctl with no smtpd running: mark it free; the next smtpd
+		// reuses it.
+		_, err := f.WriteAt([]byte{slotFree}, slotStateByte)
+		if err == nil {
+			err = f.Sync()
+		}
+		m.closeFile()
+		if err == nil {
+			err = s.removeEnv(m)
+		}
+		return err
+	}
+	return s.finish(m)
+}
+
+// copyToTrash writes what a slot holds (the message as far as its header
+// says, and its current envelope when there is one) to trash/.
+func (s store) copyToTrash(m *message, f *os.File) error {
+	hb := make([]byte, slotHeaderLen)
+	f.ReadAt(hb, 0)
+	var src io.Reader
+	if h, err := decodeSlotHeader(hb); err == nil && h.id == m.id {
+		src = io.NewSectionReader(f, slotHeaderLen, h.msgLen+h.envLen)
+	} else {
+		src = io.NewSectionReader(f, 0, 1<<62) // unreadable header: keep it all
+	}
+	dst := s.path(dirTrash, m.id+".msg")
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("trash: %w", err)
+	}
+	if _, err := io.Copy(out, src); err != nil {
+		out.Close()
+		return fmt.Errorf("trash %s: %w", dst, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return fmt.Errorf("trash %s: %w", dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("trash %s: %w", dst, err)
+	}
+	if err := os.Rename(s.envPath(m.id), s.path(dirTrash, m.id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return dirsync.Sync(s.path(dirTrash))
+}
+
+// scan lists the queued messages, oldest first: committed slots and
+// legacy q/ID.msg files. With the pool (the running queue) it also puts
+// every other slot into the pool, checks each message never attempted
+// against its checksum (verify) and returns the torn or unreadable ones
+// in bad; without, it only reads, and messages whose slot cannot be read
+// are in bad. Slots are closed.
+func (s store) scan(verify bool) (msgs []message, bad []badMessage, err error) {
+	qents, err := os.ReadDir(s.path(dirQ))
+	if err != nil {
+		return nil, nil, err
+	}
+	haveEnv := map[string]bool{}
+	for _, e := range qents {
+		if id, ok := strings.CutSuffix(e.Name(), ".env"); ok && ValidID(id) {
+			haveEnv[id] = true
 		}
 	}
-	if err := os.Remove(s.envPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return recycled, err
-	}
-	return recycled, nil
-}
-
-// recycle offers files finish moved to free/ for reuse; call it only once
-// q/ has been fsynced after those finish calls.
-func (s store) recycle(ids []string) {
-	for _, id := range ids {
-		if !s.pool.put(id) {
-			os.Remove(s.path(dirFree, id))
+	seen := map[string]bool{}
+	for _, e := range qents {
+		if id, ok := strings.CutSuffix(e.Name(), ".msg"); ok && ValidID(id) {
+			msgs = append(msgs, message{id: id, env: haveEnv[id]})
+			seen[id] = true
 		}
 	}
+	slots, err := os.ReadDir(s.path(dirSlots))
+	if err != nil {
+		return nil, nil, err
+	}
+	var maxSlot uint64
+	for _, de := range slots {
+		name := de.Name()
+		if !validSlotName(name) || !de.Type().IsRegular() {
+			continue // not ours: left alone
+		}
+		if n, _ := strconv.ParseUint(name, 10, 64); n >= maxSlot {
+			maxSlot = n + 1
+		}
+		flag := os.O_RDONLY
+		if s.pool != nil {
+			flag = os.O_RDWR
+		}
+		f, err := os.OpenFile(s.slotPath(name), flag|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			if s.pool != nil {
+				return nil, nil, fmt.Errorf("opening slot: %w", err)
+			}
+			continue
+		}
+		h, _, err := readSlot(f, false)
+		switch {
+		case errors.Is(err, errNotInUse):
+			if s.pool != nil {
+				fi, _ := f.Stat()
+				s.release(slotFile{name, f}, fi.Size())
+			} else {
+				f.Close()
+			}
+			continue
+		case err == nil && seen[h.id]:
+			err = fmt.Errorf("%s: queue id %s is in another file too: %w", f.Name(), h.id, errTorn)
+		case err == nil && verify && !haveEnv[h.id]:
+			_, _, err = readSlot(f, true)
+		}
+		f.Close()
+		m := message{id: h.id, slot: name, env: haveEnv[h.id]}
+		if err != nil {
+			if m.id == "" {
+				m.id = NewID()
+			}
+			bad = append(bad, badMessage{m, err})
+			continue
+		}
+		seen[h.id] = true
+		msgs = append(msgs, m)
+	}
+	if s.pool != nil {
+		s.pool.next.Store(maxSlot)
+	}
+	sort.Slice(msgs, func(i, j int) bool { return msgs[i].id < msgs[j].id })
+	return msgs, bad, nil
 }
 
-// trash moves a message out of q/ for good (correoctl queue delete): the
-// message file first (it carries the committed envelope), then any state.
-func (s store) trash(id string) error {
-	if err := os.Rename(s.msgPath(id), s.path(dirTrash, id+".msg")); err != nil {
-		return err
-	}
-	if err := os.Rename(s.envPath(id), s.path(dirTrash, id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := dirsync.Sync(s.path(dirTrash)); err != nil {
-		return err
-	}
-	return dirsync.Sync(s.path(dirQ))
+type badMessage struct {
+	m   message
+	err error
 }
 
-// ids lists the committed messages, oldest first.
-func (s store) ids() ([]string, error) {
+// find returns the queued message with this id.
+func (s store) find(id string) (message, error) {
+	msgs, _, err := s.scan(false)
+	if err != nil {
+		return message{}, err
+	}
+	for _, m := range msgs {
+		if m.id == id {
+			return m, nil
+		}
+	}
+	return message{}, os.ErrNotExist
+}
+
+// recover cleans what a crash left and loads the queue: tmp/ files (never
+// committed), an earlier correo's recycled files, state files whose
+// message is gone (stale: a finish cut short), and fills the pool.
+func (s store) recover() (msgs []message, bad []badMessage, stale []string, err error) {
+	for _, d := range []string{dirTmp, dirFree} {
+		ents, err := os.ReadDir(s.path(d))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, nil, err
+		}
+		for _, t := range ents {
+			os.RemoveAll(s.path(d, t.Name()))
+		}
+	}
+	msgs, bad, err = s.scan(true)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	live := map[string]bool{}
+	for _, m := range msgs {
+		live[m.id] = true
+	}
+	for _, b := range bad {
+		live[b.m.id] = true // trash takes its state file along
+	}
 	ents, err := os.ReadDir(s.path(dirQ))
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	var out []string
 	for _, e := range ents {
-		id, ok := strings.CutSuffix(e.Name(), ".msg")
-		if ok && ValidID(id) {
-			out = append(out, id)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-// recover cleans what a crash left: tmp/ files (never committed), state
-// files whose message had already left q/ (stale: the removal was cut
-// short), and fills the pool from free/.
-func (s store) recover() (stale []string, err error) {
-	tmps, err := os.ReadDir(s.path(dirTmp))
-	if err != nil {
-		return nil, err
-	}
-	for _, t := range tmps {
-		os.Remove(s.path(dirTmp, t.Name()))
-	}
-	ents, err := os.ReadDir(s.path(dirQ))
-	if err != nil {
-		return nil, err
-	}
-	have := map[string]bool{}
-	for _, e := range ents {
-		have[e.Name()] = true
-	}
-	for name := range have {
-		if id, ok := strings.CutSuffix(name, ".env"); ok && !have[id+".msg"] {
+		if id, ok := strings.CutSuffix(e.Name(), ".env"); ok && !live[id] {
 			stale = append(stale, id)
-			os.Remove(s.path(dirQ, name))
+			os.Remove(s.path(dirQ, e.Name()))
 		}
 	}
 	sort.Strings(stale)
-	if s.pool != nil {
-		free, err := os.ReadDir(s.path(dirFree))
-		if err != nil {
-			return nil, err
-		}
-		for _, f := range free {
-			fi, err := f.Info()
-			if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxRecycledBytes+maxEnvelopeBytes || !s.pool.put(f.Name()) {
-				os.Remove(s.path(dirFree, f.Name()))
-			}
-		}
+	return msgs, bad, stale, dirsync.Sync(s.path(dirQ))
+}
+
+// syncAll makes every finished slot's mark durable at once: one syncfs(2)
+// of the queue's file system, instead of an fdatasync per slot.
+func (s store) syncAll() error {
+	d, err := os.Open(s.path(dirSlots))
+	if err != nil {
+		return err
 	}
-	return stale, dirsync.Sync(s.path(dirQ))
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs of the queue's file system: %w", err)
+	}
+	return nil
 }
 
 // Writer receives one new message. Write the message (the headers smtpd
 // adds first), then Commit with the envelope, or Abort.
 type Writer struct {
-	s      store
-	id     string
-	f      *os.File
-	bw     *bufio.Writer // go-smtp hands DATA over in small reads
-	path   string
-	pooled bool   // path is a recycled file in free/, old bytes and all
-	n      int64  // message bytes written
-	sum    uint32 // CRC-32C of the bytes written
-	err    error
-	q      *Queue
+	s     store
+	id    string
+	sf    slotFile
+	fresh bool    // the slot file was created for it: its name is not yet durable
+	buf   *[]byte // header room, then bytes not yet written
+	off   int64   // the file offset of (*buf)[0]
+	n     int64   // message bytes written
+	sum   uint32  // CRC-32C of the bytes after the header
+	err   error
+	q     *Queue
 }
+
+// writeBufSize is how much of a message is gathered before it is written:
+// most mail fits, and then header, message and envelope go in one write.
+const writeBufSize = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize+slotHeaderLen); return &b }}
 
 // ID is the queue id the message will have.
 func (w *Writer) ID() string { return w.id }
@@ -410,119 +594,141 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := w.bw.Write(p)
-	w.n += int64(n)
-	w.sum = crc32.Update(w.sum, castagnoli, p[:n])
-	if err != nil {
-		w.err = fmt.Errorf("writing queue file %s: %w", w.path, err)
-	}
-	return n, w.err
+	w.put(p)
+	w.n += int64(len(p))
+	return len(p), w.err
 }
 
-// Abort discards the message.
+// put adds bytes after the header, writing out the buffer when it fills.
+func (w *Writer) put(p []byte) {
+	w.sum = crc32.Update(w.sum, castagnoli, p)
+	b := *w.buf
+	for len(p) > 0 && w.err == nil {
+		n := min(len(p), writeBufSize+slotHeaderLen-len(b))
+		b = append(b, p[:n]...)
+		p = p[n:]
+		if len(b) == writeBufSize+slotHeaderLen {
+			// The first write carries a zeroed header: a crash from here
+			// on leaves a slot that holds nothing, not the old message.
+			if _, err := w.sf.f.WriteAt(b, w.off); err != nil {
+				w.err = fmt.Errorf("writing queue slot %s: %w", w.sf.f.Name(), err)
+			}
+			w.off += int64(len(b))
+			b = b[:0]
+		}
+	}
+	*w.buf = b
+}
+
+func (w *Writer) dropBuf() {
+	if w.buf != nil {
+		*w.buf = (*w.buf)[:0]
+		bufPool.Put(w.buf)
+		w.buf = nil
+	}
+}
+
+// Abort discards the message; its slot is free again.
 func (w *Writer) Abort() {
-	if w.f == nil {
+	if w.sf.f == nil {
 		return
 	}
-	w.f.Close()
-	w.f = nil
-	// A recycled file goes back to the pool as it is: the next message
-	// overwrites it and cuts what is left.
-	if !w.pooled || !w.s.pool.put(filepath.Base(w.path)) {
-		os.Remove(w.path)
+	w.dropBuf()
+	if w.err != nil {
+		w.s.release(w.sf, maxRecycledBytes+1) // its state is unknown: not reused
+	} else {
+		// Still marked free, or zeroed by the first write: reusable.
+		w.s.release(w.sf, 0)
 	}
+	w.sf = slotFile{}
 }
 
-// commitFiles makes the message and its envelope durable in q/: one file,
-// one fdatasync, one rename, and an fsync of q/ that is usually someone
-// else's. The file is complete in the page cache when it is renamed into
-// q/, so readers never see part of it; the rename comes before the data
-// sync so that a concurrent commit's fsync of q/, begun meanwhile, covers
-// it (dirsync.Mark): a commit then waits for one disk flush, not two in a
-// row. The trailer's checksum catches what a crash between the rename and
-// the sync could leave (recover).
-func (w *Writer) commitFiles(e *Envelope) error {
+// commitFiles makes the message and its envelope durable in its slot:
+// one write (two when the message outgrew the buffer), one fdatasync. A
+// slot that exists already has its blocks, and its size changes only when
+// a message is larger than any it held before, so the sync is usually a
+// data write and a disk flush with no journal commit. A new slot's name
+// needs an fsync of slots/ too, shared with concurrent commits.
+func (w *Writer) commitFiles(e *Envelope) (message, error) {
 	e.ID, e.Size, e.Version = w.id, w.n, envelopeVersion
+	var data []byte
 	if w.err == nil {
-		data, err := e.Encode()
-		if err != nil {
-			w.Abort()
-			return err
-		}
-		w.bw.Write(data)
-		w.sum = crc32.Update(w.sum, castagnoli, data)
-		w.bw.Write(trailer(len(data), w.sum))
-		if err := w.bw.Flush(); err != nil {
-			w.err = fmt.Errorf("writing queue file %s: %w", w.path, err)
-		} else if w.pooled {
-			// Cut what an earlier, longer message left after the trailer.
-			if err := w.f.Truncate(w.n + int64(len(data)) + trailerLen); err != nil {
-				w.err = fmt.Errorf("truncating recycled queue file %s: %w", w.path, err)
+		data, w.err = e.Encode()
+	}
+	if w.err == nil {
+		w.put(data)
+	}
+	if w.err == nil {
+		h := slotHeader{state: slotCommitted, id: w.id, msgLen: w.n, envLen: int64(len(data))}
+		h.sum = crc32.Update(w.sum, castagnoli, h.fields())
+		hdr := h.encode()
+		b := *w.buf
+		if w.off == 0 {
+			copy(b, hdr)
+			_, w.err = w.sf.f.WriteAt(b, 0)
+		} else {
+			if _, w.err = w.sf.f.WriteAt(b, w.off); w.err == nil {
+				_, w.err = w.sf.f.WriteAt(hdr, 0)
 			}
+		}
+		if w.err != nil {
+			w.err = fmt.Errorf("writing queue slot %s: %w", w.sf.f.Name(), w.err)
+		}
+	}
+	var change *dirsync.Change
+	if w.err == nil && w.fresh {
+		change = dirsync.Mark(w.s.path(dirSlots))
+	}
+	// fdatasync: the bytes and the size, which is all a reader needs; the
+	// file's times are not worth a journal commit.
+	if w.err == nil {
+		if err := syscall.Fdatasync(int(w.sf.f.Fd())); err != nil {
+			w.err = fmt.Errorf("fdatasync of queue slot %s: %w", w.sf.f.Name(), err)
+		}
+	}
+	if change != nil {
+		if w.err != nil {
+			change.Release()
+		} else if err := change.Wait(); err != nil {
+			w.err = err
 		}
 	}
 	if w.err != nil {
+		// Not known to be durable, nor known not to be: the slot is
+		// dropped so that the client's retry is the only copy.
+		w.sf.f.WriteAt([]byte{slotFree}, slotStateByte)
 		w.Abort()
-		return w.err
+		return message{}, w.err
 	}
-	dst := w.s.msgPath(w.id)
-	if err := dirsync.Rename(w.path, dst); err != nil {
-		w.Abort()
-		return fmt.Errorf("moving queue file %s into %s: %w", w.path, w.s.path(dirQ), err)
-	}
-	change := dirsync.Mark(w.s.path(dirQ))
-	f := w.f
-	w.f = nil
-	// Not known to be durable on any error below: take it back, so that
-	// the client's retry is the only copy.
-	// fdatasync: the bytes and the size, which is all a reader needs; the
-	// file's times are not worth a journal commit.
-	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-		f.Close()
-		os.Remove(dst)
-		change.Release()
-		return fmt.Errorf("fdatasync of queue file %s: %w", dst, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(dst)
-		change.Release()
-		return fmt.Errorf("closing queue file %s: %w", dst, err)
-	}
-	if err := change.Wait(); err != nil {
-		os.Remove(dst)
-		return err
-	}
-	return nil
+	w.dropBuf()
+	m := message{id: w.id, slot: w.sf.name, f: w.sf.f}
+	w.sf = slotFile{}
+	return m, nil
 }
 
-// newWriter opens a file for a new message: a recycled one from free/
-// when there is one, else a new one in tmp/.
+// newWriter opens a slot for a new message: a free one, else a new file.
 func (s store) newWriter() (*Writer, error) {
-	id := NewID()
-	if s.pool != nil {
-		for {
-			name, ok := s.pool.take()
-			if !ok {
-				break
-			}
-			p := s.path(dirFree, name)
-			// Not truncated: overwriting its blocks in place is cheaper
-			// than freeing and allocating them again (commitFiles cuts
-			// the tail).
-			f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
-			if err == nil {
-				return &Writer{s: s, id: id, f: f, bw: bufio.NewWriterSize(f, 64<<10), path: p, pooled: true}, nil
-			}
-			// Gone or not ours (removed by hand, another owner): forget it.
-			os.Remove(p)
+	w := &Writer{s: s, id: NewID(), buf: bufPool.Get().(*[]byte)}
+	*w.buf = append((*w.buf)[:0], make([]byte, slotHeaderLen)...)
+	if sf, ok := s.pool.take(); ok {
+		w.sf = sf
+		return w, nil
+	}
+	for range 100 {
+		name := fmt.Sprintf("%0*d", slotNameDigits, s.pool.next.Add(1)-1)
+		f, err := os.OpenFile(s.slotPath(name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+		if errors.Is(err, os.ErrExist) {
+			continue // someone's stray file: take the next number
 		}
+		if err != nil {
+			w.dropBuf()
+			return nil, fmt.Errorf("creating queue slot: %w", err)
+		}
+		w.sf, w.fresh = slotFile{name, f}, true
+		return w, nil
 	}
-	p := s.path(dirTmp, id+".msg")
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("creating queue file: %w", err)
-	}
-	return &Writer{s: s, id: id, f: f, bw: bufio.NewWriterSize(f, 64<<10), path: p}, nil
+	w.dropBuf()
+	return nil, fmt.Errorf("creating queue slot: 100 names taken in %s", s.path(dirSlots))
 }
 
 // ctl requests (correoctl → running queue).

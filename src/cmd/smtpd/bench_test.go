@@ -66,20 +66,78 @@ func benchSMTP(b *testing.B, dir string) {
 		rounds = v
 	}
 	const users, perUser = 4, 5
-	type target struct {
-		name   string
-		addr   string
-		stored func() int
+	// CORREO_BENCH_TARGETS=correo (a comma list of sink, correo, postfix)
+	// runs only those: for profiling one of them without the others'
+	// work in the same profile.
+	want := func(key string) bool {
+		v := os.Getenv("CORREO_BENCH_TARGETS")
+		return v == "" || strings.Contains(","+v+",", ","+key+",")
 	}
 	var targets []target
 
 	// The ceiling: smtp-sink stores nothing.
-	port := interop.FreePort(b)
-	interop.Start(b, "smtp-sink", []string{sink, "-u", "postfix", "-c", fmt.Sprintf("127.0.0.1:%d", port), "1024"}, nil)
-	interop.WaitTCP(b, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
-	targets = append(targets, target{"smtp-sink (no storage)", fmt.Sprintf("127.0.0.1:%d", port), nil})
+	if want("sink") {
+		port := interop.FreePort(b)
+		interop.Start(b, "smtp-sink", []string{sink, "-u", "postfix", "-c", fmt.Sprintf("127.0.0.1:%d", port), "1024"}, nil)
+		interop.WaitTCP(b, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+		targets = append(targets, target{"sink", "smtp-sink (no storage)", fmt.Sprintf("127.0.0.1:%d", port), nil})
+	}
+	if want("correo") {
+		targets = append(targets, benchCorreo(b, dir, users))
+	}
+	if want("postfix") {
+		targets = append(targets, benchPostfix(b, dir, users))
+	}
+	// The machine is shared and its speed drifts over seconds: the targets
+	// take turns, round after round, and the ratio is taken within each
+	// round, where the conditions were alike.
+	rates := map[string][]float64{} // delivered/s per target per round
+	var rows []string
+	for r := 1; r <= rounds; r++ {
+		for _, t := range targets {
+			stored := t.stored
+			if stored != nil {
+				base := stored()
+				stored = func() int { return t.stored() - base }
+			} else {
+				stored = func() int { return total }
+			}
+			cpu0 := machineCPU()
+			d := drive(b, source, t.addr, users, perUser, total, stored)
+			cpu := machineCPU() - cpu0
+			rates[t.key] = append(rates[t.key], float64(total)/d[1].Seconds())
+			rows = append(rows, row(fmt.Sprintf("%d %s", r, t.name), total, d)+fmt.Sprintf(" %10.0f", cpu.Seconds()*1e6/float64(total)))
+		}
+	}
+	b.StopTimer()
+	fmt.Printf("\nEnd-to-end SMTP → Maildir, %d messages of 4 KB per target and round, %d sessions (%d smtp-source processes), fsync on, dir %s\n",
+		total, users*perUser, users, dir)
+	fmt.Printf("%-32s %12s %10s %12s %10s\n", "round target", "accepted/s", "seconds", "delivered/s", "cpu µs/msg")
+	for _, r := range rows {
+		fmt.Println(r)
+	}
+	fmt.Printf("median delivered/s:")
+	for _, t := range targets {
+		fmt.Printf(" %s %.0f", t.key, median(rates[t.key]))
+	}
+	if len(rates["correo"]) == rounds && len(rates["postfix"]) == rounds {
+		var ratios []float64
+		for r := range rounds {
+			ratios = append(ratios, rates["correo"][r]/rates["postfix"][r])
+		}
+		fmt.Printf("; correo/postfix per round %s, median %.2f", fmtRatios(ratios), median(ratios))
+	}
+	fmt.Println()
+}
 
-	// correo.
+type target struct {
+	key    string // sink, correo or postfix
+	name   string
+	addr   string
+	stored func() int // messages delivered so far; nil: every one sent
+}
+
+func benchCorreo(b *testing.B, dir string, users int) target {
 	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", Hosts: []interop.HostSpec{
 		{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "storage"}, DataDir: filepath.Join(dir, "correo-mail")},
 	}})
@@ -95,9 +153,13 @@ func benchSMTP(b *testing.B, dir string) {
 	interop.StartNotify(b, "smtpd", []string{bin, "-profile", c.ProfilePath, "-host", "mx1", "-state", smtpdState,
 		"-lmtp-socket", filepath.Join(c.StateDir("mx1", "pdeliveryd"), delivery.SocketName)}, nil)
 	a, _ := c.Profile.Listen("mx1", cluster.SvcSMTP)
-	targets = append(targets, target{"correo smtpd+pdeliveryd", a.String(), func() int { return countFiles(c.DataDir("mx1")) }})
+	return target{"correo", "correo smtpd+pdeliveryd", a.String(), func() int { return countFiles(c.DataDir("mx1")) }}
 
-	// Postfix delivering into Maildirs with virtual(8).
+}
+
+// benchPostfix starts a private Postfix delivering into Maildirs with
+// virtual(8), the incumbent.
+func benchPostfix(b *testing.B, dir string, users int) target {
 	pfMail := filepath.Join(dir, "postfix-mail")
 	os.MkdirAll(pfMail, 0o777)
 	os.Chmod(pfMail, 0o777)
@@ -117,42 +179,8 @@ func benchSMTP(b *testing.B, dir string) {
 		"smtpd_client_connection_count_limit": "100",
 		"smtpd_client_message_rate_limit":     "0",
 	}, QueueDir: filepath.Join(dir, "postfix-queue")})
-	targets = append(targets, target{"postfix (private, virtual)", pf.Addr(), func() int { return countFiles(pfMail) }})
+	return target{"postfix", "postfix (private, virtual)", pf.Addr(), func() int { return countFiles(pfMail) }}
 
-	// The machine is shared and its speed drifts over seconds: the targets
-	// take turns, round after round, and the ratio is taken within each
-	// round, where the conditions were alike.
-	rates := make([][]float64, len(targets)) // delivered/s per target per round
-	var rows []string
-	for r := 1; r <= rounds; r++ {
-		for i, t := range targets {
-			stored := t.stored
-			if stored != nil {
-				base := stored()
-				stored = func() int { return t.stored() - base }
-			} else {
-				stored = func() int { return total }
-			}
-			cpu0 := machineCPU()
-			d := drive(b, source, t.addr, users, perUser, total, stored)
-			cpu := machineCPU() - cpu0
-			rates[i] = append(rates[i], float64(total)/d[1].Seconds())
-			rows = append(rows, row(fmt.Sprintf("%d %s", r, t.name), total, d)+fmt.Sprintf(" %10.0f", cpu.Seconds()*1e6/float64(total)))
-		}
-	}
-	b.StopTimer()
-	fmt.Printf("\nEnd-to-end SMTP → Maildir, %d messages of 4 KB per target and round, %d sessions (%d smtp-source processes), fsync on, dir %s\n",
-		total, users*perUser, users, dir)
-	fmt.Printf("%-32s %12s %10s %12s %10s\n", "round target", "accepted/s", "seconds", "delivered/s", "cpu µs/msg")
-	for _, r := range rows {
-		fmt.Println(r)
-	}
-	var ratios []float64
-	for r := range rounds {
-		ratios = append(ratios, rates[1][r]/rates[2][r])
-	}
-	fmt.Printf("median delivered/s: sink %.0f, correo %.0f, postfix %.0f; correo/postfix per round %s, median %.2f\n",
-		median(rates[0]), median(rates[1]), median(rates[2]), fmtRatios(ratios), median(ratios))
 }
 
 // machineCPU is the CPU time the whole machine has spent busy (user,

@@ -18,6 +18,7 @@ import (
 	"correo/src/directory"
 	"correo/src/interop"
 	"correo/src/pwadmin"
+	"correo/src/queue"
 	"correo/src/testutil"
 )
 
@@ -87,17 +88,10 @@ func (e *env) waitMail(t *testing.T, user string, n int) []string {
 	}
 }
 
-// queued counts the messages in the queue: their files in q/ (an
-// envelope state file is only there after a deferral).
+// queued counts the messages in the queue, as correoctl queue list does.
 func (e *env) queued() int {
-	ents, _ := os.ReadDir(filepath.Join(e.queueDir(), "q"))
-	n := 0
-	for _, x := range ents {
-		if strings.HasSuffix(x.Name(), ".msg") {
-			n++
-		}
-	}
-	return n
+	envs, _, _ := queue.List(e.queueDir())
+	return len(envs)
 }
 
 func (e *env) waitLog(t *testing.T, p *interop.Proc, s string) {

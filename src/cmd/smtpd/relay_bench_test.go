@@ -17,6 +17,7 @@ import (
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/interop"
+	"correo/src/queue"
 	"correo/src/testutil"
 )
 
@@ -118,15 +119,15 @@ func BenchmarkSMTPRelay(b *testing.B) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	qdir := filepath.Join(state, QueueDir, "q")
+	qdir := filepath.Join(state, QueueDir)
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		ents, _ := os.ReadDir(qdir)
-		if len(ents) == 0 {
+		envs, _, _ := queue.List(qdir)
+		if len(envs) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("%d queue files left after 5 minutes", len(ents))
+			b.Fatalf("%d messages queued after 5 minutes", len(envs))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
