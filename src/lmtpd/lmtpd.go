@@ -238,7 +238,9 @@ func (s *Server) serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	err := s.smtp.Serve(ln)
+	// The client pipelines MAIL, RCPT and DATA (src/lmtpclient): their
+	// replies leave in one write.
+	err := s.smtp.Serve(netserve.BatchReplies(ln))
 	if s.draining.Load() || errors.Is(err, net.ErrClosed) {
 		return nil
 	}

@@ -310,7 +310,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			go s.refuse(c, ip, over)
 			continue
 		}
-		return &conn{Conn: c, s: s, ip: ip}, nil
+		// Replies wait for the next read: a pipelining client's MAIL,
+		// RCPT and DATA replies, and EHLO's lines, leave in one write.
+		return &conn{Conn: netserve.Batch(c), s: s, ip: ip}, nil
 	}
 }
 
