@@ -306,6 +306,12 @@ func (q *Queue) add(e *Envelope, m message) {
 		default: // the scheduler will find it
 		}
 	}
+	if !en.queued {
+		// A backlog (deliveries slower than arrivals) must not hold a
+		// descriptor per message: only those about to be attempted keep
+		// theirs open.
+		en.msg.closeFile()
+	}
 	q.mu.Unlock()
 }
 
