@@ -51,7 +51,7 @@
 // marked free (one byte; the commit point), then its q/ID.env is removed,
 // and the slot is reused at once: the next commit overwrites the header
 // and is itself synced. A background reaper makes the marks durable with
-// one syncfs(2) every quarter second while messages finish; the worker
+// one syncfs(2) a second while messages finish; the worker
 // does not wait for it: a machine crash before it brings the message back
 // and delivers it again (the caveat below); kill -9 does not, since the
 // mark is in the page cache. At start-up tmp/ is emptied, a q/ID.env whose
@@ -68,7 +68,7 @@
 // delivered exactly once, except when a crash falls between the storage
 // (or remote) host's 250 and the update that records it (a new q/ID.env,
 // or for a finished message the free mark on its slot; after a machine
-// crash, as opposed to kill -9, also marks written in the quarter second
+// crash, as opposed to kill -9, also marks written in the second
 // before the reaper's sync): that recipient is then delivered again after
 // the restart (a duplicate, never a loss: the SMTP rule). Likewise a
 // bounce is queued before the envelope records that it was, so a crash

@@ -68,7 +68,12 @@ const freeFiles = 1024
 // reapInterval is how often the marks of finished messages are made
 // durable (one syncfs for all of them): a machine crash can bring back
 // only the messages finished in the last interval, to be delivered again.
-var reapInterval = 250 * time.Millisecond
+// Measured on a journaled ext4: syncing every 250 ms cost about a tenth
+// of the delivered rate (each sync writes back the slot headers the next
+// commits overwrite anyway); every second cost as little as every five.
+// For comparison, Postfix's removal of a delivered queue file becomes
+// durable with ext4's next journal commit, up to five seconds later.
+var reapInterval = time.Second
 
 // Queue is a running queue: it owns its directory (lock) until Close.
 type Queue struct {
