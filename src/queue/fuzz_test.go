@@ -69,15 +69,7 @@ func FuzzQueueFile(f *testing.F) {
 	f.Add([]byte("\ncorreo-envelope -0000001 00000000\n"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p := filepath.Join(dir, "q")
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		fh, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer fh.Close()
+		fh := fileWith(t, filepath.Join(dir, "q"), data)
 		e, err := readTrailer(fh, true)
 		if err != nil {
 			return
@@ -113,15 +105,7 @@ func FuzzSlot(f *testing.F) {
 	f.Add(free)
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p := filepath.Join(dir, "slot")
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		fh, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer fh.Close()
+		fh := fileWith(t, filepath.Join(dir, "slot"), data)
 		h, e, err := readSlot(fh, true)
 		if err != nil {
 			return
@@ -135,4 +119,19 @@ func FuzzSlot(f *testing.F) {
 			t.Fatalf("accepted a slot whose checksum %08x is not its header's %08x", sum, h.sum)
 		}
 	})
+}
+
+// fileWith writes data to p and opens it for reading, as a queue file read
+// back from disk; it is closed when the test ends.
+func fileWith(t *testing.T, p string, data []byte) *os.File {
+	t.Helper()
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fh.Close() })
+	return fh
 }
