@@ -560,3 +560,75 @@ func TestExpiredLifetime(t *testing.T) {
 		t.Errorf("bob got %d messages after the lifetime", n)
 	}
 }
+
+// TestQueueDiskFull: smtpd's queue is on a 256 KiB tmpfs (in a mount
+// namespace of its own) and the storage host is down, so accepted mail
+// stays queued. Messages are accepted until the disk is full; the one that
+// does not fit gets 451 4.3.0, leaves no slot behind, and is not queued.
+// Once the storage host is back the queued ones are delivered, their
+// slots are reused, and mail is accepted again.
+func TestQueueDiskFull(t *testing.T) {
+	testutil.NeedRoot(t)
+	testutil.NeedCommand(t, "unshare")
+	e := setup(t, "[cluster.queue]\nretry = [\"1s\"]\n")
+	e.pdeliv.Stop(syscall.SIGTERM)
+	e.smtpd.Stop(syscall.SIGTERM)
+	qdir := e.queueDir()
+	os.MkdirAll(qdir, 0o750)
+	bin := interop.Build(t, "smtpd", true)
+	argv := []string{"unshare", "-m", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o size=256k correo-test "$QUEUE" && exec "$@"`, "sh",
+		bin, "-profile", e.c.ProfilePath, "-host", "mx1", "-state", e.c.StateDir("mx1", "smtpd")}
+	p := interop.StartNotify(t, "smtpd-tmpfs", argv, []string{"QUEUE=" + qdir})
+	inside := fmt.Sprintf("/proc/%d/root%s", p.Cmd.Process.Pid, qdir)
+
+	big := strings.Repeat(strings.Repeat("x", 99)+"\r\n", 900) // 90 KB, under max_message_bytes
+	c := dial(t, e.addr())
+	c.want(250, "EHLO client.example.org")
+	accepted := 0
+	for i := 0; ; i++ {
+		if i == 10 {
+			t.Fatal("10 messages of 90 KB accepted on a 256 KiB disk")
+		}
+		code, msg := c.send("sender@example.org", []string{"ana@correo.test"}, message(fmt.Sprint("full", i))+big)
+		if code == 250 {
+			accepted++
+			continue
+		}
+		if code != 451 || !strings.HasPrefix(msg, "4.3.0") {
+			t.Fatalf("message %d on a full disk: %d %s, want 451 4.3.0", i, code, msg)
+		}
+		break
+	}
+	if accepted == 0 {
+		t.Fatal("not even one message fitted")
+	}
+	t.Logf("%d messages of 90 KB fitted before the disk was full", accepted)
+	envs, errs, err := queue.List(inside)
+	if err != nil || len(errs) != 0 || len(envs) != accepted {
+		t.Fatalf("queue after a full disk: %d messages (%v %v), want the %d accepted", len(envs), err, errs, accepted)
+	}
+	if slots, _ := os.ReadDir(filepath.Join(inside, "slots")); len(slots) != accepted {
+		t.Errorf("slots/ holds %d files, want the %d accepted: the refused message left one behind", len(slots), accepted)
+	}
+	// The session goes on after a refusal.
+	c.want(250, "RSET")
+
+	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
+	e.waitMail(t, "ana", accepted)
+	if code, msg := c.send("sender@example.org", []string{"ana@correo.test"}, message("after")); code != 250 {
+		t.Fatalf("after the queue emptied: %d %s", code, msg)
+	}
+	got := e.waitMail(t, "ana", accepted+1)
+	for i := 0; i < accepted; i++ {
+		if n := countID(got, fmt.Sprint("full", i)); n != 1 {
+			t.Errorf("message full%d delivered %d times", i, n)
+		}
+	}
+	if n := countID(got, fmt.Sprint("full", accepted)); n != 0 {
+		t.Errorf("the refused message was delivered %d times", n)
+	}
+	if slots, _ := os.ReadDir(filepath.Join(inside, "slots")); len(slots) > accepted {
+		t.Errorf("slots/ holds %d files after the queue emptied: slots not reused", len(slots))
+	}
+}
