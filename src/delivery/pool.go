@@ -317,7 +317,7 @@ func (d *Deliverer) transaction(ctx context.Context, env Envelope, msg Message, 
 		healthy = resetOK(err)
 		return false
 	}
-	if o.Data.Code != 354 {
+	if !o.Sent && o.Data.Code != 354 {
 		for _, i := range accepted {
 			if o.Data.Code == 0 {
 				lost(uniq[i:i+1], "at DATA", err)

@@ -13,9 +13,10 @@ import (
 )
 
 // TestDovecot: a real third-party LMTP server (Dovecot, which advertises
-// PIPELINING) takes a pipelined transaction for two recipients and stores
-// exactly the message sent, with its leading dot and its bare LFs made
-// CRLF on the wire and restored by the server.
+// PIPELINING and CHUNKING) takes a pipelined transaction for two
+// recipients and stores exactly the message sent, with its leading dot
+// and its bare LFs made CRLF on the wire and restored by the server; and a
+// one-recipient transaction with BDAT.
 func TestDovecot(t *testing.T) {
 	d := interop.StartDovecot(t, interop.DovecotConfig{})
 	conn, err := net.DialTimeout("tcp", d.Addr(), 5*time.Second)
@@ -43,7 +44,25 @@ func TestDovecot(t *testing.T) {
 			}
 		}
 	}
-	for _, u := range []string{"ana", "eva"} {
+	// One recipient and a message in canonical form: BDAT, since Dovecot
+	// offers CHUNKING; the message arrives unchanged.
+	if !c.Chunking() {
+		t.Fatal("Dovecot did not advertise CHUNKING")
+	}
+	chunked := "Subject: chunked\r\n\r\n.a leading dot, not stuffed\r\n"
+	out, err := c.Send("s@example.org", int64(len(chunked)), []string{"ana@correo.test"}, strings.NewReader(chunked))
+	if err != nil || !out.Sent || out.Data.Code != 0 || out.Final[0].Code != 250 {
+		t.Fatalf("BDAT transaction: %v %+v", err, out)
+	}
+	found := false
+	for _, e := range entries(t, filepath.Join(d.Maildir("ana"), "new")) {
+		data, _ := os.ReadFile(filepath.Join(d.Maildir("ana"), "new", e))
+		found = found || strings.HasSuffix(strings.ReplaceAll(string(data), "\r\n", "\n"), strings.ReplaceAll(chunked, "\r\n", "\n"))
+	}
+	if !found {
+		t.Errorf("no copy of the message sent with BDAT in ana's new/")
+	}
+	for _, u := range []string{"eva"} {
 		dir := filepath.Join(d.Maildir(u), "new")
 		ents, err := os.ReadDir(dir)
 		if err != nil || len(ents) != 2 {
@@ -55,4 +74,17 @@ func TestDovecot(t *testing.T) {
 			t.Errorf("%s's copy does not end with the message sent:\n%s", u, data)
 		}
 	}
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
 }

@@ -6,12 +6,22 @@
 // write, a read and a wake-up on both sides. Servers that do not advertise
 // PIPELINING get one command at a time.
 //
+// A message for one recipient, to a server that offers CHUNKING (RFC
+// 3030) too, goes as BDAT n LAST in the same write as MAIL and RCPT: the
+// whole transaction is one write and one read, and the message bytes are
+// sent as they are, with no dot-stuffing on either side. With one
+// recipient the replies cannot be miscounted: after BDAT LAST there is
+// exactly one, the recipient's when it was accepted, else the refusal of
+// BDAT itself. Several recipients keep DATA, where a failed BDAT would be
+// indistinguishable from one recipient's failure.
+//
 // The caller owns the connection's deadlines (delivery arms one per read
 // and write).
 package lmtpclient
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +76,7 @@ type Client struct {
 	w          *bufio.Writer
 	pipelining bool
 	size       bool
+	chunking   bool
 	broken     error
 }
 
@@ -101,6 +112,8 @@ func New(conn net.Conn, hello string) (*Client, error) {
 			c.pipelining = true
 		case "SIZE":
 			c.size = true
+		case "CHUNKING":
+			c.chunking = true
 		}
 	}
 	return c, nil
@@ -109,6 +122,9 @@ func New(conn net.Conn, hello string) (*Client, error) {
 // Pipelining reports whether the server advertised PIPELINING.
 func (c *Client) Pipelining() bool { return c.pipelining }
 
+// Chunking reports whether the server advertised CHUNKING.
+func (c *Client) Chunking() bool { return c.chunking }
+
 // Outcome is what one transaction got back. A zero Reply (Code 0) means
 // none was read: the connection failed before, or the command was not
 // sent (no RCPT after a refused MAIL without pipelining; DATA when every
@@ -116,7 +132,10 @@ func (c *Client) Pipelining() bool { return c.pipelining }
 type Outcome struct {
 	Mail  Reply
 	Rcpts []Reply // one per recipient, in order
-	Data  Reply   // 354 when the message was sent
+	Data  Reply   // DATA's reply (354 to go on); zero when BDAT was used
+	// Sent reports that the whole message went out (after DATA's 354, or
+	// with BDAT); whether it was stored is in Final.
+	Sent bool
 	// Final holds, aligned with Rcpts, each accepted recipient's reply
 	// after the message (LMTP answers per recipient).
 	Final []Reply
@@ -140,6 +159,9 @@ func (c *Client) Send(from string, size int64, rcpts []string, msg io.Reader) (*
 	mail := "MAIL FROM:<" + from + ">"
 	if c.size && size > 0 {
 		mail += " SIZE=" + strconv.FormatInt(size, 10)
+	}
+	if body := c.chunkable(size, rcpts, msg); body != nil {
+		return c.sendChunk(out, mail, rcpts[0], body)
 	}
 	c.w.WriteString(mail + "\r\n")
 	var err error
@@ -211,11 +233,87 @@ func (c *Client) Send(from string, size int64, rcpts []string, msg io.Reader) (*
 	if err := c.flush(); err != nil {
 		return out, err
 	}
+	out.Sent = true
 	for _, i := range accepted {
 		if out.Final[i], err = c.reply(); err != nil {
 			return out, err
 		}
 	}
+	return out, nil
+}
+
+// maxChunk bounds the messages sent with BDAT: they are read into memory
+// whole, to check them and to know their length; larger ones use DATA.
+const maxChunk = 64 << 10
+
+// chunkable returns the message's bytes when it can go as one BDAT LAST:
+// one recipient, a server with PIPELINING and CHUNKING, a message that
+// can be read again from its start (io.ReaderAt) and is at most maxChunk
+// bytes. BDAT carries bytes as they are, so the message must also be what
+// DATA would have sent after unstuffing: lines ended by CRLF, the last one
+// too, and no CR or LF alone (DATA's writer turns a lone LF into CRLF).
+func (c *Client) chunkable(size int64, rcpts []string, msg io.Reader) []byte {
+	ra, ok := msg.(io.ReaderAt)
+	if !ok || !c.pipelining || !c.chunking || len(rcpts) != 1 || size <= 0 || size > maxChunk {
+		return nil
+	}
+	b := make([]byte, size)
+	if n, err := ra.ReadAt(b, 0); int64(n) != size || err != nil && err != io.EOF {
+		return nil // DATA reads it again and reports what fails
+	}
+	if !canonical(b) {
+		return nil
+	}
+	return b
+}
+
+// canonical reports whether every line of b ends with CRLF and no CR or
+// LF stands alone.
+func canonical(b []byte) bool {
+	if len(b) < 2 || b[len(b)-2] != '\r' || b[len(b)-1] != '\n' {
+		return false
+	}
+	for off := 0; off < len(b); {
+		i := bytes.IndexAny(b[off:], "\r\n")
+		if i < 0 {
+			return true
+		}
+		at := off + i
+		if b[at] == '\n' || at+1 >= len(b) || b[at+1] != '\n' {
+			return false
+		}
+		off = at + 2
+	}
+	return true
+}
+
+// sendChunk runs a one-recipient transaction with BDAT: MAIL, RCPT and
+// BDAT with the message in one write, then three replies.
+func (c *Client) sendChunk(out *Outcome, mail, rcpt string, body []byte) (*Outcome, error) {
+	c.w.WriteString(mail + "\r\n")
+	c.w.WriteString("RCPT TO:<" + rcpt + ">\r\n")
+	c.w.WriteString("BDAT " + strconv.Itoa(len(body)) + " LAST\r\n")
+	c.w.Write(body)
+	if err := c.flush(); err != nil {
+		return out, err
+	}
+	out.Sent = true
+	var err error
+	if out.Mail, err = c.reply(); err != nil {
+		return out, err
+	}
+	if out.Rcpts[0], err = c.reply(); err != nil {
+		return out, err
+	}
+	last, err := c.reply()
+	if err != nil {
+		return out, err
+	}
+	if out.Rcpts[0].OK() {
+		out.Final[0] = last
+	}
+	// Else last refuses BDAT itself (no recipient): the transaction is
+	// over either way, as after DATA with every recipient refused.
 	return out, nil
 }
 

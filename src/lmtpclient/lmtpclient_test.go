@@ -3,8 +3,10 @@ package lmtpclient
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +42,13 @@ func serve(t *testing.T, greeting, lhlo string, answer func(line string, inData 
 				return
 			}
 			s.got <- line
+			if n, ok := bdatSize(line); ok {
+				chunk := make([]byte, n)
+				if _, err := io.ReadFull(r, chunk); err != nil {
+					return
+				}
+				s.got <- string(chunk)
+			}
 			if strings.HasPrefix(line, "LHLO ") {
 				w.WriteString(lhlo)
 				w.Flush()
@@ -64,6 +73,16 @@ func serve(t *testing.T, greeting, lhlo string, answer func(line string, inData 
 }
 
 const lhloPipelining = "250-st1 hello\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 1000000\r\n"
+
+// bdatSize reads "BDAT n [LAST]".
+func bdatSize(line string) (int, bool) {
+	f := strings.Fields(line)
+	if len(f) < 2 || f[0] != "BDAT" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(f[1])
+	return n, err == nil && n >= 0
+}
 
 // lmtpServer answers like pdeliveryd: unknown users refused at RCPT, a
 // per-recipient 250 after the message.
@@ -91,6 +110,16 @@ func lmtpServer(rcpts *[]string) func(string, bool) string {
 				return "503 5.5.1 no valid recipients\r\n"
 			}
 			return "354 go ahead\r\n"
+		case strings.HasPrefix(line, "BDAT ") && strings.HasSuffix(line, " LAST\r\n"):
+			if len(*rcpts) == 0 {
+				return "503 5.5.1 no valid recipients\r\n"
+			}
+			var b strings.Builder
+			for _, r := range *rcpts {
+				b.WriteString("250 2.0.0 <" + r + "> delivered\r\n")
+			}
+			*rcpts = nil
+			return b.String()
 		case line == "RSET\r\n":
 			return "250 2.0.0 reset\r\n"
 		}
@@ -312,5 +341,108 @@ func TestWriteFailure(t *testing.T) {
 	_, err = c.Send("s@example.org", 0, []string{"a@b.c"}, strings.NewReader("x"))
 	if err == nil || !(errors.Is(err, io.ErrClosedPipe) || strings.Contains(err.Error(), "closed")) {
 		t.Fatalf("Send to a closed peer: %v", err)
+	}
+}
+
+const lhloChunking = "250-st1 hello\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 1000000\r\n"
+
+func drain(s *script) []string {
+	var lines []string
+	for len(s.got) > 0 {
+		lines = append(lines, <-s.got)
+	}
+	return lines
+}
+
+// TestChunkedTransaction: one recipient, a server with CHUNKING: MAIL,
+// RCPT and BDAT LAST carry the message as it is, and the one reply after
+// it is the recipient's.
+func TestChunkedTransaction(t *testing.T) {
+	var rcpts []string
+	c, s, err := serve(t, "220 st1 LMTP\r\n", lhloChunking, lmtpServer(&rcpts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Chunking() {
+		t.Fatal("CHUNKING not seen in the LHLO reply")
+	}
+	msg := "Subject: x\r\n\r\n.leading dot, sent as it is\r\n"
+	out, err := c.Send("s@example.org", int64(len(msg)), []string{"ana@correo.test"}, strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.Sent || out.Mail.Code != 250 || out.Rcpts[0].Code != 250 || out.Data.Code != 0 ||
+		out.Final[0].Code != 250 || out.Final[0].Text != "<ana@correo.test> delivered" {
+		t.Fatalf("outcome %+v", out)
+	}
+	want := []string{"LHLO mx1.correo.test\r\n", fmt.Sprintf("MAIL FROM:<s@example.org> SIZE=%d\r\n", len(msg)),
+		"RCPT TO:<ana@correo.test>\r\n", fmt.Sprintf("BDAT %d LAST\r\n", len(msg)), msg}
+	if got := drain(s); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("the server got\n%q\nwant\n%q", got, want)
+	}
+	// A refused recipient: the one reply after BDAT is BDAT's own
+	// refusal, and the session goes on.
+	out, err = c.Send("s@example.org", int64(len(msg)), []string{"nobody@correo.test"}, strings.NewReader(msg))
+	if err != nil || out.Sent != true || out.Rcpts[0].Code != 550 || out.Final[0].Code != 0 {
+		t.Fatalf("refused recipient: %v %+v", err, out)
+	}
+	out, err = c.Send("s@example.org", int64(len(msg)), []string{"eva@correo.test"}, strings.NewReader(msg))
+	if err != nil || out.Final[0].Code != 250 || out.Final[0].Text != "<eva@correo.test> delivered" {
+		t.Fatalf("after a refusal: %v %+v", err, out)
+	}
+}
+
+// TestChunkingFallsBackToData: whatever BDAT cannot carry unchanged, or
+// where its replies could be miscounted, goes with DATA.
+func TestChunkingFallsBackToData(t *testing.T) {
+	good := "Subject: x\r\n\r\nbody\r\n"
+	cases := []struct {
+		name  string
+		msg   io.Reader
+		size  int64
+		rcpts []string
+	}{
+		{"two recipients", strings.NewReader(good), int64(len(good)), []string{"ana@correo.test", "eva@correo.test"}},
+		{"lone LF", strings.NewReader("Subject: x\n\r\nbody\r\n"), 21, []string{"ana@correo.test"}},
+		{"lone CR", strings.NewReader("Subject: x\r\r\n\r\nbody\r\n"), 23, []string{"ana@correo.test"}},
+		{"no final CRLF", strings.NewReader("Subject: x\r\n\r\nbody"), 20, []string{"ana@correo.test"}},
+		{"too large", strings.NewReader(strings.Repeat(strings.Repeat("x", 998)+"\r\n", maxChunk/1000+1)), int64(1000 * (maxChunk/1000 + 1)), []string{"ana@correo.test"}},
+		{"size unknown", strings.NewReader(good), 0, []string{"ana@correo.test"}},
+		{"not rereadable", io.MultiReader(strings.NewReader(good)), int64(len(good)), []string{"ana@correo.test"}},
+		{"size wrong", strings.NewReader(good), int64(len(good)) + 5, []string{"ana@correo.test"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var rcpts []string
+			c, s, err := serve(t, "220 st1 LMTP\r\n", lhloChunking, lmtpServer(&rcpts))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := c.Send("s@example.org", tc.size, tc.rcpts, tc.msg)
+			if err != nil || !out.Sent || out.Data.Code != 354 {
+				t.Fatalf("%v %+v", err, out)
+			}
+			for i := range tc.rcpts {
+				if out.Final[i].Code != 250 {
+					t.Fatalf("final replies %+v", out.Final)
+				}
+			}
+			for _, l := range drain(s) {
+				if strings.HasPrefix(l, "BDAT") {
+					t.Fatalf("sent %q", l)
+				}
+			}
+		})
+	}
+}
+
+func TestCanonical(t *testing.T) {
+	for in, want := range map[string]bool{
+		"a\r\n": true, "a\r\nb\r\n\r\n": true, "\r\n": true,
+		"": false, "a": false, "a\n": false, "a\r": false, "a\rb\r\n": false, "a\nb\r\n": false, "a\r\r\n": false,
+	} {
+		if got := canonical([]byte(in)); got != want {
+			t.Errorf("canonical(%q) = %v, want %v", in, got, want)
+		}
 	}
 }

@@ -518,3 +518,42 @@ func TestLargeMessageSpool(t *testing.T) {
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
+
+// TestBDAT: a pipelined transaction with BDAT LAST (CHUNKING, as
+// src/lmtpclient sends one recipient's message) stores the bytes as sent:
+// a leading dot is not unstuffed, and the headers are those DATA gets. An
+// unknown recipient is refused at RCPT and BDAT then gets one refusal.
+func TestBDAT(t *testing.T) {
+	e := newEnv(t, interop.Spec{})
+	e.users(directory.User{Name: "juan", Storage: "st1"})
+	_, addr, _ := e.serve("st1", Limits{})
+	msg := "X-Correo-Trace: bdatbdat12345678\r\nSubject: chunk\r\n\r\n.one leading dot\r\n..two\r\n"
+	c := dialLMTP(t, "tcp", addr)
+	if caps := c.lhlo(); !strings.Contains(caps, "CHUNKING") {
+		t.Fatalf("LHLO does not offer CHUNKING:\n%s", caps)
+	}
+	c.conn.Write([]byte(fmt.Sprintf("MAIL FROM:<a@example.org>\r\nRCPT TO:<juan@correo.test>\r\nBDAT %d LAST\r\n%s", len(msg), msg)))
+	c.expect(250)
+	c.expect(250)
+	if r := c.expect(250); !strings.Contains(r, "<juan@correo.test> delivered to juan (bdatbdat12345678)") {
+		t.Errorf("BDAT reply %q", r)
+	}
+	got, _ := readOnly(t, e.c.Maildir("st1", "juan"))
+	h, b := headerBlock(got)
+	if b != ".one leading dot\n..two\n" || !strings.Contains(h, "with LMTP id bdatbdat12345678") || !strings.Contains(h, "Subject: chunk") {
+		t.Errorf("stored message:\n%s", got)
+	}
+	c.conn.Write([]byte(fmt.Sprintf("MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@correo.test>\r\nBDAT %d LAST\r\n%s", len(msg), msg)))
+	c.expect(250)
+	c.expect(550)
+	if code, text := c.reply(); code < 500 {
+		t.Errorf("BDAT with no recipient: %d %s", code, text)
+	}
+	// The session goes on.
+	if code, text := c.cmd("RSET"); code != 250 {
+		t.Errorf("RSET: %d %s", code, text)
+	}
+	if n := len(files(t, e.c.Maildir("st1", "juan"), "new")); n != 1 {
+		t.Errorf("juan has %d messages, want 1", n)
+	}
+}
