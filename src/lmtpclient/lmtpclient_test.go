@@ -148,10 +148,7 @@ func TestPipelinedTransaction(t *testing.T) {
 	if out.Final[0].Code != 250 || out.Final[1].Code != 0 || out.Final[2].Code != 250 || out.Final[2].Text != "<eva@correo.test> delivered" {
 		t.Fatalf("final replies %+v", out.Final)
 	}
-	var lines []string
-	for len(s.got) > 0 {
-		lines = append(lines, <-s.got)
-	}
+	lines := drain(s)
 	want := []string{"LHLO mx1.correo.test\r\n", "MAIL FROM:<s@example.org> SIZE=42\r\n", "RCPT TO:<ana@correo.test>\r\n",
 		"RCPT TO:<nobody@correo.test>\r\n", "RCPT TO:<eva@correo.test>\r\n", "DATA\r\n",
 		"Subject: x\r\n", "\r\n", "..leading dot\r\n", "last line without end\r\n", ".\r\n"}
