@@ -143,10 +143,12 @@ func readSlot(f *os.File, verify bool) (slotHeader, *Envelope, error) {
 	return h, e, nil
 }
 
-// validSlotName reports whether name is a slot file's name (digits only),
-// which keeps stray files out of the pool.
+// validSlotName reports whether name is a slot file's name, which keeps
+// stray files out of the pool: digits only, at least slotNameDigits of
+// them (numbers past 99999999 just grow longer), and few enough for a
+// uint64.
 func validSlotName(name string) bool {
-	if len(name) != slotNameDigits {
+	if len(name) < slotNameDigits || len(name) > 19 {
 		return false
 	}
 	for i := 0; i < len(name); i++ {

@@ -368,3 +368,14 @@ func TestTrailerRejectsDamage(t *testing.T) {
 		})
 	}
 }
+
+func TestValidSlotName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"00000000": true, "00000123": true, "123456789": true, "1234567890123456789": true,
+		"": false, "0000001": false, "12345678901234567890": false, "0000000a": false, "README": false, "00000001.tmp": false,
+	} {
+		if got := validSlotName(name); got != want {
+			t.Errorf("validSlotName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
