@@ -315,12 +315,9 @@ func (s store) finish(m *message) error {
 		f.Close()
 		return err
 	}
-	size := int64(-1)
+	size := int64(maxRecycledBytes + 1) // unknown: not kept
 	if fi, err := f.Stat(); err == nil {
 		size = fi.Size()
-	}
-	if size < 0 {
-		size = maxRecycledBytes + 1
 	}
 	s.release(slotFile{m.slot, f}, size)
 	return nil
