@@ -17,6 +17,7 @@ import (
 	"correo/src/delivery"
 	"correo/src/logging"
 	"correo/src/mailbox"
+	"correo/src/netserve"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
 )
@@ -220,25 +221,6 @@ func (ss *session) Data(r io.Reader) error {
 	return reply(503, smtp.EnhancedCode{5, 5, 1}, "use LMTP")
 }
 
-// deadlineReader extends the connection's read deadline before each read:
-// each read must come within the idle timeout, and the whole DATA phase
-// within the data timeout.
-type deadlineReader struct {
-	r     io.Reader
-	conn  net.Conn
-	idle  time.Duration
-	limit time.Time
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	dl := time.Now().Add(d.idle)
-	if dl.After(d.limit) {
-		dl = d.limit
-	}
-	d.conn.SetReadDeadline(dl)
-	return d.r.Read(p)
-}
-
 // LMTPData receives the message, then writes it to every accepted
 // recipient's Maildir and sets one status per RCPT.
 func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
@@ -248,7 +230,7 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	start := time.Now()
 	sp := newSpool(s.cfg.SpoolDir)
 	defer sp.Close()
-	_, err := io.Copy(sp, &deadlineReader{r: r, conn: ss.conn.Conn(), idle: lim.IdleTimeout, limit: start.Add(lim.DataTimeout)})
+	_, err := io.Copy(sp, netserve.DeadlineReader(r, ss.conn.Conn(), lim.IdleTimeout, start.Add(lim.DataTimeout)))
 	if err == nil {
 		err = sp.finish()
 	}

@@ -14,6 +14,7 @@ import (
 
 	"correo/src/delivery"
 	"correo/src/logging"
+	"correo/src/netserve"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
 	"correo/src/queue"
@@ -184,24 +185,6 @@ func (ss *session) reject(to, reason string, r *smtp.SMTPError) error {
 	return ss.refuse(r)
 }
 
-// deadlineReader gives every read of message data the command timeout,
-// within the bound on the whole DATA phase.
-type deadlineReader struct {
-	r     io.Reader
-	conn  net.Conn
-	idle  time.Duration
-	limit time.Time
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	dl := time.Now().Add(d.idle)
-	if dl.After(d.limit) {
-		dl = d.limit
-	}
-	d.conn.SetReadDeadline(dl)
-	return d.r.Read(p)
-}
-
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
 	defer s.inData.Begin()()
@@ -218,7 +201,7 @@ func (ss *session) Data(r io.Reader) error {
 	trace := logging.NewTraceID()
 	now := time.Now()
 	io.WriteString(w, s.received(ss, w.ID(), trace, now))
-	_, err = io.Copy(w, &deadlineReader{r: r, conn: ss.c.Conn(), idle: lim.CommandTimeout, limit: now.Add(lim.DataTimeout)})
+	_, err = io.Copy(w, netserve.DeadlineReader(r, ss.c.Conn(), lim.CommandTimeout, now.Add(lim.DataTimeout)))
 	if err != nil {
 		w.Abort()
 		return ss.dataError(err, trace)
