@@ -266,6 +266,28 @@ func WaitTCP(t testing.TB, addr string, timeout time.Duration) {
 	}
 }
 
+// BenchDir is where a benchmark keeps its queues and Maildirs: a new
+// directory below CORREO_BENCH_DIR (the disk to measure) or, unset, the
+// temporary directory; removed when the benchmark ends. It is
+// world-traversable (0755): Postfix and Dovecot deliver as unprivileged
+// users below it.
+func BenchDir(b testing.TB, prefix string) string {
+	b.Helper()
+	base := os.Getenv("CORREO_BENCH_DIR")
+	if base == "" {
+		d := ShortTempDir(b, prefix)
+		os.Chmod(d, 0o755)
+		return d
+	}
+	d, err := os.MkdirTemp(base, prefix)
+	if err != nil {
+		b.Fatalf("CORREO_BENCH_DIR=%s: %v", base, err)
+	}
+	os.Chmod(d, 0o755)
+	b.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
 // ShortTempDir is a temporary directory with a short path (Unix socket
 // paths are limited to 108 bytes), removed when the test ends.
 func ShortTempDir(t testing.TB, prefix string) string {

@@ -32,7 +32,7 @@ import (
 // fsync costs nothing and the figures lie.
 func BenchmarkLMTP(b *testing.B) {
 	const users = 100
-	dir := benchDir(b)
+	dir := interop.BenchDir(b, "lmtpbench-")
 	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", Hosts: []interop.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, DataDir: filepath.Join(dir, "correo")},
 	}})
@@ -59,22 +59,6 @@ func BenchmarkLMTP(b *testing.B) {
 			}
 		}
 	}
-}
-
-func benchDir(b *testing.B) string {
-	base := os.Getenv("CORREO_BENCH_DIR")
-	if base == "" {
-		d := interop.ShortTempDir(b, "lmtpbench-")
-		os.Chmod(d, 0o755) // Dovecot delivers as an unprivileged user
-		return d
-	}
-	d, err := os.MkdirTemp(base, "lmtpbench-")
-	if err != nil {
-		b.Fatalf("CORREO_BENCH_DIR=%s: %v", base, err)
-	}
-	os.Chmod(d, 0o755)
-	b.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // msg4K is a 4 KB message.

@@ -50,7 +50,7 @@ import (
 // and round (default 2000).
 func BenchmarkSMTP(b *testing.B) {
 	testutil.NeedRoot(b)
-	b.Run("disk=machine", func(b *testing.B) { benchSMTP(b, benchDir(b)) })
+	b.Run("disk=machine", func(b *testing.B) { benchSMTP(b, interop.BenchDir(b, "smtpbench-")) })
 	b.Run("disk=ext4-journal", func(b *testing.B) { benchSMTP(b, journaledExt4(b)) })
 }
 
@@ -309,20 +309,4 @@ func journaledExt4(b *testing.B) string {
 	})
 	os.Chmod(mnt, 0o755)
 	return mnt
-}
-
-func benchDir(b *testing.B) string {
-	base := os.Getenv("CORREO_BENCH_DIR")
-	if base == "" {
-		d := interop.ShortTempDir(b, "smtpbench-")
-		os.Chmod(d, 0o755)
-		return d
-	}
-	d, err := os.MkdirTemp(base, "smtpbench-")
-	if err != nil {
-		b.Fatalf("CORREO_BENCH_DIR=%s: %v", base, err)
-	}
-	os.Chmod(d, 0o755)
-	b.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }

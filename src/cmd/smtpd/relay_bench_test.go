@@ -44,7 +44,7 @@ func BenchmarkSMTPRelay(b *testing.B) {
 		total = v
 	}
 	const sessions = 20
-	dir := benchDir(b)
+	dir := interop.BenchDir(b, "relaybench-")
 
 	port := interop.FreePort(b, "127.0.0.1", "127.0.0.2")
 	sinkAddr := fmt.Sprintf("127.0.0.2:%d", port)
