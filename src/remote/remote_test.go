@@ -3,7 +3,6 @@ package remote
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -38,92 +37,35 @@ func startDNS(t *testing.T, z zone) string {
 	return interop.StartDNS(t, z)
 }
 
-// mx is a go-smtp test server recording what it received.
-type mx struct {
-	mu       sync.Mutex
-	got      []string // "from>rcpt1,rcpt2:body"
-	sessions int      // connections
-	conns    map[*smtp.Conn]bool
-	// rcpt and data decide the replies; nil accepts.
-	rcpt  func(to string) error
-	data  func(n int) error // n: DATA commands so far, from 1
-	nData int
-	tls   int // sessions that went through STARTTLS
-}
-
-type mxSession struct {
-	m    *mx
-	c    *smtp.Conn
-	from string
-	to   []string
-}
-
-func (s *mxSession) Reset()        { s.from, s.to = "", nil }
-func (s *mxSession) Logout() error { return nil }
-func (s *mxSession) Mail(f string, _ *smtp.MailOptions) error {
-	s.from = f
-	return nil
-}
-func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if s.m.rcpt != nil {
-		if err := s.m.rcpt(to); err != nil {
-			return err
-		}
-	}
-	s.to = append(s.to, to)
-	return nil
-}
-func (s *mxSession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	s.m.nData++
-	if s.m.data != nil {
-		if err := s.m.data(s.m.nData); err != nil {
-			return err
-		}
-	}
-	if _, ok := s.c.TLSConnectionState(); ok {
-		s.m.tls++
-	}
-	s.m.got = append(s.m.got, s.from+">"+strings.Join(s.to, ",")+":"+string(b))
-	return nil
-}
+// mx is a test MX; received renders what it accepted as
+// "from>rcpt1,rcpt2:body", tlsMails counts what came over STARTTLS.
+type mx struct{ interop.MX }
 
 func (m *mx) received() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.got...)
+	var out []string
+	for _, ml := range m.Mails() {
+		out = append(out, ml.From+">"+strings.Join(ml.To, ",")+":"+ml.Body)
+	}
+	return out
+}
+
+func (m *mx) tlsMails() int {
+	n := 0
+	for _, ml := range m.Mails() {
+		if ml.TLS {
+			n++
+		}
+	}
+	return n
 }
 
 // startMX serves m on ip:port, offering STARTTLS when cfg is set.
 func startMX(t *testing.T, m *mx, ip string, port int, cfg ...*tls.Config) {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		// go-smtp starts a new session after STARTTLS on the same
-		// connection: count connections.
-		m.mu.Lock()
-		if m.conns == nil {
-			m.conns = map[*smtp.Conn]bool{}
-		}
-		if !m.conns[c] {
-			m.conns[c] = true
-			m.sessions++
-		}
-		m.mu.Unlock()
-		return &mxSession{m: m, c: c}, nil
-	}))
-	srv.Domain = "mx.test"
 	if len(cfg) > 0 {
-		srv.TLSConfig = cfg[0]
+		m.TLS = cfg[0]
 	}
-	srv.AllowInsecureAuth = true
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	m.Listen(t, net.JoinHostPort(ip, strconv.Itoa(port)))
 }
 
 // freePort finds a port free on every address the test uses.
@@ -189,19 +131,19 @@ const body = "Subject: hi\r\n\r\nhello\r\n"
 
 func TestDelivery(t *testing.T) {
 	port := freePort(t)
-	good := &mx{rcpt: func(to string) error {
+	good := &mx{interop.MX{Rcpt: func(to string) error {
 		if strings.HasPrefix(to, "nobody@") {
 			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
 		}
 		return nil
-	}}
+	}}}
 	startMX(t, good, "127.0.0.2", port, serverTLS(t))
-	flaky := &mx{data: func(n int) error {
+	flaky := &mx{interop.MX{Data: func(n int) error {
 		if n == 1 {
 			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
 		}
 		return nil
-	}}
+	}}}
 	startMX(t, flaky, "127.0.0.3", port)
 	z := zone{
 		"good.test.":       {rr(t, "good.test. 60 IN MX 10 mx.good.test.")},
@@ -237,9 +179,7 @@ func TestDelivery(t *testing.T) {
 		if len(got) != 3 || !strings.HasPrefix(got[0], "ana@example.com>x@good.test,y@GOOD.test:Subject: hi") {
 			t.Fatalf("received %q", got)
 		}
-		good.mu.Lock()
-		n, nTLS := good.sessions, good.tls
-		good.mu.Unlock()
+		n, nTLS := good.Sessions(), good.tlsMails()
 		if n != 1 {
 			t.Errorf("%d SMTP sessions for 3 messages, want 1 (reuse)", n)
 		}
@@ -358,8 +298,8 @@ func TestTLSFallbackAndConcurrency(t *testing.T) {
 	port := freePort(t)
 	var mu sync.Mutex
 	cur, peak := 0, 0
-	slow := &mx{data: func(int) error { return nil }}
-	slow.rcpt = func(string) error {
+	slow := &mx{}
+	slow.Rcpt = func(string) error {
 		mu.Lock()
 		cur++
 		if cur > peak {
@@ -399,8 +339,8 @@ func TestTLSFallbackAndConcurrency(t *testing.T) {
 	if n := len(slow.received()); n != 6 {
 		t.Errorf("received %d, want 6", n)
 	}
-	if slow.tls != 0 {
-		t.Errorf("%d messages over TLS with a broken TLS server", slow.tls)
+	if n := slow.tlsMails(); n != 0 {
+		t.Errorf("%d messages over TLS with a broken TLS server", n)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -3,11 +3,9 @@ package netns
 import (
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/smtp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"correo/src/cluster"
+	"correo/src/interop"
 	"correo/src/runner"
 )
 
@@ -28,43 +27,17 @@ $TTL 60
 mx	IN	A	192.0.2.10
 `
 
-// foreignMX is a minimal receiving MTA for foreign.example.
-type foreignMX struct {
-	mu   sync.Mutex
-	msgs []string
-}
+// foreignMX is the receiving MTA of foreign.example; msgs renders what it
+// accepted as "from=F to=[R]" and the message on the next line.
+type foreignMX struct{ interop.MX }
 
-func (f *foreignMX) NewSession(*gosmtp.Conn) (gosmtp.Session, error) {
-	return &foreignSession{f: f}, nil
-}
-
-type foreignSession struct {
-	f    *foreignMX
-	from string
-	to   []string
-}
-
-func (s *foreignSession) AuthMechanisms() []string { return nil }
-func (s *foreignSession) Mail(from string, _ *gosmtp.MailOptions) error {
-	s.from = from
-	return nil
-}
-func (s *foreignSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
-	if !strings.HasSuffix(to, "@foreign.example") {
-		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "not here"}
+func (f *foreignMX) msgs() []string {
+	var out []string
+	for _, m := range f.Mails() {
+		out = append(out, fmt.Sprintf("from=%s to=%v\n%s", m.From, m.To, m.Body))
 	}
-	s.to = append(s.to, to)
-	return nil
+	return out
 }
-func (s *foreignSession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
-	s.f.mu.Lock()
-	s.f.msgs = append(s.f.msgs, fmt.Sprintf("from=%s to=%v\n%s", s.from, s.to, b))
-	s.f.mu.Unlock()
-	return nil
-}
-func (s *foreignSession) Reset()        {}
-func (s *foreignSession) Logout() error { return nil }
 
 // TestRelaySubmission (scenario 5): a customer on the Internet submits
 // through the relay pool with STARTTLS and AUTH to an address at a
@@ -77,7 +50,12 @@ func TestRelaySubmission(t *testing.T) {
 
 	// The foreign MX listens in the outside namespace; only the listening
 	// socket must be created there.
-	fmx := &foreignMX{}
+	fmx := &foreignMX{interop.MX{Domain: "mx.foreign.example", Rcpt: func(to string) error {
+		if !strings.HasSuffix(to, "@foreign.example") {
+			return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "not here"}
+		}
+		return nil
+	}}}
 	var ln net.Listener
 	if err := runner.InNetns(out, func() (err error) {
 		ln, err = net.Listen("tcp", "192.0.2.10:25")
@@ -85,10 +63,7 @@ func TestRelaySubmission(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	srv := gosmtp.NewServer(fmx)
-	srv.Domain = "mx.foreign.example"
-	go srv.Serve(ln)
-	defer srv.Close()
+	fmx.Serve(t, ln)
 
 	// The relay pool, as the customer's mail program finds it.
 	var relayAddr string
@@ -143,18 +118,17 @@ func TestRelaySubmission(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		fmx.mu.Lock()
-		n := len(fmx.msgs)
+		msgs := fmx.msgs()
+		n := len(msgs)
 		var got string
 		if n > 0 {
-			got = fmx.msgs[0]
+			got = msgs[0]
 		}
-		fmx.mu.Unlock()
 		if n == 1 && strings.Contains(got, "from=juan@correo.example to=[amigo@foreign.example]") && strings.Contains(got, "hola de afuera") {
 			break
 		}
 		if n > 1 || time.Now().After(deadline) {
-			t.Fatalf("the foreign MX got %d messages: %v", n, fmx.msgs)
+			t.Fatalf("the foreign MX got %d messages: %v", n, msgs)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -178,9 +152,7 @@ func TestRelaySubmission(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "554") {
 		t.Errorf("relaying through mx1: %v, want 554", err)
 	}
-	fmx.mu.Lock()
-	defer fmx.mu.Unlock()
-	if len(fmx.msgs) != 1 {
-		t.Errorf("the foreign MX got %d messages, want only the authenticated one", len(fmx.msgs))
+	if n := len(fmx.msgs()); n != 1 {
+		t.Errorf("the foreign MX got %d messages, want only the authenticated one", n)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,68 +27,16 @@ import (
 // 127.0.0.2 and 127.0.0.3) in the test; smtpd's remote delivery is
 // pointed at them with -resolvers and -remote-port.
 
-// outsideMX records what an outside MX received.
-type outsideMX struct {
-	mu   sync.Mutex
-	got  []string
-	rcpt func(to string) error // nil accepts
-	data func(n int) error     // n counts DATA commands from 1
-	n    int
-}
-
-type outsideSession struct {
-	m    *outsideMX
-	from string
-	to   []string
-}
-
-func (s *outsideSession) Reset()        { s.from, s.to = "", nil }
-func (s *outsideSession) Logout() error { return nil }
-func (s *outsideSession) Mail(f string, _ *gosmtp.MailOptions) error {
-	s.from = f
-	return nil
-}
-func (s *outsideSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
-	if s.m.rcpt != nil {
-		if err := s.m.rcpt(to); err != nil {
-			return err
-		}
-	}
-	s.to = append(s.to, to)
-	return nil
-}
-func (s *outsideSession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	s.m.n++
-	if s.m.data != nil {
-		if err := s.m.data(s.m.n); err != nil {
-			return err
-		}
-	}
-	s.m.got = append(s.m.got, "<"+s.from+"> "+strings.Join(s.to, ",")+"\n"+string(b))
-	return nil
-}
+// outsideMX is an outside MX; received renders what it accepted as
+// "<from> rcpt1,rcpt2" and the message on the next line.
+type outsideMX struct{ interop.MX }
 
 func (m *outsideMX) received() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.got...)
-}
-
-func startOutsideMX(t *testing.T, m *outsideMX, addr string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	var out []string
+	for _, ml := range m.Mails() {
+		out = append(out, "<"+ml.From+"> "+strings.Join(ml.To, ",")+"\n"+ml.Body)
 	}
-	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) {
-		return &outsideSession{m: m}, nil
-	}))
-	srv.Domain = "mx.example.net"
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	return out
 }
 
 // startTestDNS serves the records (master-file lines) for src/remote's
@@ -112,19 +58,19 @@ func setupRelay(t *testing.T, clusterTOML string) *relayEnv {
 	t.Helper()
 	addrs := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
 	mxPort := interop.FreePort(t, addrs...)
-	re := &relayEnv{good: &outsideMX{rcpt: func(to string) error {
+	re := &relayEnv{good: &outsideMX{interop.MX{Domain: "mx.example.net", Rcpt: func(to string) error {
 		if strings.HasPrefix(to, "nobody@") {
 			return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user at example.net"}
 		}
 		return nil
-	}}, flaky: &outsideMX{data: func(n int) error {
+	}}}, flaky: &outsideMX{interop.MX{Domain: "mx.example.net", Data: func(n int) error {
 		if n == 1 {
 			return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "busy, come back later"}
 		}
 		return nil
-	}}}
-	startOutsideMX(t, re.good, net.JoinHostPort("127.0.0.2", strconv.Itoa(mxPort)))
-	startOutsideMX(t, re.flaky, net.JoinHostPort("127.0.0.3", strconv.Itoa(mxPort)))
+	}}}}
+	re.good.Listen(t, net.JoinHostPort("127.0.0.2", strconv.Itoa(mxPort)))
+	re.flaky.Listen(t, net.JoinHostPort("127.0.0.3", strconv.Itoa(mxPort)))
 	dnsAddr := startTestDNS(t,
 		"example.net. 60 IN MX 10 mx.example.net.", "mx.example.net. 60 IN A 127.0.0.2",
 		"flaky.example. 60 IN MX 10 mx.flaky.example.", "mx.flaky.example. 60 IN A 127.0.0.3",
