@@ -121,7 +121,8 @@ func RequestDelete(dir, id string) error {
 		return fmt.Errorf("%q is not a queue id (20 hex digits, as `correoctl queue list` prints)", id)
 	}
 	st := store{dir: dir}
-	if _, err := st.find(id); err != nil {
+	m, err := st.find(id)
+	if err != nil {
 		return fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
 	}
 	lk, free, err := st.lock()
@@ -136,7 +137,7 @@ func RequestDelete(dir, id string) error {
 		// attempt ends.
 		deadline := time.Now().Add(requestTimeout)
 		for time.Now().Before(deadline) {
-			if _, err := st.find(id); errors.Is(err, os.ErrNotExist) {
+			if !st.holds(m) {
 				return nil
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -144,9 +145,8 @@ func RequestDelete(dir, id string) error {
 		return fmt.Errorf("smtpd took the request but %s is still queued (an attempt in progress); check again with `correoctl queue show %s`", id, id)
 	}
 	defer lk.Close()
-	// Looked up again under the lock: it may have finished meanwhile.
-	m, err := st.find(id)
-	if err != nil {
+	// Checked again under the lock: it may have finished meanwhile.
+	if !st.holds(m) {
 		return fmt.Errorf("no message %s in %s (delivered, bounced or deleted)", id, dir)
 	}
 	return st.trash(&m)

@@ -142,12 +142,6 @@ func (p *pool) put(sf slotFile) bool {
 	return true
 }
 
-func (p *pool) len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.free)
-}
-
 // closeAll closes the free slots' files (Queue.Close).
 func (p *pool) closeAll() {
 	p.mu.Lock()
@@ -506,6 +500,27 @@ func (s store) find(id string) (message, error) {
 		}
 	}
 	return message{}, os.ErrNotExist
+}
+
+// holds reports whether m is still queued where find found it: its slot
+// still names it, or its legacy file is still there. One header read, not
+// a scan of the queue.
+func (s store) holds(m message) bool {
+	if m.legacy() {
+		_, err := os.Stat(s.msgPath(m.id))
+		return err == nil
+	}
+	f, err := os.Open(s.slotPath(m.slot))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	hb := make([]byte, slotHeaderLen)
+	if _, err := f.ReadAt(hb, 0); err != nil {
+		return false
+	}
+	h, err := decodeSlotHeader(hb)
+	return err == nil && h.id == m.id
 }
 
 // recover cleans what a crash left and loads the queue: tmp/ files (never

@@ -379,3 +379,10 @@ func TestValidSlotName(t *testing.T) {
 		}
 	}
 }
+
+// len is how many free slots the pool holds.
+func (p *pool) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.free)
+}
