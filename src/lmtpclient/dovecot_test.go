@@ -10,6 +10,7 @@ import (
 
 	"correo/src/interop"
 	"correo/src/lmtpclient"
+	"correo/src/testutil"
 )
 
 // TestDovecot: a real third-party LMTP server (Dovecot, which advertises
@@ -55,7 +56,7 @@ func TestDovecot(t *testing.T) {
 		t.Fatalf("BDAT transaction: %v %+v", err, out)
 	}
 	found := false
-	for _, e := range entries(t, filepath.Join(d.Maildir("ana"), "new")) {
+	for _, e := range testutil.DirNames(t, filepath.Join(d.Maildir("ana"), "new")) {
 		data, _ := os.ReadFile(filepath.Join(d.Maildir("ana"), "new", e))
 		found = found || strings.HasSuffix(strings.ReplaceAll(string(data), "\r\n", "\n"), strings.ReplaceAll(chunked, "\r\n", "\n"))
 	}
@@ -74,17 +75,4 @@ func TestDovecot(t *testing.T) {
 			t.Errorf("%s's copy does not end with the message sent:\n%s", u, data)
 		}
 	}
-}
-
-func entries(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"correo/src/testutil"
 )
 
 // wireSize is the reference W=: every LF not preceded by CR counts double.
@@ -27,22 +29,6 @@ func wireSize(b []byte) int64 {
 		}
 	}
 	return n
-}
-
-func dirNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // never created: as empty as it gets
-	}
-	if err != nil {
-		t.Fatalf("reading %s: %v", dir, err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
 }
 
 func withHook(t *testing.T, h func(string) error) {
@@ -104,7 +90,7 @@ func TestDeliverCreatesMaildir(t *testing.T) {
 			t.Errorf("%s: mode %o, want %o (umask %o)", p, got, want, old)
 		}
 	}
-	if names := dirNames(t, filepath.Join(path, "tmp")); len(names) != 0 {
+	if names := testutil.DirNames(t, filepath.Join(path, "tmp")); len(names) != 0 {
 		t.Errorf("tmp/ not empty after delivery: %v", names)
 	}
 }
@@ -183,7 +169,7 @@ func TestDeliverConcurrent(t *testing.T) {
 			t.Errorf("%s: S=%d W=%d, content gives %d %d", msg.Name, msg.Size, msg.WireSize, len(body), wireSize(body))
 		}
 	}
-	if names := dirNames(t, filepath.Join(m.Path, "tmp")); len(names) != 0 {
+	if names := testutil.DirNames(t, filepath.Join(m.Path, "tmp")); len(names) != 0 {
 		t.Errorf("tmp/ not empty: %v", names)
 	}
 }
@@ -225,7 +211,7 @@ func TestDeliverMany(t *testing.T) {
 		if n := nlink(t, d.Path); n != 3 {
 			t.Errorf("box %d: link count %d, want 3", i, n)
 		}
-		if names := dirNames(t, filepath.Join(boxes[i].Path, "tmp")); len(names) != 0 {
+		if names := testutil.DirNames(t, filepath.Join(boxes[i].Path, "tmp")); len(names) != 0 {
 			t.Errorf("box %d: tmp/ not empty: %v", i, names)
 		}
 	}
@@ -268,7 +254,7 @@ func TestDeliverManyPartialFailure(t *testing.T) {
 	if ds[1] != ds[4] {
 		t.Errorf("duplicate box results differ: %+v vs %+v", ds[1], ds[4])
 	}
-	if names := dirNames(t, filepath.Join(good1.Path, "new")); len(names) != 1 {
+	if names := testutil.DirNames(t, filepath.Join(good1.Path, "new")); len(names) != 1 {
 		t.Errorf("good1 new/ = %v", names)
 	}
 	if got := BoxErrors(errors.New("x"), 2); got[0] == nil || got[1] == nil {
@@ -291,7 +277,7 @@ func TestDeliverManyReadError(t *testing.T) {
 	}
 	for _, b := range boxes {
 		for _, d := range []string{"new", "tmp"} {
-			if names := dirNames(t, filepath.Join(b.Path, d)); len(names) != 0 {
+			if names := testutil.DirNames(t, filepath.Join(b.Path, d)); len(names) != 0 {
 				t.Errorf("%s/%s not empty: %v", b.Path, d, names)
 			}
 		}
@@ -306,11 +292,11 @@ func TestDeliverManyHookFailure(t *testing.T) {
 		t.Fatal("DeliverMany succeeded despite the hook")
 	}
 	for _, b := range boxes {
-		if names := dirNames(t, filepath.Join(b.Path, "new")); len(names) != 0 {
+		if names := testutil.DirNames(t, filepath.Join(b.Path, "new")); len(names) != 0 {
 			t.Errorf("%s/new not empty: %v", b.Path, names)
 		}
 	}
-	if names := dirNames(t, filepath.Join(root, "a", "tmp")); len(names) != 0 {
+	if names := testutil.DirNames(t, filepath.Join(root, "a", "tmp")); len(names) != 0 {
 		t.Errorf("spool file left in tmp/: %v", names)
 	}
 }
@@ -323,7 +309,7 @@ func TestDeliverReadError(t *testing.T) {
 		t.Fatalf("err = %v, want it to wrap the cause and name the Maildir", err)
 	}
 	for _, d := range []string{"new", "tmp", "cur"} {
-		if names := dirNames(t, filepath.Join(m.Path, d)); len(names) != 0 {
+		if names := testutil.DirNames(t, filepath.Join(m.Path, d)); len(names) != 0 {
 			t.Errorf("%s/ not empty after a failed delivery: %v", d, names)
 		}
 	}
@@ -337,7 +323,7 @@ func TestDeliverHookError(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, d := range []string{"new", "tmp"} {
-		if names := dirNames(t, filepath.Join(m.Path, d)); len(names) != 0 {
+		if names := testutil.DirNames(t, filepath.Join(m.Path, d)); len(names) != 0 {
 			t.Errorf("%s/ not empty: %v", d, names)
 		}
 	}
@@ -362,7 +348,7 @@ func TestCrashBeforeRename(t *testing.T) {
 		m.Deliver(strings.NewReader("lost in the crash\n"))
 	}()
 	testHookAfterWrite = nil
-	if names := dirNames(t, filepath.Join(m.Path, "new")); len(names) != 1 {
+	if names := testutil.DirNames(t, filepath.Join(m.Path, "new")); len(names) != 1 {
 		t.Fatalf("new/ = %v, want only the earlier message", names)
 	}
 	if _, err := os.Stat(tmpFile); err != nil {

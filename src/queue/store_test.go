@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"correo/src/delivery"
+	"correo/src/testutil"
 )
 
 func inode(t *testing.T, p string) uint64 {
@@ -23,19 +24,6 @@ func inode(t *testing.T, p string) uint64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino
-}
-
-func names(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
 }
 
 // state is the current envelope of message id, as correoctl reads it.
@@ -49,7 +37,9 @@ func state(dir, id string) (*Envelope, error) {
 }
 
 // slotNames lists slots/.
-func slotNames(t *testing.T, dir string) []string { return names(t, filepath.Join(dir, "slots")) }
+func slotNames(t *testing.T, dir string) []string {
+	return testutil.DirNames(t, filepath.Join(dir, "slots"))
+}
 
 // TestOneSlotPerMessage: a committed message is one slot holding the
 // header, the message and the envelope it was accepted with; nothing else
@@ -86,7 +76,7 @@ func TestOneSlotPerMessage(t *testing.T) {
 	if string(got) != body {
 		t.Fatalf("message bytes %q, want %q", got, body)
 	}
-	if n := names(t, filepath.Join(dir, "q")); len(n) != 0 {
+	if n := testutil.DirNames(t, filepath.Join(dir, "q")); len(n) != 0 {
 		t.Fatalf("q/ holds %v before any attempt", n)
 	}
 	// The deferral records its state beside the slot.

@@ -2,6 +2,7 @@
 package testutil
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"testing"
@@ -44,4 +45,23 @@ func NeedRoot(t testing.TB) {
 		t.Fatalf("this test needs root (namespaces); run the test command as root")
 	}
 	t.Skip("needs root")
+}
+
+// DirNames lists the names in dir, in order. A directory that does not
+// exist is empty (a Maildir or queue directory is made on first use);
+// any other error fails the test.
+func DirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("reading %s: %v", dir, err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
 }
