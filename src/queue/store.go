@@ -590,6 +590,16 @@ type Writer struct {
 	q     *Queue
 }
 
+// ErrStorage is what a Writer's Write error satisfies (errors.Is) when
+// the queue's disk failed (full, read-only, I/O error): the message itself
+// was not at fault, and the sender should try again later.
+var ErrStorage = errors.New("queue storage failed")
+
+type storageError struct{ error }
+
+func (storageError) Is(target error) bool { return target == ErrStorage }
+func (e storageError) Unwrap() error      { return e.error }
+
 // writeBufSize is how much of a message is gathered before it is written:
 // most mail fits, and then header, message and envelope go in one write.
 const writeBufSize = 64 << 10
@@ -623,7 +633,7 @@ func (w *Writer) put(p []byte) {
 			// The first write carries a zeroed header: a crash from here
 			// on leaves a slot that holds nothing, not the old message.
 			if _, err := w.sf.f.WriteAt(b, w.off); err != nil {
-				w.err = fmt.Errorf("writing queue slot %s: %w", w.sf.f.Name(), err)
+				w.err = storageError{fmt.Errorf("writing queue slot %s: %w", w.sf.f.Name(), err)}
 			}
 			w.off += int64(len(b))
 			b = b[:0]

@@ -245,7 +245,7 @@ func (ss *session) dataError(err error, trace string) error {
 	case errors.As(err, &ne) && ne.Timeout():
 		ss.s.log.Info("message abandoned: timeout", attrs...)
 		return reply(451, "4.4.2", "timeout reading the message")
-	case strings.Contains(err.Error(), "queue"):
+	case errors.Is(err, queue.ErrStorage):
 		ss.s.log.Error("cannot queue a message", attrs...)
 		return reply(451, "4.3.0", "cannot queue the message now, try again later")
 	}
