@@ -214,7 +214,11 @@ func (q *Queue) reaper() {
 		select {
 		case <-q.finished:
 		case <-q.reapStop:
-			q.reap()
+			select {
+			case <-q.finished: // a finish came with the stop
+				q.reap()
+			default:
+			}
 			return
 		}
 		select {
