@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"correo/src/directory"
 	"correo/src/interop"
@@ -81,81 +79,35 @@ func (e *testEnv) serve(host string, lim Limits) (*Server, string, string) {
 
 // client is a raw LMTP client: tests need to see every reply line and
 // send what a well-behaved client never would.
-type client struct {
-	t    *testing.T
-	conn net.Conn
-	tp   *textproto.Conn
-}
+type client struct{ *interop.TextConn }
 
 func dialLMTP(t *testing.T, network, addr string) *client {
 	t.Helper()
-	conn, err := net.DialTimeout(network, addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &client{t: t, conn: conn, tp: textproto.NewConn(conn)}
-	t.Cleanup(func() { conn.Close() })
-	c.expect(220)
-	return c
-}
-
-// reply reads one (possibly multi-line) reply.
-func (c *client) reply() (int, string) {
-	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
-	code, msg, err := c.tp.ReadResponse(0)
-	if err != nil && code == 0 {
-		c.t.Fatalf("reading a reply: %v", err)
-	}
-	return code, msg
-}
-
-func (c *client) expect(code int) string {
-	c.t.Helper()
-	got, msg := c.reply()
-	if got != code {
-		c.t.Fatalf("got %d %s, want %d", got, msg, code)
-	}
-	return msg
-}
-
-func (c *client) send(format string, a ...any) {
-	c.t.Helper()
-	c.conn.SetWriteDeadline(time.Now().Add(15 * time.Second))
-	if err := c.tp.PrintfLine(format, a...); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// cmd sends a command and returns its reply.
-func (c *client) cmd(format string, a ...any) (int, string) {
-	c.t.Helper()
-	c.send(format, a...)
-	return c.reply()
+	return &client{interop.DialText(t, network, addr, 220)}
 }
 
 func (c *client) lhlo() string {
-	c.t.Helper()
-	c.send("LHLO tester.example")
-	return c.expect(250)
+	c.T.Helper()
+	c.Line("LHLO tester.example")
+	return c.Expect(250)
 }
 
 // data sends DATA and the message (LF or CRLF line ends; dot-stuffed
 // here) and returns one reply per accepted recipient.
 func (c *client) data(msg string, n int) []string {
-	c.t.Helper()
-	c.send("DATA")
-	c.expect(354)
-	w := c.tp.DotWriter()
+	c.T.Helper()
+	c.Line("DATA")
+	c.Expect(354)
+	w := c.TP.DotWriter()
 	if _, err := w.Write([]byte(msg)); err != nil {
-		c.t.Fatal(err)
+		c.T.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
-		c.t.Fatal(err)
+		c.T.Fatal(err)
 	}
 	var out []string
 	for i := 0; i < n; i++ {
-		code, text := c.reply()
+		code, text := c.Reply()
 		out = append(out, fmt.Sprintf("%d %s", code, text))
 	}
 	return out

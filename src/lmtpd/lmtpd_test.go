@@ -46,8 +46,8 @@ func TestMixedResultsOneTransaction(t *testing.T) {
 			t.Errorf("LHLO does not advertise %s: %q", want, caps)
 		}
 	}
-	c.send("MAIL FROM:<sender@example.org>")
-	c.expect(250)
+	c.Line("MAIL FROM:<sender@example.org>")
+	c.Expect(250)
 	cases := []struct {
 		rcpt string
 		want string // code and enhanced code, or a regexp of the whole reply
@@ -66,7 +66,7 @@ func TestMixedResultsOneTransaction(t *testing.T) {
 		{`"a b"@correo.test`, "501 5.1.3"},
 	}
 	for _, tc := range cases {
-		code, msg := c.cmd("RCPT TO:<%s>", tc.rcpt)
+		code, msg := c.Cmd("RCPT TO:<%s>", tc.rcpt)
 		got := fmt.Sprintf("%d %s", code, msg)
 		if !regexp.MustCompile("^" + tc.want).MatchString(got) {
 			t.Errorf("RCPT %s: %q, want %s", tc.rcpt, got, tc.want)
@@ -78,7 +78,7 @@ func TestMixedResultsOneTransaction(t *testing.T) {
 			t.Errorf("DATA reply %q", r)
 		}
 	}
-	c.cmd("QUIT")
+	c.Cmd("QUIT")
 
 	anaMsg, anaFi := readOnly(t, e.c.Maildir("st1", "ana"))
 	bobMsg, bobFi := readOnly(t, e.c.Maildir("st1", "bob"))
@@ -132,10 +132,10 @@ func TestSingleRecipientHeaders(t *testing.T) {
 	msg := "X-Correo-Trace: abcdefgh12345678\r\n" + strings.ReplaceAll(body, "\n", "\r\n")
 	c := dialLMTP(t, "tcp", addr)
 	c.lhlo()
-	c.send("MAIL FROM:<>")
-	c.expect(250)
-	c.send("RCPT TO:<jperez+x@correo.test>")
-	c.expect(250)
+	c.Line("MAIL FROM:<>")
+	c.Expect(250)
+	c.Line("RCPT TO:<jperez+x@correo.test>")
+	c.Expect(250)
 	r := c.data(msg, 1)
 	if !strings.HasPrefix(r[0], "250 2.0.0 <jperez+x@correo.test> delivered to juan (abcdefgh12345678)") {
 		t.Errorf("DATA: %q", r[0])
@@ -169,10 +169,10 @@ func TestSingleRecipientHeaders(t *testing.T) {
 	// header is not reused.
 	c = dialLMTP(t, "unix", sock)
 	c.lhlo()
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	c.send("RCPT TO:<juan@correo.test>")
-	c.expect(250)
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<juan@correo.test>")
+	c.Expect(250)
 	r = c.data("X-Correo-Trace: bad id;rm -rf\n\nbody\n", 1)
 	if !strings.HasPrefix(r[0], "250 ") {
 		t.Fatalf("DATA: %q", r[0])
@@ -198,18 +198,18 @@ func TestQuotaAtData(t *testing.T) {
 	c := dialLMTP(t, "tcp", addr)
 	c.lhlo()
 	// SIZE= announces too much: refused at RCPT.
-	c.send("MAIL FROM:<a@example.org> SIZE=9000")
-	c.expect(250)
-	if code, msg := c.cmd("RCPT TO:<gus@correo.test>"); code != 552 || !strings.HasPrefix(msg, "5.2.2") {
+	c.Line("MAIL FROM:<a@example.org> SIZE=9000")
+	c.Expect(250)
+	if code, msg := c.Cmd("RCPT TO:<gus@correo.test>"); code != 552 || !strings.HasPrefix(msg, "5.2.2") {
 		t.Errorf("RCPT with SIZE over quota: %d %s", code, msg)
 	}
-	c.cmd("RSET")
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	c.send("RCPT TO:<gus@correo.test>")
-	c.expect(250)
-	c.send("RCPT TO:<ana@correo.test>")
-	c.expect(250)
+	c.Cmd("RSET")
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<gus@correo.test>")
+	c.Expect(250)
+	c.Line("RCPT TO:<ana@correo.test>")
+	c.Expect(250)
 	r := c.data("Subject: big\n\n"+strings.Repeat("0123456789\n", 600), 2)
 	if !strings.HasPrefix(r[0], "552 5.2.2") || !strings.HasPrefix(r[1], "250 2.0.0") {
 		t.Errorf("replies %q", r)
@@ -224,17 +224,17 @@ func TestQuotaAtData(t *testing.T) {
 	}
 	// A small message still fits gus's quota; the next one no longer does
 	// (usage is counted from the Maildir, then kept up to date).
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	c.send("RCPT TO:<gus@correo.test>")
-	c.expect(250)
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<gus@correo.test>")
+	c.Expect(250)
 	if r := c.data("Subject: small\n\n"+strings.Repeat("x", 3000)+"\n", 1); !strings.HasPrefix(r[0], "250") {
 		t.Errorf("small message: %q", r)
 	}
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	c.send("RCPT TO:<gus@correo.test>")
-	c.expect(250)
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<gus@correo.test>")
+	c.Expect(250)
 	if r := c.data("Subject: small\n\n"+strings.Repeat("x", 3000)+"\n", 1); !strings.HasPrefix(r[0], "552 5.2.2") {
 		t.Errorf("second small message: %q", r)
 	}
@@ -248,9 +248,9 @@ func TestPasswdDown(t *testing.T) {
 	e.pw.Stop(syscall.SIGKILL)
 	c := dialLMTP(t, "tcp", addr)
 	c.lhlo()
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	code, msg := c.cmd("RCPT TO:<ana@correo.test>")
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	code, msg := c.Cmd("RCPT TO:<ana@correo.test>")
 	if code != 451 || !strings.HasPrefix(msg, "4.4.3") {
 		t.Errorf("RCPT with passwd down: %d %s", code, msg)
 	}
@@ -270,11 +270,11 @@ func TestWriteErrors(t *testing.T) {
 	_, addr, _ := e.serve("st1", Limits{})
 	c := dialLMTP(t, "tcp", addr)
 	c.lhlo()
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
 	for _, u := range []string{"bob", "ana"} {
-		c.send("RCPT TO:<%s@correo.test>", u)
-		c.expect(250)
+		c.Line("RCPT TO:<%s@correo.test>", u)
+		c.Expect(250)
 	}
 	r := c.data(body, 2)
 	if !strings.HasPrefix(r[0], "452 4.3.1") || !strings.Contains(r[0], "not a directory") || !strings.HasPrefix(r[1], "250 2.0.0") {
@@ -282,10 +282,10 @@ func TestWriteErrors(t *testing.T) {
 	}
 	readOnly(t, e.c.Maildir("st1", "ana"))
 	// Alone, bob gets the same answer.
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	c.send("RCPT TO:<bob@correo.test>")
-	c.expect(250)
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<bob@correo.test>")
+	c.Expect(250)
 	if r := c.data(body, 1); !strings.HasPrefix(r[0], "452 4.3.1") {
 		t.Errorf("reply %q", r)
 	}
@@ -294,10 +294,10 @@ func TestWriteErrors(t *testing.T) {
 		mailbox.New(ben).Deliver(strings.NewReader("x"))
 		os.Chmod(filepath.Join(ben, "tmp"), 0o500)
 		defer os.Chmod(filepath.Join(ben, "tmp"), 0o700)
-		c.send("MAIL FROM:<a@example.org>")
-		c.expect(250)
-		c.send("RCPT TO:<ben@correo.test>")
-		c.expect(250)
+		c.Line("MAIL FROM:<a@example.org>")
+		c.Expect(250)
+		c.Line("RCPT TO:<ben@correo.test>")
+		c.Expect(250)
 		if r := c.data(body, 1); !strings.HasPrefix(r[0], "452 4.3.1") {
 			t.Errorf("unwritable tmp/: %q", r)
 		}
@@ -343,11 +343,11 @@ func TestBadInput(t *testing.T) {
 
 	t.Run("garbage", func(t *testing.T) {
 		c := dialLMTP(t, "tcp", addr)
-		c.conn.Write([]byte("\x00\xff\xfe garbage\r\nHELO x\r\nEHLO x\r\nMAIL FROM:<a@b.c>\r\n\x16\x03\x01\x02\x00\r\n"))
+		c.Conn.Write([]byte("\x00\xff\xfe garbage\r\nHELO x\r\nEHLO x\r\nMAIL FROM:<a@b.c>\r\n\x16\x03\x01\x02\x00\r\n"))
 		seen := 0
 		for {
-			c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			code, _, err := c.tp.ReadResponse(0)
+			c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			code, _, err := c.TP.ReadResponse(0)
 			if err != nil && code == 0 {
 				break // closed after too many errors
 			}
@@ -367,9 +367,9 @@ func TestBadInput(t *testing.T) {
 		// still unread, which makes the kernel reset the connection: on a
 		// loaded machine the reset can overtake the reply. Either is the
 		// protocol's refusal; a 2xx or a silent open connection is not.
-		_, werr := c.conn.Write([]byte("MAIL FROM:<" + strings.Repeat("a", 10000) + "@example.org>\r\n"))
-		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		code, msg, rerr := c.tp.ReadResponse(0)
+		_, werr := c.Conn.Write([]byte("MAIL FROM:<" + strings.Repeat("a", 10000) + "@example.org>\r\n"))
+		c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		code, msg, rerr := c.TP.ReadResponse(0)
 		switch {
 		case werr == nil && rerr == nil:
 			if code != 500 || !strings.Contains(msg, "Too long line") {
@@ -384,10 +384,10 @@ func TestBadInput(t *testing.T) {
 	t.Run("long line in data", func(t *testing.T) {
 		c := dialLMTP(t, "tcp", addr)
 		c.lhlo()
-		c.send("MAIL FROM:<a@example.org>")
-		c.expect(250)
-		c.send("RCPT TO:<ana@correo.test>")
-		c.expect(250)
+		c.Line("MAIL FROM:<a@example.org>")
+		c.Expect(250)
+		c.Line("RCPT TO:<ana@correo.test>")
+		c.Expect(250)
 		r := c.data("Subject: x\n\n"+strings.Repeat("y", 8000)+"\n", 1)
 		if !strings.HasPrefix(r[0], "500 5.5.2") {
 			t.Errorf("over-long line in DATA: %q", r)
@@ -399,17 +399,17 @@ func TestBadInput(t *testing.T) {
 	t.Run("addresses", func(t *testing.T) {
 		c := dialLMTP(t, "tcp", addr)
 		c.lhlo()
-		if code, _ := c.cmd("MAIL FROM:<a b@example.org>"); code != 501 {
+		if code, _ := c.Cmd("MAIL FROM:<a b@example.org>"); code != 501 {
 			t.Errorf("MAIL with a space: %d", code)
 		}
-		if code, msg := c.cmd("MAIL FROM:<\"x>y\"@example.org>"); code != 501 {
+		if code, msg := c.Cmd("MAIL FROM:<\"x>y\"@example.org>"); code != 501 {
 			t.Errorf("MAIL with '>': %d %s", code, msg)
 		}
-		c.send("MAIL FROM:<a@example.org>")
-		c.expect(250)
+		c.Line("MAIL FROM:<a@example.org>")
+		c.Expect(250)
 		for _, rcpt := range []string{"../../etc/passwd@correo.test", "a/b@correo.test", ".hidden@correo.test",
 			"-rf@correo.test", "ANA/../ana@correo.test", "ana\x00@correo.test", "ana@correo.test/..", "@correo.test"} {
-			code, msg := c.cmd("RCPT TO:<%s>", rcpt)
+			code, msg := c.Cmd("RCPT TO:<%s>", rcpt)
 			if code < 500 {
 				t.Errorf("RCPT %q: %d %s", rcpt, code, msg)
 			}
@@ -418,13 +418,13 @@ func TestBadInput(t *testing.T) {
 	t.Run("oversize", func(t *testing.T) {
 		c := dialLMTP(t, "tcp", addr)
 		c.lhlo()
-		if code, msg := c.cmd("MAIL FROM:<a@example.org> SIZE=100000"); code != 552 {
+		if code, msg := c.Cmd("MAIL FROM:<a@example.org> SIZE=100000"); code != 552 {
 			t.Errorf("SIZE over the limit: %d %s", code, msg)
 		}
-		c.send("MAIL FROM:<a@example.org>")
-		c.expect(250)
-		c.send("RCPT TO:<ana@correo.test>")
-		c.expect(250)
+		c.Line("MAIL FROM:<a@example.org>")
+		c.Expect(250)
+		c.Line("RCPT TO:<ana@correo.test>")
+		c.Expect(250)
 		r := c.data(strings.Repeat("0123456789abcdef\n", 5000), 1)
 		if !strings.HasPrefix(r[0], "552 5.3.4") {
 			t.Errorf("oversize DATA: %q", r)
@@ -433,8 +433,8 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%d files in new/", n)
 		}
 		// The session goes on.
-		c.send("NOOP")
-		c.expect(250)
+		c.Line("NOOP")
+		c.Expect(250)
 	})
 }
 
@@ -447,30 +447,30 @@ func TestTimeouts(t *testing.T) {
 	c := dialLMTP(t, "tcp", addr)
 	c.lhlo()
 	time.Sleep(600 * time.Millisecond)
-	if code, msg := c.reply(); code != 421 || !strings.Contains(msg, "Idle timeout") {
+	if code, msg := c.Reply(); code != 421 || !strings.Contains(msg, "Idle timeout") {
 		t.Errorf("idle client: %d %s", code, msg)
 	}
 
 	c = dialLMTP(t, "tcp", addr)
 	c.lhlo()
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	c.send("RCPT TO:<ana@correo.test>")
-	c.expect(250)
-	c.send("DATA")
-	c.expect(354)
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<ana@correo.test>")
+	c.Expect(250)
+	c.Line("DATA")
+	c.Expect(354)
 	start := time.Now()
 	for time.Since(start) < 3*time.Second {
-		if _, err := c.conn.Write([]byte("slow line\r\n")); err != nil {
+		if _, err := c.Conn.Write([]byte("slow line\r\n")); err != nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond) // each read within the idle timeout
 	}
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var all bytes.Buffer
 	b := make([]byte, 4096)
 	for {
-		n, err := c.conn.Read(b)
+		n, err := c.Conn.Read(b)
 		all.Write(b[:n])
 		if err != nil {
 			break
@@ -498,12 +498,12 @@ func TestLargeMessageSpool(t *testing.T) {
 	}
 	c := dialLMTP(t, "tcp", addr)
 	c.lhlo()
-	c.send("MAIL FROM:<a@example.org>")
-	c.expect(250)
-	c.send("RCPT TO:<ana@correo.test>")
-	c.expect(250)
-	c.send("RCPT TO:<bob@correo.test>")
-	c.expect(250)
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<ana@correo.test>")
+	c.Expect(250)
+	c.Line("RCPT TO:<bob@correo.test>")
+	c.Expect(250)
 	for _, r := range c.data(big.String(), 2) {
 		if !strings.HasPrefix(r, "250") {
 			t.Fatalf("reply %q", r)
@@ -532,10 +532,10 @@ func TestBDAT(t *testing.T) {
 	if caps := c.lhlo(); !strings.Contains(caps, "CHUNKING") {
 		t.Fatalf("LHLO does not offer CHUNKING:\n%s", caps)
 	}
-	c.conn.Write([]byte(fmt.Sprintf("MAIL FROM:<a@example.org>\r\nRCPT TO:<juan@correo.test>\r\nBDAT %d LAST\r\n%s", len(msg), msg)))
-	c.expect(250)
-	c.expect(250)
-	if r := c.expect(250); !strings.Contains(r, "<juan@correo.test> delivered to juan (bdatbdat12345678)") {
+	c.Conn.Write([]byte(fmt.Sprintf("MAIL FROM:<a@example.org>\r\nRCPT TO:<juan@correo.test>\r\nBDAT %d LAST\r\n%s", len(msg), msg)))
+	c.Expect(250)
+	c.Expect(250)
+	if r := c.Expect(250); !strings.Contains(r, "<juan@correo.test> delivered to juan (bdatbdat12345678)") {
 		t.Errorf("BDAT reply %q", r)
 	}
 	got, _ := readOnly(t, e.c.Maildir("st1", "juan"))
@@ -543,14 +543,14 @@ func TestBDAT(t *testing.T) {
 	if b != ".one leading dot\n..two\n" || !strings.Contains(h, "with LMTP id bdatbdat12345678") || !strings.Contains(h, "Subject: chunk") {
 		t.Errorf("stored message:\n%s", got)
 	}
-	c.conn.Write([]byte(fmt.Sprintf("MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@correo.test>\r\nBDAT %d LAST\r\n%s", len(msg), msg)))
-	c.expect(250)
-	c.expect(550)
-	if code, text := c.reply(); code < 500 {
+	c.Conn.Write([]byte(fmt.Sprintf("MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@correo.test>\r\nBDAT %d LAST\r\n%s", len(msg), msg)))
+	c.Expect(250)
+	c.Expect(550)
+	if code, text := c.Reply(); code < 500 {
 		t.Errorf("BDAT with no recipient: %d %s", code, text)
 	}
 	// The session goes on.
-	if code, text := c.cmd("RSET"); code != 250 {
+	if code, text := c.Cmd("RSET"); code != 250 {
 		t.Errorf("RSET: %d %s", code, text)
 	}
 	if n := len(files(t, e.c.Maildir("st1", "juan"), "new")); n != 1 {

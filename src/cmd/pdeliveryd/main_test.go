@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
-	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,58 +36,31 @@ func lmtpAddr(c *interop.Cluster) string {
 }
 
 // conn is a raw LMTP connection.
-type conn struct {
-	t  *testing.T
-	nc net.Conn
-	tp *textproto.Conn
-}
+type conn struct{ *interop.TextConn }
 
 func dial(t *testing.T, addr string) *conn {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	c := &conn{t: t, nc: nc, tp: textproto.NewConn(nc)}
-	c.expect(220)
-	return c
-}
-
-func (c *conn) expect(code int) string {
-	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	got, msg, err := c.tp.ReadResponse(0)
-	if got != code {
-		c.t.Fatalf("got %d %s (%v), want %d", got, msg, err, code)
-	}
-	return msg
-}
-
-func (c *conn) cmd(line string, code int) string {
-	c.t.Helper()
-	c.tp.PrintfLine("%s", line)
-	return c.expect(code)
+	return &conn{interop.DialText(t, "tcp", addr, 220)}
 }
 
 // start begins a transaction for rcpts up to the 354.
 func (c *conn) start(rcpts ...string) {
-	c.t.Helper()
-	c.cmd("LHLO test.example", 250)
-	c.cmd("MAIL FROM:<x@example.org>", 250)
+	c.T.Helper()
+	c.Want(250, "LHLO test.example")
+	c.Want(250, "MAIL FROM:<x@example.org>")
 	for _, r := range rcpts {
-		c.cmd("RCPT TO:<"+r+">", 250)
+		c.Want(250, "RCPT TO:<%s>", r)
 	}
-	c.cmd("DATA", 354)
+	c.Want(354, "DATA")
 }
 
 // rest reads whatever the server still sends until the connection ends.
 func (c *conn) rest() string {
-	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var b bytes.Buffer
 	buf := make([]byte, 4096)
 	for {
-		n, err := c.nc.Read(buf)
+		n, err := c.Conn.Read(buf)
 		b.Write(buf[:n])
 		if err != nil {
 			return b.String()
@@ -116,7 +87,7 @@ func TestKill9DuringData(t *testing.T) {
 	p := c.StartDaemon(t, "pdeliveryd", "st1", true)
 	l := dial(t, lmtpAddr(c))
 	l.start("ana@correo.test", "bob@correo.test")
-	l.nc.Write([]byte("Subject: interrupted\r\n\r\n" + strings.Repeat("half a message\r\n", 20000)))
+	l.Conn.Write([]byte("Subject: interrupted\r\n\r\n" + strings.Repeat("half a message\r\n", 20000)))
 	time.Sleep(200 * time.Millisecond)
 	p.Signal(syscall.SIGKILL)
 	<-p.Done()
@@ -134,7 +105,7 @@ func TestKill9DuringData(t *testing.T) {
 		p := c.StartDaemon(t, "pdeliveryd", "st1", true)
 		l := dial(t, lmtpAddr(c))
 		l.start("ana@correo.test")
-		w := l.tp.DotWriter()
+		w := l.TP.DotWriter()
 		w.Write([]byte(body))
 		w.Close()
 		time.Sleep(time.Duration(i) * time.Millisecond)
@@ -180,15 +151,15 @@ func TestDiskFullAndReadOnly(t *testing.T) {
 	send := func(size int, rcpts ...string) []string {
 		l := dial(t, lmtpAddr(c))
 		l.start(rcpts...)
-		w := l.tp.DotWriter()
+		w := l.TP.DotWriter()
 		fmt.Fprintf(w, "Subject: %d bytes\n\n%s", size, strings.Repeat(strings.Repeat("x", 99)+"\n", size/100+1))
 		w.Close()
 		var out []string
 		for range rcpts {
-			code, msg, _ := l.tp.ReadResponse(0)
+			code, msg, _ := l.TP.ReadResponse(0)
 			out = append(out, fmt.Sprintf("%d %s", code, msg))
 		}
-		l.cmd("QUIT", 221)
+		l.Want(221, "QUIT")
 		return out
 	}
 	if r := send(512<<10, "ana@correo.test"); !strings.HasPrefix(r[0], "452 4.3.1") || !strings.Contains(r[0], "no space left on device") {

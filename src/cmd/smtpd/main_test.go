@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,70 +115,26 @@ func (e *env) correoctl(t *testing.T, args ...string) string {
 }
 
 // smtp is a raw SMTP client.
-type smtp struct {
-	t  *testing.T
-	nc net.Conn
-	tp *textproto.Conn
-}
+type smtp struct{ *interop.TextConn }
 
 func dial(t *testing.T, addr string) *smtp {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	c := &smtp{t: t, nc: nc, tp: textproto.NewConn(nc)}
-	c.expect(220)
-	return c
-}
-
-// cmd sends a line and returns the reply's code and text.
-func (c *smtp) cmd(format string, a ...any) (int, string) {
-	c.t.Helper()
-	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := c.tp.PrintfLine(format, a...); err != nil {
-		return 0, err.Error()
-	}
-	code, msg, err := c.tp.ReadResponse(0)
-	if err != nil && code == 0 {
-		return 0, err.Error()
-	}
-	return code, msg
-}
-
-func (c *smtp) expect(code int) string {
-	c.t.Helper()
-	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
-	got, msg, err := c.tp.ReadResponse(0)
-	if got != code {
-		c.t.Fatalf("reply %d %s (%v), want %d", got, msg, err, code)
-	}
-	return msg
-}
-
-func (c *smtp) want(code int, format string, a ...any) string {
-	c.t.Helper()
-	got, msg := c.cmd(format, a...)
-	if got != code {
-		c.t.Fatalf("%s: reply %d %s, want %d", fmt.Sprintf(format, a...), got, msg, code)
-	}
-	return msg
+	return &smtp{interop.DialText(t, "tcp", addr, 220)}
 }
 
 // send runs one transaction and returns the final reply.
 func (c *smtp) send(from string, to []string, body string) (int, string) {
-	c.t.Helper()
-	c.want(250, "MAIL FROM:<%s>", from)
+	c.T.Helper()
+	c.Want(250, "MAIL FROM:<%s>", from)
 	for _, r := range to {
-		c.want(250, "RCPT TO:<%s>", r)
+		c.Want(250, "RCPT TO:<%s>", r)
 	}
-	c.want(354, "DATA")
-	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
-	w := c.tp.DotWriter()
+	c.Want(354, "DATA")
+	c.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	w := c.TP.DotWriter()
 	w.Write([]byte(body))
 	w.Close()
-	code, msg, _ := c.tp.ReadResponse(0)
+	code, msg, _ := c.TP.ReadResponse(0)
 	return code, msg
 }
 
@@ -270,8 +225,8 @@ s.quit()
 func TestRecipients(t *testing.T) {
 	e := setup(t, "")
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
-	c.want(250, "MAIL FROM:<someone@example.org>")
+	c.Want(250, "EHLO client.example.org")
+	c.Want(250, "MAIL FROM:<someone@example.org>")
 	cases := []struct {
 		rcpt string
 		code int
@@ -290,46 +245,46 @@ func TestRecipients(t *testing.T) {
 		{"<../etc@correo.test>", 550, "5.1.1"},
 	}
 	for _, k := range cases {
-		code, msg := c.cmd("RCPT TO:%s", k.rcpt)
+		code, msg := c.Cmd("RCPT TO:%s", k.rcpt)
 		if code != k.code || !strings.HasPrefix(msg, k.enh) {
 			t.Errorf("RCPT TO:%s → %d %s, want %d %s", k.rcpt, code, msg, k.code, k.enh)
 		}
 	}
 	// A source route to a local address is ignored (RFC 5321 §3.6.1):
 	// the mail stays here, which relays nothing.
-	c.want(250, "RCPT TO:<@evil.example:ana@correo.test>")
-	c.want(250, "RCPT TO:<BOB@Correo.Test>")
-	c.want(354, "DATA")
-	w := c.tp.DotWriter()
+	c.Want(250, "RCPT TO:<@evil.example:ana@correo.test>")
+	c.Want(250, "RCPT TO:<BOB@Correo.Test>")
+	c.Want(354, "DATA")
+	w := c.TP.DotWriter()
 	w.Write([]byte(message("rcpts")))
 	w.Close()
-	c.expect(250)
+	c.Expect(250)
 	e.waitMail(t, "ana", 1)
 	e.waitMail(t, "bob", 1)
 
 	// The bad-command limit: refused recipients end the session.
 	c2 := dial(t, e.addr())
-	c2.want(250, "EHLO client.example.org")
-	c2.want(250, "MAIL FROM:<someone@example.org>")
+	c2.Want(250, "EHLO client.example.org")
+	c2.Want(250, "MAIL FROM:<someone@example.org>")
 	last := 0
 	for i := 0; i < 25 && last != 421; i++ {
-		last, _ = c2.cmd("RCPT TO:<victim%d@example.com>", i)
+		last, _ = c2.Cmd("RCPT TO:<victim%d@example.com>", i)
 	}
 	if last != 421 {
 		t.Fatalf("no 421 after 25 refused recipients")
 	}
-	if code, _ := c2.cmd("NOOP"); code != 0 {
+	if code, _ := c2.Cmd("NOOP"); code != 0 {
 		t.Errorf("connection still open after the bad-command limit")
 	}
 
 	// Max recipients from the profile (5).
 	c3 := dial(t, e.addr())
-	c3.want(250, "EHLO client.example.org")
-	c3.want(250, "MAIL FROM:<someone@example.org>")
+	c3.Want(250, "EHLO client.example.org")
+	c3.Want(250, "MAIL FROM:<someone@example.org>")
 	for i := 0; i < 5; i++ {
-		c3.want(250, "RCPT TO:<ana+%d@correo.test>", i)
+		c3.Want(250, "RCPT TO:<ana+%d@correo.test>", i)
 	}
-	c3.want(452, "RCPT TO:<bob@correo.test>")
+	c3.Want(452, "RCPT TO:<bob@correo.test>")
 }
 
 // TestPasswdDown: both passwd servers silent → 451 4.4.3, never a 5xx.
@@ -337,9 +292,9 @@ func TestPasswdDown(t *testing.T) {
 	e := setup(t, "")
 	e.passwd.Stop(syscall.SIGKILL)
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
-	c.want(250, "MAIL FROM:<someone@example.org>")
-	code, msg := c.cmd("RCPT TO:<ana@correo.test>")
+	c.Want(250, "EHLO client.example.org")
+	c.Want(250, "MAIL FROM:<someone@example.org>")
+	code, msg := c.Cmd("RCPT TO:<ana@correo.test>")
 	if code != 451 || !strings.HasPrefix(msg, "4.4.3") {
 		t.Fatalf("RCPT with passwd down: %d %s, want 451 4.4.3", code, msg)
 	}
@@ -351,7 +306,7 @@ func TestStorageDownThenBack(t *testing.T) {
 	e := setup(t, "")
 	e.pdeliv.Stop(syscall.SIGTERM)
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	if code, msg := c.send("sender@example.org", []string{"bob@correo.test"}, message("down1")); code != 250 {
 		t.Fatalf("DATA: %d %s", code, msg)
 	}
@@ -408,7 +363,7 @@ func TestKill9AfterAccept(t *testing.T) {
 	e := setup(t, "[cluster.queue]\nretry = [\"1s\"]\n")
 	e.pdeliv.Stop(syscall.SIGTERM)
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	if code, msg := c.send("sender@example.org", []string{"ana@correo.test", "bob@correo.test"}, message("k9")); code != 250 {
 		t.Fatalf("DATA: %d %s", code, msg)
 	}
@@ -431,8 +386,8 @@ func TestLimits(t *testing.T) {
 	e := setup(t, "", "-timeout", "2s", "-data-timeout", "4s")
 	t.Run("oversize", func(t *testing.T) {
 		c := dial(t, e.addr())
-		c.want(250, "EHLO client.example.org")
-		code, msg := c.cmd("MAIL FROM:<a@example.org> SIZE=200000")
+		c.Want(250, "EHLO client.example.org")
+		code, msg := c.Cmd("MAIL FROM:<a@example.org> SIZE=200000")
 		if code != 552 {
 			t.Errorf("MAIL with SIZE over the limit: %d %s", code, msg)
 		}
@@ -440,28 +395,28 @@ func TestLimits(t *testing.T) {
 		if code, msg := c.send("a@example.org", []string{"ana@correo.test"}, big); code != 552 {
 			t.Errorf("oversize DATA: %d %s, want 552", code, msg)
 		}
-		c.want(250, "NOOP")
+		c.Want(250, "NOOP")
 	})
 	t.Run("slow", func(t *testing.T) {
 		c := dial(t, e.addr())
-		c.want(250, "EHLO client.example.org")
+		c.Want(250, "EHLO client.example.org")
 		time.Sleep(3 * time.Second)
-		code, msg, _ := c.tp.ReadResponse(0)
+		code, msg, _ := c.TP.ReadResponse(0)
 		if code != 421 {
 			t.Errorf("idle client: %d %s, want 421", code, msg)
 		}
 		// Trickling DATA past the data timeout.
 		c2 := dial(t, e.addr())
-		c2.want(250, "EHLO client.example.org")
-		c2.want(250, "MAIL FROM:<a@example.org>")
-		c2.want(250, "RCPT TO:<ana@correo.test>")
-		c2.want(354, "DATA")
+		c2.Want(250, "EHLO client.example.org")
+		c2.Want(250, "MAIL FROM:<a@example.org>")
+		c2.Want(250, "RCPT TO:<ana@correo.test>")
+		c2.Want(354, "DATA")
 		for i := 0; i < 6; i++ {
-			c2.nc.Write([]byte("X-Slow: " + fmt.Sprint(i) + "\r\n"))
+			c2.Conn.Write([]byte("X-Slow: " + fmt.Sprint(i) + "\r\n"))
 			time.Sleep(time.Second)
 		}
-		c2.nc.SetDeadline(time.Now().Add(5 * time.Second))
-		code, msg, _ = c2.tp.ReadResponse(0)
+		c2.Conn.SetDeadline(time.Now().Add(5 * time.Second))
+		code, msg, _ = c2.TP.ReadResponse(0)
 		if code != 451 && code != 421 {
 			t.Errorf("trickling client: %d %s, want 451 or 421", code, msg)
 		}
@@ -469,7 +424,7 @@ func TestLimits(t *testing.T) {
 	t.Run("garbage", func(t *testing.T) {
 		c := dial(t, e.addr())
 		for i := 0; i < 10; i++ {
-			code, _ := c.cmd("\x01\x02 garbage %d \xff", i)
+			code, _ := c.Cmd("\x01\x02 garbage %d \xff", i)
 			if code == 0 {
 				return // closed by the server: good
 			}
@@ -482,9 +437,9 @@ func TestLimits(t *testing.T) {
 		// still unread, which makes the kernel reset the connection: on a
 		// loaded machine the reset can overtake the reply (CI saw it).
 		// Either is the refusal; a 2xx or a silent open connection is not.
-		c.nc.SetDeadline(time.Now().Add(30 * time.Second))
-		werr := c.tp.PrintfLine("EHLO %s", strings.Repeat("a", 40000))
-		code, msg, rerr := c.tp.ReadResponse(0)
+		c.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+		werr := c.TP.PrintfLine("EHLO %s", strings.Repeat("a", 40000))
+		code, msg, rerr := c.TP.ReadResponse(0)
 		switch {
 		case werr == nil && rerr == nil:
 			if code != 500 {
@@ -502,7 +457,7 @@ func TestLimits(t *testing.T) {
 	}
 	// Still serving.
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	if code, _ := c.send("a@example.org", []string{"ana@correo.test"}, message("after")); code != 250 {
 		t.Fatal("smtpd no longer accepts mail")
 	}
@@ -514,7 +469,7 @@ func TestBounces(t *testing.T) {
 	e := setup(t, "")
 	e.pdeliv.Stop(syscall.SIGTERM)
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	c.send("ana@correo.test", []string{"bob@correo.test"}, message("perm"))
 	c.send("", []string{"bob@correo.test"}, message("null"))
 	e.waitLog(t, e.smtpd, "deferred")
@@ -545,7 +500,7 @@ func TestExpiredLifetime(t *testing.T) {
 	e := setup(t, "[cluster.queue]\nretry = [\"1s\"]\nlifetime = \"3s\"\n")
 	e.pdeliv.Stop(syscall.SIGTERM)
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	c.send("ana@correo.test", []string{"bob@correo.test"}, message("exp"))
 	e.waitLog(t, e.smtpd, "expired")
 	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
@@ -584,7 +539,7 @@ func TestQueueDiskFull(t *testing.T) {
 
 	big := strings.Repeat(strings.Repeat("x", 99)+"\r\n", 900) // 90 KB, under max_message_bytes
 	c := dial(t, e.addr())
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	accepted := 0
 	for i := 0; ; i++ {
 		if i == 10 {
@@ -612,7 +567,7 @@ func TestQueueDiskFull(t *testing.T) {
 		t.Errorf("slots/ holds %d files, want the %d accepted: the refused message left one behind", len(slots), accepted)
 	}
 	// The session goes on after a refusal.
-	c.want(250, "RSET")
+	c.Want(250, "RSET")
 
 	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
 	e.waitMail(t, "ana", accepted)

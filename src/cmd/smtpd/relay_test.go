@@ -129,14 +129,14 @@ func (e *env) waitOutside(t *testing.T, m *outsideMX, n int) []string {
 
 // startTLS upgrades a raw client after EHLO.
 func (c *smtp) startTLS() {
-	c.t.Helper()
-	c.want(220, "STARTTLS")
-	tc := tls.Client(c.nc, &tls.Config{InsecureSkipVerify: true})
+	c.T.Helper()
+	c.Want(220, "STARTTLS")
+	tc := tls.Client(c.Conn, &tls.Config{InsecureSkipVerify: true})
 	if err := tc.Handshake(); err != nil {
-		c.t.Fatal(err)
+		c.T.Fatal(err)
 	}
-	c.nc = tc
-	c.tp = textproto.NewConn(tc)
+	c.Conn = tc
+	c.TP = textproto.NewConn(tc)
 }
 
 func plain(user, pass string) string {
@@ -151,24 +151,24 @@ func TestRelaySubmission(t *testing.T) {
 
 	// Unauthenticated on 587: 530; AUTH before STARTTLS: refused.
 	c := dial(t, sub)
-	c.want(250, "EHLO client.example.org")
-	c.want(530, "MAIL FROM:<ana@correo.test>")
-	if code, msg := c.cmd("AUTH PLAIN %s", plain("ana", "secret")); code/100 != 5 || !strings.Contains(msg, "TLS") {
+	c.Want(250, "EHLO client.example.org")
+	c.Want(530, "MAIL FROM:<ana@correo.test>")
+	if code, msg := c.Cmd("AUTH PLAIN %s", plain("ana", "secret")); code/100 != 5 || !strings.Contains(msg, "TLS") {
 		t.Fatalf("AUTH over plaintext: %d %s", code, msg)
 	}
 
 	// STARTTLS, a wrong password (slowed down), then the right one.
 	c.startTLS()
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	start := time.Now()
-	c.want(535, "AUTH PLAIN %s", plain("ana", "wrong"))
+	c.Want(535, "AUTH PLAIN %s", plain("ana", "wrong"))
 	if d := time.Since(start); d < 900*time.Millisecond {
 		t.Errorf("failed AUTH answered after %v, want the 1 s delay", d)
 	}
-	c.want(235, "AUTH PLAIN %s", plain("ana", "secret"))
+	c.Want(235, "AUTH PLAIN %s", plain("ana", "secret"))
 	// Someone else's address, and a foreign one: 553.
-	c.want(553, "MAIL FROM:<bob@correo.test>")
-	c.want(553, "MAIL FROM:<ana@example.org>")
+	c.Want(553, "MAIL FROM:<bob@correo.test>")
+	c.Want(553, "MAIL FROM:<ana@example.org>")
 	// Her alias is hers.
 	code, msg := c.send("anita@correo.test", []string{"carol@example.net", "bob@correo.test"}, message("sub1"))
 	if code != 250 {
@@ -190,12 +190,12 @@ func TestRelaySubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tc.Close() })
-	c2 := &smtp{t: t, nc: tc, tp: textproto.NewConn(tc)}
-	c2.expect(220)
-	c2.want(250, "EHLO client.example.org")
-	c2.want(334, "AUTH LOGIN")
-	c2.want(334, "%s", base64.StdEncoding.EncodeToString([]byte("bob@correo.test")))
-	c2.want(235, "%s", base64.StdEncoding.EncodeToString([]byte("secret")))
+	c2 := &smtp{&interop.TextConn{T: t, Conn: tc, TP: textproto.NewConn(tc)}}
+	c2.Expect(220)
+	c2.Want(250, "EHLO client.example.org")
+	c2.Want(334, "AUTH LOGIN")
+	c2.Want(334, "%s", base64.StdEncoding.EncodeToString([]byte("bob@correo.test")))
+	c2.Want(235, "%s", base64.StdEncoding.EncodeToString([]byte("secret")))
 	if code, msg := c2.send("bob@correo.test", []string{"dave@example.net"}, message("sub2")); code != 250 {
 		t.Fatalf("DATA: %d %s", code, msg)
 	}
@@ -209,17 +209,17 @@ func TestRelaySubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	out := &smtp{t: t, nc: nc, tp: textproto.NewConn(nc)}
-	out.expect(220)
-	out.want(250, "EHLO outsider.example.org")
-	out.want(530, "MAIL FROM:<someone@example.org>")
+	out := &smtp{&interop.TextConn{T: t, Conn: nc, TP: textproto.NewConn(nc)}}
+	out.Expect(220)
+	out.Want(250, "EHLO outsider.example.org")
+	out.Want(530, "MAIL FROM:<someone@example.org>")
 	// On 587 too, an outsider without AUTH gets 530 whatever the sender.
 	c3 := dial(t, sub)
-	c3.want(250, "EHLO outsider.example.org")
-	c3.want(530, "MAIL FROM:<someone@example.org>")
+	c3.Want(250, "EHLO outsider.example.org")
+	c3.Want(530, "MAIL FROM:<someone@example.org>")
 
 	in := dial(t, e.svcAddr(cluster.SvcRelay))
-	in.want(250, "EHLO mx1.correo.test")
+	in.Want(250, "EHLO mx1.correo.test")
 	if code, msg := in.send("", []string{"erin@example.net"}, message("sub3")); code != 250 {
 		t.Fatalf("cluster host relaying: %d %s", code, msg)
 	}
@@ -303,10 +303,10 @@ s.quit()
 func TestRelayRetriesAndBounces(t *testing.T) {
 	e := setupRelay(t, "[cluster.queue]\nretry = [\"1s\"]\nlifetime = \"1h\"\n")
 	c := dial(t, e.svcAddr(cluster.SvcSubmission))
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	c.startTLS()
-	c.want(250, "EHLO client.example.org")
-	c.want(235, "AUTH PLAIN %s", plain("ana", "secret"))
+	c.Want(250, "EHLO client.example.org")
+	c.Want(235, "AUTH PLAIN %s", plain("ana", "secret"))
 	for _, m := range []struct{ to, id string }{{"x@flaky.example", "flaky"}, {"nobody@example.net", "perm"}, {"y@null.example", "null"}} {
 		if code, msg := c.send("ana@correo.test", []string{m.to}, message(m.id)); code != 250 {
 			t.Fatalf("%s: %d %s", m.id, code, msg)
@@ -330,7 +330,7 @@ func TestRelayRetriesAndBounces(t *testing.T) {
 			t.Fatalf("message %d: %d %s", i, code, msg)
 		}
 	}
-	c.want(450, "MAIL FROM:<ana@correo.test>")
+	c.Want(450, "MAIL FROM:<ana@correo.test>")
 	time.Sleep(2 * time.Second)
 	if n := len(e.flaky.received()); n != 1 {
 		t.Errorf("flaky MX got %d messages, want 1", n)
@@ -342,10 +342,10 @@ func TestRelayRetriesAndBounces(t *testing.T) {
 func TestRelayUnreachableExpires(t *testing.T) {
 	e := setupRelay(t, "[cluster.queue]\nretry = [\"1s\"]\nlifetime = \"3s\"\n")
 	c := dial(t, e.svcAddr(cluster.SvcSubmission))
-	c.want(250, "EHLO client.example.org")
+	c.Want(250, "EHLO client.example.org")
 	c.startTLS()
-	c.want(250, "EHLO client.example.org")
-	c.want(235, "AUTH PLAIN %s", plain("ana", "secret"))
+	c.Want(250, "EHLO client.example.org")
+	c.Want(235, "AUTH PLAIN %s", plain("ana", "secret"))
 	if code, msg := c.send("ana@correo.test", []string{"z@down.example"}, message("down")); code != 250 {
 		t.Fatalf("%d %s", code, msg)
 	}
