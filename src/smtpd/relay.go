@@ -102,21 +102,12 @@ func (r *Relay) SubmissionPolicy() Policy {
 // hosts (peers in the profile's network) relay without AUTH; anyone else
 // must authenticate first.
 func (r *Relay) ClusterPolicy() Policy {
-	return Policy{
-		MayRelay:       func(s *Session) bool { return s.User != "" || r.inCluster(s) },
-		AuthMechanisms: r.mechanisms,
-		Auth:           r.auth,
-		CheckSender: func(s *Session, from string) error {
-			if s.User == "" {
-				if r.inCluster(s) {
-					return nil // a cluster host relays its own mail (bounces, cron)
-				}
-				return reply(530, "5.7.0", "authentication required: submit on port 587")
-			}
-			return r.checkSender(s, from)
-		},
-		Queued: r.queued,
-	}
+	return r.port25(func(s *Session) error {
+		if r.inCluster(s) {
+			return nil // a cluster host relays its own mail (bounces, cron)
+		}
+		return reply(530, "5.7.0", "authentication required: submit on port 587")
+	})
 }
 
 // MXPolicy serves the mx and relay roles on one port 25 (a host with
@@ -124,13 +115,21 @@ func (r *Relay) ClusterPolicy() Policy {
 // deliver to local users as on any mx; cluster hosts and authenticated
 // users also relay.
 func (r *Relay) MXPolicy() Policy {
+	return r.port25(func(*Session) error { return nil })
+}
+
+// port25 is what the relay's port-25 policies share: cluster hosts and
+// authenticated users relay, an authenticated user sends as herself;
+// anonymous decides whether a client that has not authenticated may send
+// at all.
+func (r *Relay) port25(anonymous func(s *Session) error) Policy {
 	return Policy{
 		MayRelay:       func(s *Session) bool { return s.User != "" || r.inCluster(s) },
 		AuthMechanisms: r.mechanisms,
 		Auth:           r.auth,
 		CheckSender: func(s *Session, from string) error {
 			if s.User == "" {
-				return nil
+				return anonymous(s)
 			}
 			return r.checkSender(s, from)
 		},
