@@ -148,18 +148,6 @@ func (s *sreader) uvarint() (uint64, error) {
 	return v, nil
 }
 
-func (s *sreader) varint() (int64, error) {
-	if err := s.fill(binary.MaxVarintLen64); err != nil && s.end == s.pos {
-		return 0, err
-	}
-	v, n := binary.Varint(s.buf[s.pos:s.end])
-	if n <= 0 {
-		return 0, errors.New("bad varint")
-	}
-	s.pos += n
-	return v, nil
-}
-
 // maxSnapRecord bounds one encoded user (the field limits make a real one
 // far smaller).
 const maxSnapRecord = 1 << 14

@@ -87,7 +87,7 @@ func New(conn net.Conn, hello string) (*Client, error) {
 		return nil, fmt.Errorf("LHLO name %q: must be one word", hello)
 	}
 	c := &Client{conn: conn, r: bufio.NewReaderSize(conn, 4096), w: bufio.NewWriterSize(conn, 32<<10)}
-	greet, lines, err := c.read()
+	greet, _, err := c.read()
 	if err != nil {
 		return nil, fmt.Errorf("reading the greeting: %w", err)
 	}

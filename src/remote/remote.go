@@ -509,7 +509,7 @@ func (d *Deliverer) dial(ctx context.Context, addr string, tryTLS bool) (*smtp.C
 		nc.Close()
 		return nil, false, fmt.Errorf("EHLO to %s: %w", addr, err)
 	}
-	code, msg, err = tp.ReadResponse(250)
+	_, msg, err = tp.ReadResponse(250)
 	starttls := false
 	if err == nil {
 		for _, l := range strings.Split(msg, "\n") {

@@ -325,9 +325,9 @@ func TestStorageDownThenBack(t *testing.T) {
 	}
 	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
 	e.correoctl(t, "queue", "flush", "-queue", e.queueDir())
-	msgs := e.waitMail(t, "bob", 1)
+	e.waitMail(t, "bob", 1)
 	time.Sleep(1500 * time.Millisecond) // a second delivery would show now
-	msgs = e.maildirFiles("bob")
+	msgs := e.maildirFiles("bob")
 	if n := countID(msgs, "down1"); n != 1 || len(msgs) != 1 {
 		t.Fatalf("bob has %d messages, %d of them down1; want exactly one", len(msgs), n)
 	}

@@ -223,7 +223,7 @@ func TestRelaySubmission(t *testing.T) {
 	if code, msg := in.send("", []string{"erin@example.net"}, message("sub3")); code != 250 {
 		t.Fatalf("cluster host relaying: %d %s", code, msg)
 	}
-	got = e.waitOutside(t, e.good, 3)
+	e.waitOutside(t, e.good, 3)
 	time.Sleep(500 * time.Millisecond)
 	if n := len(e.good.received()); n != 3 {
 		t.Errorf("outside MX got %d messages, want 3 (each once)", n)
