@@ -59,6 +59,10 @@ let
             { k = "udp_port"; t = t.int; }
             { k = "tcp_port"; t = t.int; }
             { k = "timeout"; t = t.str; }
+            { k = "bcrypt_cost"; t = t.int; }
+            { k = "auth_cache_ttl"; t = t.str; }
+            { k = "auth_cache_entries"; t = t.int; }
+            { k = "auth_queue"; t = t.int; }
           ];
         }
         {
@@ -235,6 +239,11 @@ let
       udpPort = get passwdRaw "udp_port" 0;
       tcpPort = get passwdRaw "tcp_port" 0;
       timeout = if passwdRaw ? timeout then parseDuration passwdRaw.timeout else { ms = 2000; };
+      # validatePasswdAuth in Go.
+      bcryptCost = let x = get passwdRaw "bcrypt_cost" 0; in if x == 0 then 10 else x;
+      authCacheTTL = if passwdRaw ? auth_cache_ttl then parseDuration passwdRaw.auth_cache_ttl else { ms = 900000; };
+      authCacheEntries = let x = get passwdRaw "auth_cache_entries" 0; in if x == 0 then 1000000 else x;
+      authQueue = let x = get passwdRaw "auth_queue" 0; in if x == 0 then 1024 else x;
 
       logTarget = let x = get logRaw "target" ""; in if x == "" then "stderr" else x;
       logNetworkRaw = get logRaw "network" "";
@@ -326,6 +335,15 @@ let
         (if timeout ? error then [ (err "cluster.passwd.timeout" timeout.error) ]
          else if timeout.ms > 60000 then [ (err "cluster.passwd.timeout" "${formatDuration timeout.ms} is too long for a failover timeout: clients would hang that long when the primary is down (the paper uses 2s)") ]
          else [ ])
+        # validatePasswdAuth
+        (if bcryptCost < 4 || bcryptCost > 16
+         then [ (err "cluster.passwd.bcrypt_cost" "${toString bcryptCost} out of range 4-16 (each step doubles the CPU a login costs; 10 is about 75 ms of a core)") ]
+         else [ ])
+        (if authCacheTTL ? error then [ (err "cluster.passwd.auth_cache_ttl" authCacheTTL.error) ]
+         else if authCacheTTL.ms > 86400000 then [ (err "cluster.passwd.auth_cache_ttl" "${formatDuration authCacheTTL.ms} is longer than a day: a verified password would stay in memory that long") ]
+         else [ ])
+        (if authCacheEntries < 0 then [ (err "cluster.passwd.auth_cache_entries" "${toString authCacheEntries} must be positive (number of cached logins)") ] else [ ])
+        (if authQueue < 0 then [ (err "cluster.passwd.auth_queue" "${toString authQueue} must be positive (logins waiting for a verifier)") ] else [ ])
         # validateLog
         (if logTarget == "stderr" || logTarget == "journald" then
           (if logNetworkRaw != "" then [ (err "cluster.log.network" "network is only for target \"syslog\" (target is ${quote logTarget})") ] else [ ])
@@ -473,7 +491,15 @@ let
         inherit layout placement;
         trusted_network = get rc "trusted_network" false;
         run_as = runAs;
-        passwd = { udp_port = udpPort; tcp_port = tcpPort; timeout_ms = timeout.ms or 0; };
+        passwd = {
+          udp_port = udpPort;
+          tcp_port = tcpPort;
+          timeout_ms = timeout.ms or 0;
+          bcrypt_cost = bcryptCost;
+          auth_cache_ttl_ms = authCacheTTL.ms or 0;
+          auth_cache_entries = authCacheEntries;
+          auth_queue = authQueue;
+        };
         log = { target = logTarget; network = logNetwork; level = logLevel; };
         dns = { inherit zone serial ttl; };
         inherit ports;

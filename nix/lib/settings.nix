@@ -17,7 +17,7 @@ in
 {
   cluster = {
     inherit (c) name domains network key_file layout placement trusted_network run_as dns;
-    passwd = { inherit (c.passwd) udp_port tcp_port timeout_ms; };
+    passwd = { inherit (c.passwd) udp_port tcp_port timeout_ms bcrypt_cost auth_cache_ttl_ms auth_cache_entries auth_queue; };
     # network is null unless the target is syslog, as in Go.
     log = {
       inherit (c.log) target level;

@@ -290,6 +290,7 @@ func (v *validator) validateCluster() {
 	} else if c.Passwd.Timeout.Std() > time.Minute {
 		v.errAt("cluster.passwd.timeout", -1, "%s is too long for a failover timeout: clients would hang that long when the primary is down (the paper uses 2s)", c.Passwd.Timeout.Std())
 	}
+	v.validatePasswdAuth()
 	v.validateLog()
 	if c.DNS.Zone == "" && len(c.Domains) > 0 {
 		c.DNS.Zone = c.Domains[0]
@@ -383,6 +384,34 @@ func (v *validator) validateKeyFile() {
 		v.errAt("cluster.key_file", -1, "cluster key file %s is not a regular file", kf)
 	case st.Mode().Perm()&0o077 != 0:
 		v.errAt("cluster.key_file", -1, "cluster key file %s is readable by group or others (mode %04o): run chmod 600 %s", kf, st.Mode().Perm(), kf)
+	}
+}
+
+// validatePasswdAuth applies the defaults of passwdd's login path: hash
+// cost, credentials cache and verification queue.
+func (v *validator) validatePasswdAuth() {
+	pw := &v.p.Cluster.Passwd
+	switch {
+	case pw.BcryptCost == 0:
+		pw.BcryptCost = DefaultBcryptCost
+	case pw.BcryptCost < MinBcryptCost || pw.BcryptCost > MaxBcryptCost:
+		v.errAt("cluster.passwd.bcrypt_cost", -1, "%d out of range %d-%d (each step doubles the CPU a login costs; 10 is about 75 ms of a core)",
+			pw.BcryptCost, MinBcryptCost, MaxBcryptCost)
+	}
+	if pw.AuthCacheTTL == 0 {
+		pw.AuthCacheTTL = Duration(DefaultAuthCacheTTL)
+	} else if pw.AuthCacheTTL.Std() > 24*time.Hour {
+		v.errAt("cluster.passwd.auth_cache_ttl", -1, "%s is longer than a day: a verified password would stay in memory that long", pw.AuthCacheTTL.Std())
+	}
+	if pw.AuthCacheEntries == 0 {
+		pw.AuthCacheEntries = DefaultAuthCacheEntries
+	} else if pw.AuthCacheEntries < 0 {
+		v.errAt("cluster.passwd.auth_cache_entries", -1, "%d must be positive (number of cached logins)", pw.AuthCacheEntries)
+	}
+	if pw.AuthQueue == 0 {
+		pw.AuthQueue = DefaultAuthQueue
+	} else if pw.AuthQueue < 0 {
+		v.errAt("cluster.passwd.auth_queue", -1, "%d must be positive (logins waiting for a verifier)", pw.AuthQueue)
 	}
 }
 

@@ -106,6 +106,23 @@ type Passwd struct {
 	// Timeout is how long a client waits for the primary before asking the
 	// secondary (the paper's 2 s).
 	Timeout Duration `toml:"timeout"`
+	// BcryptCost is the cost of the bcrypt hashes passwdd makes for new
+	// passwords (user.add, user.passwd, plaintext imports). Each step
+	// doubles the CPU one login costs passwdd: 10 is ~75 ms of a core.
+	BcryptCost int `toml:"bcrypt_cost"`
+	// AuthCacheTTL is how long passwdd answers a login from its
+	// verified-credentials cache (a keyed hash of user and password)
+	// instead of verifying the password hash again. Any change to the
+	// user's record drops the entry at once; the TTL bounds how long a
+	// fast-to-check verifier of a password stays in memory.
+	AuthCacheTTL Duration `toml:"auth_cache_ttl"`
+	// AuthCacheEntries bounds that cache (about 150 bytes an entry).
+	AuthCacheEntries int `toml:"auth_cache_entries"`
+	// AuthQueue bounds the logins waiting for a password verifier (one
+	// per core): past it passwdd answers "try later" at once, and the
+	// POP, IMAP and SMTP servers turn that into their temporary failure
+	// instead of letting clients time out.
+	AuthQueue int `toml:"auth_queue"`
 }
 
 // Log says where every daemon of the cluster sends its log lines.
@@ -215,6 +232,12 @@ type TLS struct {
 // applies the same ones.
 const (
 	DefaultPasswdTimeout           = 2 * time.Second
+	DefaultBcryptCost              = 10
+	MinBcryptCost                  = 4 // bcrypt's own minimum
+	MaxBcryptCost                  = 16
+	DefaultAuthCacheTTL            = 15 * time.Minute
+	DefaultAuthCacheEntries        = 1000000
+	DefaultAuthQueue               = 1024
 	DefaultDNSTTL                  = 300
 	DefaultDNSSerial               = 1
 	DefaultMXPreference            = 10

@@ -48,9 +48,13 @@ type NSSSettings struct {
 // PasswdSettings carries the failover timeout in milliseconds, a unit both
 // Go and Nix can print without a duration parser.
 type PasswdSettings struct {
-	UDPPort   int   `json:"udp_port"`
-	TCPPort   int   `json:"tcp_port"`
-	TimeoutMS int64 `json:"timeout_ms"`
+	UDPPort          int   `json:"udp_port"`
+	TCPPort          int   `json:"tcp_port"`
+	TimeoutMS        int64 `json:"timeout_ms"`
+	BcryptCost       int   `json:"bcrypt_cost"`
+	AuthCacheTTLMS   int64 `json:"auth_cache_ttl_ms"`
+	AuthCacheEntries int   `json:"auth_cache_entries"`
+	AuthQueue        int   `json:"auth_queue"`
 }
 
 // LogSettings is [cluster.log]; Network is null unless the target is syslog.
@@ -86,7 +90,9 @@ func (p *Profile) Settings() Settings {
 			Name: c.Name, Domains: c.Domains, Network: c.Network, KeyFile: c.KeyFile,
 			Layout: c.Layout, Placement: c.Placement, TrustedNetwork: c.TrustedNetwork, RunAs: c.RunAs,
 			Passwd: PasswdSettings{UDPPort: c.Passwd.UDPPort, TCPPort: c.Passwd.TCPPort,
-				TimeoutMS: c.Passwd.Timeout.Std().Milliseconds()},
+				TimeoutMS: c.Passwd.Timeout.Std().Milliseconds(), BcryptCost: c.Passwd.BcryptCost,
+				AuthCacheTTLMS: c.Passwd.AuthCacheTTL.Std().Milliseconds(), AuthCacheEntries: c.Passwd.AuthCacheEntries,
+				AuthQueue: c.Passwd.AuthQueue},
 			Log:   LogSettings{Target: c.Log.Target, Level: c.Log.Level},
 			DNS:   c.DNS,
 			Ports: map[Service]int{},

@@ -2,6 +2,7 @@ package directory
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -22,6 +23,9 @@ type ImportOptions struct {
 	// DefaultStorage is the storage host of users whose input names none;
 	// "" leaves it empty for AssignStorage.
 	DefaultStorage string
+	// BcryptCost hashes plaintext passwords (CSV's password column);
+	// zero means DefaultBcryptCost.
+	BcryptCost int
 }
 
 // DefaultShell is the shell of CSV users without one: mail accounts do not
@@ -349,7 +353,7 @@ func ParseCSV(r io.Reader, opts ImportOptions) ([]User, []LineError) {
 			go func() {
 				defer wg.Done()
 				for p := range work {
-					h, err := HashPassword(p.pw)
+					h, err := HashPassword(p.pw, cmp.Or(opts.BcryptCost, DefaultBcryptCost))
 					mu.Lock()
 					if err != nil {
 						errs = append(errs, LineError{file, p.line, fmt.Sprintf("user %q: %v", users[p.user].Name, err)})

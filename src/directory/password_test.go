@@ -82,26 +82,45 @@ func TestSHACryptAgainstOpenSSL(t *testing.T) {
 	}
 }
 
-func TestSHACryptAgainstPython(t *testing.T) {
-	py := testutil.NeedCommand(t, "python3")
-	out, err := exec.Command(py, "-W", "ignore", "-c",
-		`import crypt; print(crypt.crypt("hola mundo", "$6$rounds=2000$pysalt"))`).Output()
-	if err != nil {
-		t.Skip("python3 crypt module not available:", err)
-	}
-	h := strings.TrimSpace(string(out))
-	if !VerifyPassword(h, "hola mundo") || VerifyPassword(h, "hola") {
-		t.Errorf("python crypt hash %s", h)
+// libc's crypt(3) (libxcrypt on Debian), reached through perl's crypt:
+// what Python's crypt module wrapped until 3.13 removed it, and what the
+// operating system's own logins use. perl is part of every Debian system.
+func TestHashesAgainstLibcCrypt(t *testing.T) {
+	perl := testutil.NeedCommand(t, "perl")
+	for _, c := range []struct{ setting, pw string }{
+		{"$6$rounds=2000$pysalt", "hola mundo"},
+		{"$6$libcsalt", "contraseña"},
+		{"$2b$05$abcdefghijklmnopqrstuu", "hola mundo"},
+		{"$2b$04$0123456789ABCDEFGHIJKL", strings.Repeat("x", 72)},
+	} {
+		out, err := exec.Command(perl, "-e", `print crypt($ARGV[0], $ARGV[1])`, c.pw, c.setting).Output()
+		if err != nil {
+			t.Fatalf("perl crypt: %v", err)
+		}
+		h := string(out)
+		if !strings.HasPrefix(h, c.setting[:4]) {
+			t.Fatalf("libc crypt does not support %s: got %q (is libxcrypt installed?)", c.setting, h)
+		}
+		if !VerifyPassword(h, c.pw) || VerifyPassword(h, c.pw[:len(c.pw)-1]) {
+			t.Errorf("libc crypt hash %s of %q: verification wrong", h, c.pw)
+		}
+		if err := CheckHash(h); err != nil {
+			t.Errorf("libc crypt hash %s refused: %v", h, err)
+		}
 	}
 }
 
 func TestBcrypt(t *testing.T) {
-	h, err := HashPassword("correct horse")
+	h, err := HashPassword("correct horse", bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(h, "$2a$10$") || len(h) != 60 || CheckHash(h) != nil {
+	if !strings.HasPrefix(h, "$2a$04$") || len(h) != 60 || CheckHash(h) != nil {
 		t.Fatalf("hash %q", h)
+	}
+	// The cost is the caller's (cluster.passwd.bcrypt_cost).
+	if h5, err := HashPassword("correct horse", 5); err != nil || !strings.HasPrefix(h5, "$2a$05$") || !VerifyPassword(h5, "correct horse") {
+		t.Fatalf("cost 5: %q %v", h5, err)
 	}
 	if !VerifyPassword(h, "correct horse") || VerifyPassword(h, "correct horsf") || VerifyPassword(h, "") {
 		t.Fatal("bcrypt verify wrong")
@@ -112,13 +131,13 @@ func TestBcrypt(t *testing.T) {
 			t.Errorf("%s variant does not verify", v)
 		}
 	}
-	if _, err := HashPassword(""); err == nil || !strings.Contains(err.Error(), "empty") {
+	if _, err := HashPassword("", bcrypt.MinCost); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty password: %v", err)
 	}
-	if _, err := HashPassword(strings.Repeat("x", 73)); err == nil || !strings.Contains(err.Error(), "72") {
+	if _, err := HashPassword(strings.Repeat("x", 73), bcrypt.MinCost); err == nil || !strings.Contains(err.Error(), "72") {
 		t.Errorf("73-byte password: %v", err)
 	}
-	if _, err := HashPassword(strings.Repeat("x", 72)); err != nil {
+	if _, err := HashPassword(strings.Repeat("x", 72), bcrypt.MinCost); err != nil {
 		t.Errorf("72-byte password: %v", err)
 	}
 }
@@ -181,7 +200,7 @@ func FuzzVerifyPassword(f *testing.F) {
 }
 
 func BenchmarkVerifyPassword(b *testing.B) {
-	bc, _ := HashPassword("benchmark")
+	bc, _ := HashPassword("benchmark", DefaultBcryptCost)
 	for _, c := range []struct{ name, hash string }{
 		{"bcrypt-cost10", bc},
 		{"sha512crypt-5000", shaCryptHash("benchmark", "saltsalt", 0)},

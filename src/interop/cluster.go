@@ -30,7 +30,9 @@ type HostSpec struct {
 }
 
 // Spec describes a test cluster profile. Zero fields take defaults: network
-// 127.0.0.0/8, domain correo.test, layout first3, passwd timeout 1s.
+// 127.0.0.0/8, domain correo.test, layout first3, passwd timeout 3s (how
+// long a client waits for a silent passwdd: a loaded machine answers a
+// cheap login well within it), bcrypt cost 4.
 type Spec struct {
 	Network       string
 	Domains       []string
@@ -42,6 +44,11 @@ type Spec struct {
 	// LogLevel is cluster.log.level (default debug, for tests; benchmarks
 	// use info, what a host in service runs).
 	LogLevel string
+	// BcryptCost is cluster.passwd.bcrypt_cost; zero means bcrypt's
+	// minimum, 4: test users' hashes are not what tests measure, and a
+	// cost-10 check takes over a second under -race on a slow machine.
+	// Benchmarks of logins set the production cost.
+	BcryptCost int
 	// ClusterTOML is added to the [cluster] part of the profile as is,
 	// e.g. "[cluster.queue]\nretry = [\"1s\"]\n".
 	ClusterTOML string
@@ -73,7 +80,7 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 		spec.Layout = "first3"
 	}
 	if spec.PasswdTimeout == "" {
-		spec.PasswdTimeout = "1s"
+		spec.PasswdTimeout = "3s"
 	}
 	var addrs []string
 	for _, h := range spec.Hosts {
@@ -87,7 +94,11 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[cluster]\nname = \"t\"\ndomains = [%s]\nnetwork = %q\nkey_file = %q\nlayout = %q\nplacement = \"letters\"\ntrusted_network = %v\n",
 		quoteList(spec.Domains), spec.Network, key, spec.Layout, spec.TrustedNetwork)
-	fmt.Fprintf(&b, "[cluster.passwd]\nudp_port = %d\ntcp_port = %d\ntimeout = %q\n", FreePort(t, addrs...), FreePort(t, addrs...), spec.PasswdTimeout)
+	if spec.BcryptCost == 0 {
+		spec.BcryptCost = 4
+	}
+	fmt.Fprintf(&b, "[cluster.passwd]\nudp_port = %d\ntcp_port = %d\ntimeout = %q\nbcrypt_cost = %d\n",
+		FreePort(t, addrs...), FreePort(t, addrs...), spec.PasswdTimeout, spec.BcryptCost)
 	if spec.LogLevel == "" {
 		spec.LogLevel = "debug"
 	}

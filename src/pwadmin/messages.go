@@ -112,7 +112,12 @@ type Stats struct {
 	AuthOK     uint64            `json:"auth_ok"`
 	AuthDenied uint64            `json:"auth_denied"`
 	AuthLocked uint64            `json:"auth_locked"`
-	LockedKeys int               `json:"locked_keys"`
+	// Logins answered from the verified-credentials cache, logins that
+	// needed a password hash check, and the cache's size now.
+	AuthCached       uint64 `json:"auth_cached"`
+	AuthVerified     uint64 `json:"auth_verified"`
+	AuthCacheEntries int    `json:"auth_cache_entries"`
+	LockedKeys       int    `json:"locked_keys"`
 	// Server-side answer times (datagram read to answer sent).
 	SlowestAnswer   string `json:"slowest_answer"`
 	AnswersOver1ms  uint64 `json:"answers_over_1ms"`

@@ -417,11 +417,13 @@ func TestCloseWhilePending(t *testing.T) {
 	eventually(t, 3*time.Second, "goroutines settle", func() bool { return runtime.NumGoroutine() <= base+2 })
 }
 
+// FromProfile opens its sockets toward the profile's servers: loopback
+// addresses here, since a test never sends toward a real network.
 func TestFromProfile(t *testing.T) {
 	src := `[cluster]
 name = "t"
 domains = ["t.example"]
-network = "10.77.0.0/24"
+network = "127.0.0.0/8"
 key_file = "KEY"
 layout = "hash2"
 placement = "least-users"
@@ -433,17 +435,17 @@ timeout = "3s"
 
 [[host]]
 name = "pw1"
-address = "10.77.0.5"
+address = "127.0.0.5"
 roles = ["passwd-primary"]
 
 [[host]]
 name = "pw2"
-address = "10.77.0.6"
+address = "127.0.0.6"
 roles = ["passwd-secondary"]
 
 [[host]]
 name = "store1"
-address = "10.77.0.31"
+address = "127.0.0.31"
 roles = ["storage"]
 [host.storage]
 data_dir = "/srv/mail"
@@ -457,8 +459,8 @@ data_dir = "/srv/mail"
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.servers[Primary].addr != netip.MustParseAddrPort("10.77.0.5:7001") ||
-		c.servers[Secondary].addr != netip.MustParseAddrPort("10.77.0.6:7001") || c.timeout != 3*time.Second {
+	if c.servers[Primary].addr != netip.MustParseAddrPort("127.0.0.5:7001") ||
+		c.servers[Secondary].addr != netip.MustParseAddrPort("127.0.0.6:7001") || c.timeout != 3*time.Second {
 		t.Fatalf("primary %v secondary %v timeout %v", c.servers[Primary].addr, c.servers[Secondary].addr, c.timeout)
 	}
 	// Without a secondary, and with the default timeout.

@@ -155,7 +155,7 @@ func (a *adminSession) handle(req pwadmin.Request) pwadmin.Response {
 		}
 		return a.apply(directory.Entry{Op: directory.OpModify, Name: req.Name, Patch: req.Patch}, "modified")
 	case pwadmin.OpUserPasswd:
-		hash, err := directory.HashPassword(req.Password)
+		hash, err := directory.HashPassword(req.Password, s.cfg.Profile.Cluster.Passwd.BcryptCost)
 		if err != nil {
 			return fail(pwadmin.CodeInvalid, err)
 		}
@@ -266,7 +266,7 @@ func (a *adminSession) userAdd(req pwadmin.Request) pwadmin.Response {
 	}
 	u := *req.User
 	if req.Password != "" {
-		h, err := directory.HashPassword(req.Password)
+		h, err := directory.HashPassword(req.Password, s.cfg.Profile.Cluster.Passwd.BcryptCost)
 		if err != nil {
 			return fail(pwadmin.CodeInvalid, err)
 		}
@@ -299,6 +299,7 @@ func (a *adminSession) apply(e directory.Entry, what string) pwadmin.Response {
 	if err != nil {
 		return fail(errCode(err), err)
 	}
+	s.creds.drop(stored.Name)
 	s.log.Info("user "+what, "user", stored.Name, "op", stored.Op.String(), "seq", stored.Seq, "remote", a.remote)
 	return pwadmin.Response{OK: true}
 }
@@ -361,6 +362,7 @@ func (s *Server) importUsers(chunks []json.RawMessage, size int, replace bool) (
 	if _, err := s.store.ReplaceIndex(ix); err != nil {
 		return 0, err
 	}
+	s.creds.clear()
 	return n, nil
 }
 
@@ -371,6 +373,7 @@ func (s *Server) Stats() pwadmin.Stats {
 	st := pwadmin.Stats{Host: s.cfg.Host.Name, Role: string(s.role), Epoch: epoch, Seq: seq,
 		Users: ix.Len(), PerStorage: ix.CountByStorage(), Requests: map[string]uint64{}, Dropped: map[string]uint64{},
 		AuthOK: s.stats.authOK.Load(), AuthDenied: s.stats.authDenied.Load(), AuthLocked: s.stats.authLocked.Load(),
+		AuthCached: s.stats.authCached.Load(), AuthVerified: s.stats.authVerified.Load(), AuthCacheEntries: s.creds.len(),
 		LockedKeys: s.users.Len() + s.sources.Len(), JournalSize: s.store.JournalSize(),
 		UptimeSec:      int64(time.Since(s.started).Seconds()),
 		SlowestAnswer:  time.Duration(s.stats.slowest.Load()).String(),

@@ -26,6 +26,9 @@ type testCluster struct {
 	profile *cluster.Profile
 	ring    *keyfile.Ring
 	nodes   map[string]*node
+	// authWorkers, when set, is the verifier count of servers started
+	// from now on (default: one per core).
+	authWorkers int
 }
 
 type node struct {
@@ -107,6 +110,9 @@ placement = "letters"
 udp_port = %d
 tcp_port = %d
 timeout = "2s"
+# Test users: bcrypt's minimum cost (a cost-10 check takes over a
+# second under -race on a slow machine).
+bcrypt_cost = 4
 
 [[host]]
 name = "pw1"
@@ -162,7 +168,8 @@ func (tc *testCluster) start(name string) *node {
 	}
 	srv, err := New(Config{Profile: tc.profile, Host: h, Store: store, StateDir: stateDir, Ring: tc.ring, Log: quietLog(),
 		UserPolicy:   LimitPolicy{MaxFailures: 3, Window: time.Minute, Lockout: time.Minute, MaxLockout: time.Minute, MaxEntries: 1000},
-		SourcePolicy: LimitPolicy{MaxFailures: 100, Window: time.Minute, Lockout: time.Minute, MaxLockout: time.Minute, MaxEntries: 1000}})
+		SourcePolicy: LimitPolicy{MaxFailures: 100, Window: time.Minute, Lockout: time.Minute, MaxLockout: time.Minute, MaxEntries: 1000},
+		AuthWorkers:  tc.authWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,6 +201,7 @@ func (s *Server) followOnce(ctx context.Context, addr string) error {
 			if err := s.store.Reset(snapEpoch, snapSeq, snap); err != nil {
 				return fmt.Errorf("installing the primary's snapshot: %w", err)
 			}
+			s.creds.clear()
 			if err := s.markSynced(); err != nil {
 				return fmt.Errorf("recording the first sync: %w", err)
 			}
@@ -212,6 +213,7 @@ func (s *Server) followOnce(ctx context.Context, addr string) error {
 					// Reconnecting resends from our position, or a snapshot.
 					return fmt.Errorf("applying %s: %w", e, err)
 				}
+				s.creds.drop(e.Name)
 			}
 		case pwadmin.ReplHeartbeat:
 		default:

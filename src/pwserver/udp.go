@@ -21,10 +21,6 @@ const opCount = 8 // > every pwproto.Op value
 
 func opName(op int) string { return pwproto.Op(op).String() }
 
-// authQueue bounds the passwords waiting for a verifier: beyond it, the
-// server answers TempFail at once rather than letting queries age.
-const authQueue = 1024
-
 type udpState struct {
 	once   sync.Once
 	codec  *pwproto.Codec
@@ -45,7 +41,7 @@ func (s *Server) initUDP() error {
 	s.udp.once.Do(func() {
 		s.udp.codec, err = pwproto.NewCodec(s.cfg.Ring)
 		s.udp.replay = pwproto.NewReplayFilter()
-		s.udp.auth = make(chan authJob, authQueue)
+		s.udp.auth = make(chan authJob, s.cfg.Profile.Cluster.Passwd.AuthQueue)
 		n := s.cfg.AuthWorkers
 		if n <= 0 {
 			n = runtime.GOMAXPROCS(0)
@@ -367,6 +363,18 @@ func (s *Server) enqueueAuth(conn *net.UDPConn, from netip.AddrPort, req pwproto
 		// Still being verified: the answer to the first copy will do.
 		return
 	}
+	// Whatever needs no password hash check (a cached login, a lockout)
+	// is answered here, so polling clients are not queued behind the
+	// bcrypt checks of a login storm.
+	if resp, done := s.authenticate(&req, false); done {
+		s.udp.dedup.finish(rec, resp)
+		out := make([]byte, 0, pwproto.MaxDatagram)
+		s.send(conn, from, &resp, &out, s.cfg.now())
+		return
+	}
+	// The queue is bounded (cluster.passwd.auth_queue): past it the answer
+	// is TempFail at once, which clients turn into their protocol's
+	// "try later" instead of timing out.
 	select {
 	case s.udp.auth <- authJob{conn: conn, from: from, req: req, rec: rec}:
 	default:
@@ -381,7 +389,7 @@ func (s *Server) enqueueAuth(conn *net.UDPConn, from netip.AddrPort, req pwproto
 func (s *Server) authWorker() {
 	out := make([]byte, 0, pwproto.MaxDatagram)
 	for job := range s.udp.auth {
-		resp := s.authenticate(&job.req)
+		resp, _ := s.authenticate(&job.req, true)
 		s.udp.dedup.finish(job.rec, resp)
 		s.send(job.conn, job.from, &resp, &out, s.cfg.now())
 	}
@@ -389,23 +397,35 @@ func (s *Server) authWorker() {
 
 // authenticate verifies a password here, so the hash never leaves. While
 // the user or the source is locked out the password is not even checked:
-// a guesser learns nothing and costs no bcrypt.
-func (s *Server) authenticate(req *pwproto.Request) pwproto.Response {
+// a guesser learns nothing and costs no bcrypt. A cache hit passes the
+// same lockout checks as a full verification. With verify false it
+// answers only what needs no password hash check, and done is false for
+// the rest.
+func (s *Server) authenticate(req *pwproto.Request, verify bool) (resp pwproto.Response, done bool) {
 	if !s.ready() {
-		return req.Reply(pwproto.StatusTempFail)
+		return req.Reply(pwproto.StatusTempFail), true
 	}
 	userKey := strings.ToLower(req.Name)
 	srcKey := SourceKey(req.Client)
 	if s.users.Locked(userKey) || s.sources.Locked(srcKey) {
 		s.stats.authLocked.Add(1)
-		return req.Reply(pwproto.StatusLockedOut)
+		return req.Reply(pwproto.StatusLockedOut), true
 	}
 	u, ok := s.store.Index().ByName(req.Name)
+	now := s.cfg.now()
+	if ok && u.State != directory.StateDisabled && s.creds.check(u, req.Password, now) {
+		s.stats.authCached.Add(1)
+		return s.authSucceeded(req, userKey, u), true
+	}
+	if !verify {
+		return pwproto.Response{}, false
+	}
+	s.stats.authVerified.Add(1)
 	if !ok || u.State == directory.StateDisabled || !directory.VerifyPassword(u.Hash, req.Password) {
 		if !ok {
 			// Spend the same time as a real check, so timing does not tell
 			// which users exist.
-			directory.VerifyPassword(dummyHash(), req.Password)
+			directory.VerifyPassword(s.dummyHash(), req.Password)
 		}
 		lockedUser := s.users.Fail(userKey)
 		lockedSrc := s.sources.Fail(srcKey)
@@ -414,24 +434,19 @@ func (s *Server) authenticate(req *pwproto.Request) pwproto.Response {
 			if ok, n := s.logLimit.Allow("lockout", s.cfg.now()); ok {
 				s.log.Warn("login locked out after repeated failures", "user", userKey, "client", req.Client, "suppressed", n)
 			}
-			return req.Reply(pwproto.StatusLockedOut)
+			return req.Reply(pwproto.StatusLockedOut), true
 		}
 		s.stats.authDenied.Add(1)
-		return req.Reply(pwproto.StatusDenied)
+		return req.Reply(pwproto.StatusDenied), true
 	}
+	s.creds.put(u, req.Password, now)
+	return s.authSucceeded(req, userKey, u), true
+}
+
+func (s *Server) authSucceeded(req *pwproto.Request, userKey string, u directory.User) pwproto.Response {
 	s.users.Succeed(userKey)
 	s.stats.authOK.Add(1)
 	resp := req.Reply(pwproto.StatusOK)
 	resp.User = s.wireUser(u)
 	return resp
 }
-
-// dummyHash is a bcrypt hash of a random password, verified for unknown
-// users so that "no such user" takes as long as "wrong password".
-var dummyHash = sync.OnceValue(func() string {
-	h, err := directory.HashPassword("correo-timing-equaliser-not-a-password")
-	if err != nil {
-		panic(err) // bcrypt of a fixed short password cannot fail
-	}
-	return h
-})

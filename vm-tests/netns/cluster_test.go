@@ -54,6 +54,9 @@ func bootExampleWith(t *testing.T, adjust func(*cluster.Profile), zones map[stri
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Test users' hashes are not what these scenarios check: bcrypt's
+	// minimum cost keeps logins quick on a loaded machine.
+	p.Cluster.Passwd.BcryptCost = 4
 	if adjust != nil {
 		adjust(p)
 	}

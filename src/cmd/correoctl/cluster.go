@@ -62,7 +62,7 @@ func runClusterUp(args []string, stdout, stderr io.Writer) error {
 	defer r.Down()
 	r.Summary(stdout)
 	if *demo != "" {
-		if err := demoUser(r.Profile, *demo, stdout); err != nil {
+		if err := demoUser(r.Profile, *demo, r.Netns, stdout); err != nil {
 			return fmt.Errorf("creating the demo user: %w", err)
 		}
 	}
@@ -106,7 +106,11 @@ func runClusterDown(args []string, stdout, stderr io.Writer) error {
 
 // demoUser adds (or resets the password of) a user on the running
 // cluster's primary passwdd and prints how to mail it and read its mail.
-func demoUser(p *cluster.Profile, name string, stdout io.Writer) error {
+// With namespaces, the profile's addresses exist only inside them: the
+// admin connection is made from the primary's own namespace, since from
+// here it would leave through the machine's default route toward the
+// real network, and the printed commands run in the "outside" namespace.
+func demoUser(p *cluster.Profile, name string, netns *runner.Netns, stdout io.Writer) error {
 	ring, err := keyfile.Load(p.Cluster.KeyFile)
 	if err != nil {
 		return err
@@ -116,22 +120,32 @@ func demoUser(p *cluster.Profile, name string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pwadmin.Dial(ctx, addr.String(), ring)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	raw := make([]byte, 10)
 	rand.Read(raw)
 	password := strings.ToLower(base32.StdEncoding.EncodeToString(raw))
-	_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserShow, Name: name})
-	switch {
-	case err == nil:
-		_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserPasswd, Name: name, Password: password})
-	case pwadmin.IsCode(err, pwadmin.CodeNotFound):
-		_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserAdd, Password: password, User: &directory.User{Name: name, Gecos: "correo demo user"}})
+	setPassword := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := pwadmin.Dial(ctx, addr.String(), ring)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserShow, Name: name})
+		switch {
+		case err == nil:
+			_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserPasswd, Name: name, Password: password})
+		case pwadmin.IsCode(err, pwadmin.CodeNotFound):
+			_, err = c.Do(pwadmin.Request{Op: pwadmin.OpUserAdd, Password: password, User: &directory.User{Name: name, Gecos: "correo demo user"}})
+		}
+		return err
+	}
+	run := ""
+	if netns != nil {
+		err = runner.InNetns(netns.Name(prim.Name), setPassword)
+		run = "ip netns exec " + netns.Name("outside") + " "
+	} else {
+		err = setPassword()
 	}
 	if err != nil {
 		return err
@@ -139,11 +153,11 @@ func demoUser(p *cluster.Profile, name string, stdout io.Writer) error {
 	mail := name + "@" + p.Cluster.Domains[0]
 	fmt.Fprintf(stdout, "\ndemo user %s, password %s\n", mail, password)
 	for _, e := range p.Endpoints(cluster.SvcSMTP) {
-		fmt.Fprintf(stdout, "  send:  swaks --server %s --from you@example.org --to %s\n", e.Addr, mail)
+		fmt.Fprintf(stdout, "  send:  %sswaks --server %s --from you@example.org --to %s\n", run, e.Addr, mail)
 		break
 	}
 	for _, e := range p.Endpoints(cluster.SvcPOP3) {
-		fmt.Fprintf(stdout, "  fetch: curl -u %s:%s pop3://%s/1\n", name, password, e.Addr)
+		fmt.Fprintf(stdout, "  fetch: %scurl -u %s:%s pop3://%s/1\n", run, name, password, e.Addr)
 		break
 	}
 	return nil

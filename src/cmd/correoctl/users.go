@@ -329,7 +329,12 @@ func runUsersImport(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer f.Close()
-	opts := directory.ImportOptions{MinUID: uint32(*minUID)}
+	// The profile first: it says how to hash the CSV's plaintext passwords.
+	p, err := cluster.LoadFlag(*a.profile, cluster.Options{})
+	if err != nil {
+		return err
+	}
+	opts := directory.ImportOptions{MinUID: uint32(*minUID), BcryptCost: p.Cluster.Passwd.BcryptCost}
 	var users []directory.User
 	var bad []directory.LineError
 	switch *format {
@@ -355,7 +360,7 @@ func runUsersImport(args []string, stdout, stderr io.Writer) error {
 	if len(bad) > 0 && !*skipBad {
 		return fmt.Errorf("%d bad lines: nothing imported (fix them, or pass -skip-bad to import the %d good ones)", len(bad), len(users))
 	}
-	c, _, err := a.connect()
+	c, _, err := a.connectTo(p, *a.server)
 	if err != nil {
 		return err
 	}
@@ -420,6 +425,8 @@ func runPasswdStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "  requests %v; dropped %v; auth ok %d denied %d locked %d\n",
 			st.Requests, st.Dropped, st.AuthOK, st.AuthDenied, st.AuthLocked)
+		fmt.Fprintf(stdout, "  logins from the credentials cache %d, by password hash check %d; %d cached\n",
+			st.AuthCached, st.AuthVerified, st.AuthCacheEntries)
 		fmt.Fprintf(stdout, "  answers: slowest %s, %d over 1 ms, %d over 10 ms\n",
 			st.SlowestAnswer, st.AnswersOver1ms, st.AnswersOver10ms)
 	}

@@ -91,7 +91,7 @@ func setupRelay(t *testing.T, clusterTOML string) *relayEnv {
 				fmt.Sprintf("[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "mx1.crt"), filepath.Join(tlsDir, "mx1.key"))}}})
 	e := &env{c: c}
 	e.passwd = c.StartPasswdd(t, "mx1")
-	hash, err := directory.HashPassword("secret")
+	hash, err := directory.HashPassword("secret", c.Profile.Cluster.Passwd.BcryptCost)
 	if err != nil {
 		t.Fatal(err)
 	}
