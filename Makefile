@@ -58,8 +58,18 @@ vet:
 
 # The NSS tests load the module `make nss` built (without CORREO_NSS_LIB
 # they build their own copy, so plain `go test ./...` works too).
+#
+# The tests run in a private network namespace that has only loopback
+# (and a private mount namespace): a dial toward any address outside it —
+# a profile's 10.77.0.x from the wrong namespace, a forgotten real host —
+# fails with "network is unreachable" instead of leaving the machine. The
+# namespace clusters boot inside it. Modules are downloaded first, since
+# nothing can be fetched from inside.
 gotest: nss
-	CORREO_STRICT=1 CORREO_NSS_LIB=$(CURDIR)/bin/libnss_correo.so.2 $(GO) test -race -count=1 ./...
+	$(GO) mod download
+	unshare -n -m --propagation private sh -c 'ip link set lo up && exec "$$0" "$$@"' \
+		env CORREO_STRICT=1 CORREO_NSS_LIB=$(CURDIR)/bin/libnss_correo.so.2 GOPROXY=off \
+		$(GO) test -race -count=1 ./...
 
 nix-check:
 	bash nix/lib/tests/run.sh
