@@ -281,7 +281,42 @@ func TestAuthQueueLimitAnswersTempFail(t *testing.T) {
 	if statuses[pwproto.StatusTempFail] < burst-2 || statuses[pwproto.StatusDenied] < 1 {
 		t.Fatalf("answers %v: want at least %d TempFail and the taken ones Denied", statuses, burst-2)
 	}
-	if st := tc.nodes["pw1"].srv.Stats(); st.Dropped["auth_queue_full"] < burst-2 {
-		t.Errorf("queue-full count %v", st.Dropped)
+	// Refused for a full queue, or because the first verification's cost
+	// (once measured) told that the rest could not be answered in time.
+	if st := tc.nodes["pw1"].srv.Stats(); st.Dropped["auth_queue_full"]+st.Dropped["auth_overload"] < burst-2 {
+		t.Errorf("refusal counts %v", st.Dropped)
+	}
+}
+
+// When the verifiers cannot answer before the client stops waiting, a
+// login that needs a hash check is told "try later" at once, while a
+// cached login is still answered.
+func TestAuthOverloadRefusesOnlyWhatNeedsAHashCheck(t *testing.T) {
+	tc := newTestCluster(t, false)
+	tc.addUser(tc.admin("pw1"), "maria", 5003, "maria-pw")
+	tc.addUser(tc.admin("pw1"), "pedro", 5004, "pedro-pw")
+	pc := tc.client()
+	ctx := context.Background()
+	if _, err := pc.Authenticate(ctx, "maria", "maria-pw", "203.0.113.5"); err != nil {
+		t.Fatal(err)
+	}
+	// As if each verification took an hour: no queued login could be
+	// answered within the passwd timeout.
+	srv := tc.nodes["pw1"].srv
+	srv.udp.verifyNanos.Store(int64(time.Hour))
+	if _, err := pc.Authenticate(ctx, "pedro", "pedro-pw", "203.0.113.6"); !errors.Is(err, pwclient.ErrTempFail) {
+		t.Fatalf("uncached login while overloaded: %v, want a temporary failure", err)
+	}
+	if _, err := pc.Authenticate(ctx, "maria", "maria-pw", "203.0.113.5"); err != nil {
+		t.Fatalf("cached login while overloaded: %v", err)
+	}
+	st := srv.Stats()
+	if st.Dropped["auth_overload"] != 1 || st.AuthCached != 1 || st.AuthVerified != 1 {
+		t.Errorf("stats: dropped %v, cached %d, verified %d", st.Dropped, st.AuthCached, st.AuthVerified)
+	}
+	// Once verifications are cheap again, so is admission.
+	srv.udp.verifyNanos.Store(int64(time.Millisecond))
+	if _, err := pc.Authenticate(ctx, "pedro", "pedro-pw", "203.0.113.6"); err != nil {
+		t.Fatalf("after the overload: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,13 +28,18 @@ type udpState struct {
 	replay *pwproto.ReplayFilter
 	auth   chan authJob
 	dedup  authDedup
+	// workers verify passwords; verifyNanos is a moving average of what
+	// one verification costs them, for the admission check.
+	workers     int
+	verifyNanos atomic.Int64
 }
 
 type authJob struct {
-	conn *net.UDPConn
-	from netip.AddrPort
-	req  pwproto.Request
-	rec  *authRec
+	conn   *net.UDPConn
+	from   netip.AddrPort
+	req    pwproto.Request
+	rec    *authRec
+	queued time.Time
 }
 
 func (s *Server) initUDP() error {
@@ -46,6 +52,7 @@ func (s *Server) initUDP() error {
 		if n <= 0 {
 			n = runtime.GOMAXPROCS(0)
 		}
+		s.udp.workers = n
 		for i := 0; i < n; i++ {
 			go s.authWorker()
 		}
@@ -366,32 +373,90 @@ func (s *Server) enqueueAuth(conn *net.UDPConn, from netip.AddrPort, req pwproto
 	// Whatever needs no password hash check (a cached login, a lockout)
 	// is answered here, so polling clients are not queued behind the
 	// bcrypt checks of a login storm.
-	if resp, done := s.authenticate(&req, false); done {
+	if resp, done, _ := s.authenticate(&req, false); done {
 		s.udp.dedup.finish(rec, resp)
 		out := make([]byte, 0, pwproto.MaxDatagram)
 		s.send(conn, from, &resp, &out, s.cfg.now())
 		return
 	}
-	// The queue is bounded (cluster.passwd.auth_queue): past it the answer
-	// is TempFail at once, which clients turn into their protocol's
-	// "try later" instead of timing out.
-	select {
-	case s.udp.auth <- authJob{conn: conn, from: from, req: req, rec: rec}:
-	default:
-		s.stats.drop("auth_queue_full")
-		resp := req.Reply(pwproto.StatusTempFail)
-		s.udp.dedup.finish(rec, resp)
-		out := make([]byte, 0, 256)
-		s.send(conn, from, &resp, &out, s.cfg.now())
+	// A login whose answer could not come before the client stops
+	// waiting (cluster.passwd.timeout) is told "try later" at once: the
+	// client turns that into its protocol's temporary failure instead of
+	// timing out, and the verifiers spend no time on logins nobody waits
+	// for. The queue also has a hard bound (cluster.passwd.auth_queue).
+	if s.expectedWait() > s.authBudget() {
+		s.refuseAuth(conn, from, &req, rec, "auth_overload", now)
+		return
 	}
+	select {
+	case s.udp.auth <- authJob{conn: conn, from: from, req: req, rec: rec, queued: now}:
+	default:
+		s.refuseAuth(conn, from, &req, rec, "auth_queue_full", now)
+	}
+}
+
+// authBudget is how long a login may wait for a verifier: half the time
+// a client waits for passwdd, the other half left for the verification
+// itself and the way back.
+func (s *Server) authBudget() time.Duration {
+	return s.cfg.Profile.Cluster.Passwd.Timeout.Std() / 2
+}
+
+// expectedWait estimates how long a login queued now would wait for a
+// verifier: the logins ahead of it, shared among the workers, at the
+// recent cost of one verification.
+func (s *Server) expectedWait() time.Duration {
+	per := time.Duration(s.udp.verifyNanos.Load())
+	return time.Duration(len(s.udp.auth)+1) * per / time.Duration(s.udp.workers)
+}
+
+func (s *Server) refuseAuth(conn *net.UDPConn, from netip.AddrPort, req *pwproto.Request, rec *authRec, reason string, now time.Time) {
+	s.stats.drop(reason)
+	if ok, n := s.logLimit.Allow(reason, now); ok {
+		s.log.Warn("login refused for now: password verifiers busy", "reason", reason, "queued", len(s.udp.auth),
+			"verify_ms", time.Duration(s.udp.verifyNanos.Load()).Milliseconds(), "suppressed", n)
+	}
+	resp := req.Reply(pwproto.StatusTempFail)
+	s.udp.dedup.finish(rec, resp)
+	out := make([]byte, 0, 256)
+	s.send(conn, from, &resp, &out, s.cfg.now())
 }
 
 func (s *Server) authWorker() {
 	out := make([]byte, 0, pwproto.MaxDatagram)
 	for job := range s.udp.auth {
-		resp, _ := s.authenticate(&job.req, true)
+		var resp pwproto.Response
+		start := s.cfg.now()
+		if start.Sub(job.queued) > s.cfg.Profile.Cluster.Passwd.Timeout.Std() {
+			// The client has stopped waiting; if it asked again, that copy
+			// is this same job (dedup), and "try later" is the truth.
+			s.stats.drop("auth_expired")
+			resp = job.req.Reply(pwproto.StatusTempFail)
+		} else {
+			var verified bool
+			resp, _, verified = s.authenticate(&job.req, true)
+			if verified {
+				s.noteVerifyCost(s.cfg.now().Sub(start))
+			}
+		}
 		s.udp.dedup.finish(job.rec, resp)
 		s.send(job.conn, job.from, &resp, &out, s.cfg.now())
+	}
+}
+
+// noteVerifyCost folds one verification's duration into the moving
+// average (weight 1/8: a few logins after a change of hash costs, or of
+// load, the estimate follows).
+func (s *Server) noteVerifyCost(d time.Duration) {
+	for {
+		old := s.udp.verifyNanos.Load()
+		nv := int64(d)
+		if old != 0 {
+			nv = old + (int64(d)-old)/8
+		}
+		if s.udp.verifyNanos.CompareAndSwap(old, nv) {
+			return
+		}
 	}
 }
 
@@ -400,25 +465,25 @@ func (s *Server) authWorker() {
 // a guesser learns nothing and costs no bcrypt. A cache hit passes the
 // same lockout checks as a full verification. With verify false it
 // answers only what needs no password hash check, and done is false for
-// the rest.
-func (s *Server) authenticate(req *pwproto.Request, verify bool) (resp pwproto.Response, done bool) {
+// the rest; verified says whether a password hash was checked.
+func (s *Server) authenticate(req *pwproto.Request, verify bool) (resp pwproto.Response, done, verified bool) {
 	if !s.ready() {
-		return req.Reply(pwproto.StatusTempFail), true
+		return req.Reply(pwproto.StatusTempFail), true, false
 	}
 	userKey := strings.ToLower(req.Name)
 	srcKey := SourceKey(req.Client)
 	if s.users.Locked(userKey) || s.sources.Locked(srcKey) {
 		s.stats.authLocked.Add(1)
-		return req.Reply(pwproto.StatusLockedOut), true
+		return req.Reply(pwproto.StatusLockedOut), true, false
 	}
 	u, ok := s.store.Index().ByName(req.Name)
 	now := s.cfg.now()
 	if ok && u.State != directory.StateDisabled && s.creds.check(u, req.Password, now) {
 		s.stats.authCached.Add(1)
-		return s.authSucceeded(req, userKey, u), true
+		return s.authSucceeded(req, userKey, u), true, false
 	}
 	if !verify {
-		return pwproto.Response{}, false
+		return pwproto.Response{}, false, false
 	}
 	s.stats.authVerified.Add(1)
 	if !ok || u.State == directory.StateDisabled || !directory.VerifyPassword(u.Hash, req.Password) {
@@ -434,13 +499,13 @@ func (s *Server) authenticate(req *pwproto.Request, verify bool) (resp pwproto.R
 			if ok, n := s.logLimit.Allow("lockout", s.cfg.now()); ok {
 				s.log.Warn("login locked out after repeated failures", "user", userKey, "client", req.Client, "suppressed", n)
 			}
-			return req.Reply(pwproto.StatusLockedOut), true
+			return req.Reply(pwproto.StatusLockedOut), true, true
 		}
 		s.stats.authDenied.Add(1)
-		return req.Reply(pwproto.StatusDenied), true
+		return req.Reply(pwproto.StatusDenied), true, true
 	}
 	s.creds.put(u, req.Password, now)
-	return s.authSucceeded(req, userKey, u), true
+	return s.authSucceeded(req, userKey, u), true, true
 }
 
 func (s *Server) authSucceeded(req *pwproto.Request, userKey string, u directory.User) pwproto.Response {
