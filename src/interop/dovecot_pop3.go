@@ -35,6 +35,10 @@ type DovecotPOP3Config struct {
 	// kept ready (process_min_avail). 0 is the stock mode, one login
 	// process per connection.
 	LoginProcesses int
+	// Settings is appended to dovecot.conf as is: top-level settings, and
+	// service blocks, which Dovecot merges with the same service's block
+	// above (a benchmark's auth cache and process limits).
+	Settings string
 }
 
 // DovecotPOP3 is a private Dovecot instance serving only POP3 on
@@ -44,6 +48,9 @@ type DovecotPOP3 struct {
 	Port     int
 	LogFile  string
 	UID, GID int
+	// Proc is the master process; stopping it early (Proc.Stop) empties
+	// Dovecot's auth cache for a benchmark's next cold phase.
+	Proc *Proc
 }
 
 // StartDovecotPOP3 configures and starts Dovecot's POP3 server (root: its
@@ -122,12 +129,12 @@ service imap-login {
     port = 0
   }
 }
-`, dir, d.LogFile, pwFile, d.Port, perf)
+`, dir, d.LogFile, pwFile, d.Port, perf) + cfg.Settings
 	cf := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	Start(t, "dovecot-pop3", []string{dovecot, "-F", "-c", cf}, nil)
+	d.Proc = Start(t, "dovecot-pop3", []string{dovecot, "-F", "-c", cf}, nil)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(d.LogFile)
