@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"correo/src/testutil"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/keyfile"
 )

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/delivery"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/lmtpd"
 	"correo/src/pwproto"
 )
@@ -24,14 +24,14 @@ import (
 
 type env struct {
 	t    *testing.T
-	c    *interop.Cluster
-	logs *interop.SyncBuffer
+	c    *clustertest.Cluster
+	logs *clustertest.SyncBuffer
 	srv  map[string]*lmtpd.Server
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c := interop.NewCluster(t, interop.Spec{Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(t, clustertest.Spec{Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 		{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
 	}})
@@ -43,7 +43,7 @@ func newEnv(t *testing.T) *env {
 		directory.User{Name: "fede", Storage: "st1", State: directory.StateDisabled},
 		directory.User{Name: "dario", Storage: "st2", State: directory.StateMoving},
 	)
-	e := &env{t: t, c: c, logs: &interop.SyncBuffer{}, srv: map[string]*lmtpd.Server{}}
+	e := &env{t: t, c: c, logs: &clustertest.SyncBuffer{}, srv: map[string]*lmtpd.Server{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- log:\n%s", e.logs.String())
@@ -241,7 +241,7 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	sock := filepath.Join(interop.ShortTempDir(t, "sock-"), "lmtp.sock")
+	sock := filepath.Join(clustertest.ShortTempDir(t, "sock-"), "lmtp.sock")
 	ln, err := lmtpd.ListenUnix(sock)
 	if err != nil {
 		t.Fatal(err)

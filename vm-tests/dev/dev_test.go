@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/testutil"
+	"correo/internal/testutil"
 )
 
 // TestDevCluster starts the dev cluster, mails its demo user with Python's

@@ -15,13 +15,13 @@ import (
 
 	"github.com/miekg/dns"
 
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
 	"correo/src/pwadmin"
 	"correo/src/pwclient"
 	"correo/src/runner"
-	"correo/src/testutil"
 )
 
 // prefix names this test process's namespaces and links, so two runs of

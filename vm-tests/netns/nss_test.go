@@ -8,13 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
 	"correo/src/nss/nsstest"
 	"correo/src/pwadmin"
 	"correo/src/runner"
-	"correo/src/testutil"
 )
 
 // TestNSSOnStorageHost (scenario 6): inside store1's network namespace

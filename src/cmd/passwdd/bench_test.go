@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/udpload"
 	"correo/src/cluster"
 	"correo/src/pwadmin"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
-	"correo/src/udpload"
 )
 
 // benchUsers is the paper's scale.

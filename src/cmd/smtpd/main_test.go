@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/pwadmin"
 	"correo/src/queue"
-	"correo/src/testutil"
 )
 
 // These tests run the real smtpd, passwdd and pdeliveryd binaries as
@@ -26,18 +26,18 @@ import (
 // read the Maildirs back with Python's mailbox module.
 
 type env struct {
-	c      *interop.Cluster
-	smtpd  *interop.Proc
-	pdeliv *interop.Proc
-	passwd *interop.Proc
+	c      *clustertest.Cluster
+	smtpd  *clustertest.Proc
+	pdeliv *clustertest.Proc
+	passwd *clustertest.Proc
 	extra  []string
 }
 
 func setup(t *testing.T, clusterTOML string, smtpdArgs ...string) *env {
 	t.Helper()
 	// A loopback cluster: smtpd creates the self-signed pair (tlsconf).
-	tlsDir := interop.ShortTempDir(t, "tls-")
-	c := interop.NewCluster(t, interop.Spec{ClusterTOML: clusterTOML, Hosts: []interop.HostSpec{
+	tlsDir := clustertest.ShortTempDir(t, "tls-")
+	c := clustertest.NewCluster(t, clustertest.Spec{ClusterTOML: clusterTOML, Hosts: []clustertest.HostSpec{
 		{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "storage"},
 			TOML: "[host.smtpd]\nmax_message_bytes = 100000\nmax_recipients = 5\nmax_connections = 50\nmax_connections_per_client = 30\n" +
 				fmt.Sprintf("[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "mx1.crt"), filepath.Join(tlsDir, "mx1.key"))},
@@ -93,7 +93,7 @@ func (e *env) queued() int {
 	return len(envs)
 }
 
-func (e *env) waitLog(t *testing.T, p *interop.Proc, s string) {
+func (e *env) waitLog(t *testing.T, p *clustertest.Proc, s string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(p.Log.String(), s) {
@@ -106,7 +106,7 @@ func (e *env) waitLog(t *testing.T, p *interop.Proc, s string) {
 
 func (e *env) correoctl(t *testing.T, args ...string) string {
 	t.Helper()
-	bin := interop.Build(t, "correoctl", false)
+	bin := clustertest.Build(t, "correoctl", false)
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("correoctl %v: %v\n%s", args, err, out)
@@ -115,11 +115,11 @@ func (e *env) correoctl(t *testing.T, args ...string) string {
 }
 
 // smtp is a raw SMTP client.
-type smtp struct{ *interop.TextConn }
+type smtp struct{ *clustertest.TextConn }
 
 func dial(t *testing.T, addr string) *smtp {
 	t.Helper()
-	return &smtp{interop.DialText(t, "tcp", addr, 220)}
+	return &smtp{clustertest.DialText(t, "tcp", addr, 220)}
 }
 
 // send runs one transaction and returns the final reply.
@@ -161,7 +161,7 @@ func TestEndToEndRealClients(t *testing.T) {
 	python := testutil.NeedCommand(t, "python3")
 	e := setup(t, "")
 	msgFile := filepath.Join(e.c.Dir, "msg.eml")
-	os.WriteFile(msgFile, []byte(interop.TestMessage+".\n"), 0o644)
+	os.WriteFile(msgFile, []byte(clustertest.TestMessage+".\n"), 0o644)
 	out, err := exec.Command(swaks, "--server", e.addr(), "--from", "sender@example.org", "--to", "ana@correo.test",
 		"--data", msgFile, "--silent", "1").CombinedOutput()
 	if err != nil {
@@ -189,7 +189,7 @@ s.quit()
 `
 	host, port, _ := net.SplitHostPort(e.addr())
 	pyFile := filepath.Join(e.c.Dir, "msg-py.eml")
-	os.WriteFile(pyFile, []byte(interop.TestMessage), 0o644)
+	os.WriteFile(pyFile, []byte(clustertest.TestMessage), 0o644)
 	if out, err := exec.Command(python, "-c", py, host, port, pyFile).CombinedOutput(); err != nil {
 		t.Fatalf("python smtplib: %v\n%s", err, out)
 	}
@@ -201,9 +201,9 @@ s.quit()
 		t.Errorf("%d messages received over TLS, want Python's one", n)
 	}
 	for _, u := range []string{"ana", "bob"} {
-		for _, m := range interop.ReadMaildir(t, python, e.c.Maildir("mx1", u)) {
-			if m.Body != interop.TestBody {
-				t.Errorf("%s: body changed:\n%q\nwant\n%q", u, m.Body, interop.TestBody)
+		for _, m := range clustertest.ReadMaildir(t, python, e.c.Maildir("mx1", u)) {
+			if m.Body != clustertest.TestBody {
+				t.Errorf("%s: body changed:\n%q\nwant\n%q", u, m.Body, clustertest.TestBody)
 			}
 			if !strings.Contains(m.Headers, "(correo smtpd) with ESMTP") || !strings.Contains(m.Headers, "X-Correo-Trace: ") {
 				t.Errorf("%s: headers lack smtpd's trace:\n%s", u, m.Headers)
@@ -530,11 +530,11 @@ func TestQueueDiskFull(t *testing.T) {
 	e.smtpd.Stop(syscall.SIGTERM)
 	qdir := e.queueDir()
 	os.MkdirAll(qdir, 0o750)
-	bin := interop.Build(t, "smtpd", true)
+	bin := clustertest.Build(t, "smtpd", true)
 	argv := []string{"unshare", "-m", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs -o size=256k correo-test "$QUEUE" && exec "$@"`, "sh",
 		bin, "-profile", e.c.ProfilePath, "-host", "mx1", "-state", e.c.StateDir("mx1", "smtpd")}
-	p := interop.StartNotify(t, "smtpd-tmpfs", argv, []string{"QUEUE=" + qdir})
+	p := clustertest.StartNotify(t, "smtpd-tmpfs", argv, []string{"QUEUE=" + qdir})
 	inside := fmt.Sprintf("/proc/%d/root%s", p.Cmd.Process.Pid, qdir)
 
 	big := strings.Repeat(strings.Repeat("x", 99)+"\r\n", 900) // 90 KB, under max_message_bytes

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/testutil"
 	"correo/src/nssd"
 	"correo/src/nssd/nssdtest"
 	"correo/src/nssproto"
-	"correo/src/testutil"
 )
 
 func TestMain(m *testing.M) {

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/testutil"
 	"correo/src/nssd"
 	"correo/src/nssd/nssdtest"
-	"correo/src/testutil"
 )
 
 // nsWorld is a private view of the machine for NSS tests: inside

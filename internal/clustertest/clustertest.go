@@ -1,4 +1,4 @@
-// Package interop runs the real peers correo's process-level tests talk
+// Package clustertest runs the real peers correo's process-level tests talk
 // to: a small cluster profile with real passwdd processes, correo daemons
 // built from this tree, a private Postfix instance (its own configuration
 // and queue directories, loopback ports) and a private Dovecot LMTP. It is
@@ -7,7 +7,7 @@
 // Every peer is stopped by t.Cleanup, and on failure its log is printed.
 // Programs that are not installed skip the test, or fail it under
 // CORREO_STRICT (testutil.NeedCommand).
-package interop
+package clustertest
 
 import (
 	"bytes"
