@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/internal/testutil"
 )
 
@@ -26,10 +27,7 @@ func TestDevCluster(t *testing.T) {
 		testutil.NeedCommand(t, c)
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "correo/src/cmd/...").CombinedOutput(); err != nil {
-		t.Fatalf("building: %v\n%s", err, out)
-	}
+	bin := clustertest.BuildAll(t, false)
 	profile, _ := filepath.Abs("../../hosts/dev.toml")
 	// The dev profile's relative paths (.dev/...) land in the working
 	// directory: a temporary one here.

@@ -200,7 +200,7 @@ func benchOnce(b *testing.B) {
 		}()
 	}
 	t0 = time.Now()
-	importOut, err := exec.Command("nice", "-n", "19", correoctl, "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput()
+	importOut, err := exec.Command("nice", "-n", "19", correoctl(b), "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput()
 	if err != nil {
 		b.Fatalf("correoctl users import: %v\n%s", err, importOut)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
@@ -24,39 +25,17 @@ import (
 // These tests run the real passwdd binary as separate processes, the way
 // a cluster host does, and kill them the hard way.
 
-var binary, correoctl string
+func TestMain(m *testing.M) { clustertest.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "passwdd-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "passwdd")
-	// Tests run the daemon under the race detector; benchmarks measure it
-	// as shipped.
-	args := []string{"build", "-race", "-o", binary, "."}
-	for _, a := range os.Args {
-		if strings.HasPrefix(a, "-test.bench") {
-			args = []string{"build", "-o", binary, "."}
-		}
-	}
-	out, err := exec.Command("go", args...).CombinedOutput()
-	if err != nil {
-		// -race needs cgo; fall back to a plain build.
-		if out2, err2 := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err2 != nil {
-			fmt.Fprintf(os.Stderr, "building passwdd: %v\n%s\n%s", err2, out, out2)
-			os.Exit(1)
-		}
-	}
-	correoctl = filepath.Join(dir, "correoctl")
-	if out, err := exec.Command("go", "build", "-o", correoctl, "../correoctl").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building correoctl: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+// passwdd is the daemon's binary: under the race detector for tests, as
+// shipped for benchmarks (which measure it).
+func passwdd(t testing.TB) string {
+	_, bench := t.(*testing.B)
+	return clustertest.Build(t, "passwdd", !bench)
 }
+
+// correoctl is the operator's command, as shipped.
+func correoctl(t testing.TB) string { return clustertest.Build(t, "correoctl", false) }
 
 type env struct {
 	t       testing.TB
@@ -171,7 +150,7 @@ func (e *env) start(host string) {
 		e.t.Fatal(err)
 	}
 	defer nc.Close()
-	cmd := exec.Command(binary, "-profile", e.profile, "-host", host, "-state", filepath.Join(e.dir, host))
+	cmd := exec.Command(passwdd(e.t), "-profile", e.profile, "-host", host, "-state", filepath.Join(e.dir, host))
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	if e.logs[host] == nil {
 		e.logs[host] = &bytes.Buffer{}
@@ -238,18 +217,18 @@ func makeUsers(prefix string, n int, uid0 uint32) []directory.User {
 func TestRefusesReadableKey(t *testing.T) {
 	e := newEnv(t)
 	os.Chmod(e.p.Cluster.KeyFile, 0o644)
-	out, err := exec.Command(binary, "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
+	out, err := exec.Command(passwdd(e.t), "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "chmod 600") {
 		t.Fatalf("passwdd with a world-readable key: %v\n%s", err, out)
 	}
 	os.Chmod(e.p.Cluster.KeyFile, 0o600)
-	out, err = exec.Command(binary, "-profile", e.profile, "-host", "s1").CombinedOutput()
+	out, err = exec.Command(passwdd(e.t), "-profile", e.profile, "-host", "s1").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "passwdd serves") {
 		t.Fatalf("passwdd on a storage host: %v\n%s", err, out)
 	}
 	os.Remove(e.p.Cluster.KeyFile)
-	out, err = exec.Command(binary, "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
+	out, err = exec.Command(passwdd(e.t), "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "does not exist") {
 		t.Fatalf("passwdd without a key: %v\n%s", err, out)
 	}

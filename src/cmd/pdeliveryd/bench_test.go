@@ -185,9 +185,10 @@ func bare(b *testing.B, dir string, conc int) {
 	record(b, "bare", 1, conc, b.N, el)
 }
 
-// TestMain prints the benchmark table after a benchmark run.
+// TestMain prints the benchmark table after a benchmark run, and removes
+// the programs the tests built.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := clustertest.Run(m)
 	if len(figures) > 0 {
 		printTable()
 	}

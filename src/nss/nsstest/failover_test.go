@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
@@ -61,23 +62,14 @@ func startDaemon(t *testing.T, dir, bin string, args ...string) *exec.Cmd {
 	}
 }
 
-func goBuild(t *testing.T, dir, pkg string) string {
-	t.Helper()
-	out := filepath.Join(dir, filepath.Base(pkg))
-	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
 // TestFailoverThroughNSS resolves a cluster user with getent in a loop,
 // through the module, nssd and passwdd, while the primary passwdd is
 // killed: every answer keeps coming, from the secondary.
 func TestFailoverThroughNSS(t *testing.T) {
 	w := newWorld(t, correoNsswitch)
 	dir := t.TempDir()
-	passwdd := goBuild(t, dir, "correo/src/cmd/passwdd")
-	nssdBin := goBuild(t, dir, "correo/src/cmd/nssd")
+	passwdd := clustertest.Build(t, "passwdd", false)
+	nssdBin := clustertest.Build(t, "nssd", false)
 	w.sockDir = filepath.Join(dir, "run-correo")
 	os.MkdirAll(w.sockDir, 0o755)
 	os.Chmod(w.sockDir, 0o755)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/internal/testutil"
 	"correo/src/nssd"
 	"correo/src/nssd/nssdtest"
@@ -20,7 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := clustertest.Run(m)
 	Cleanup()
 	os.Exit(code)
 }
