@@ -47,85 +47,13 @@ type env struct {
 	logs    map[string]*bytes.Buffer
 }
 
-func freePort(t testing.TB) int {
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		ok := true
-		for _, a := range []string{"127.0.0.1", "127.0.0.2"} {
-			for _, n := range []string{"tcp", "udp"} {
-				addr := fmt.Sprintf("%s:%d", a, port)
-				if n == "tcp" {
-					if l, err := net.Listen(n, addr); err == nil {
-						l.Close()
-					} else {
-						ok = false
-					}
-				} else if c, err := net.ListenPacket(n, addr); err == nil {
-					c.Close()
-				} else {
-					ok = false
-				}
-			}
-		}
-		if ok {
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 func newEnv(t testing.TB) *env {
-	dir := t.TempDir()
-	key := filepath.Join(dir, "cluster.key")
-	ring, err := keyfile.Create(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := fmt.Sprintf(`[cluster]
-name = "t"
-domains = ["correo.test"]
-network = "127.0.0.0/8"
-key_file = %q
-layout = "first3"
-placement = "least-users"
-[cluster.passwd]
-udp_port = %d
-tcp_port = %d
-timeout = "2s"
-# Test users: bcrypt's minimum cost (a cost-10 check takes over a
-# second under -race on a slow machine).
-bcrypt_cost = 4
-
-[[host]]
-name = "pw1"
-address = "127.0.0.1"
-roles = ["passwd-primary"]
-
-[[host]]
-name = "pw2"
-address = "127.0.0.2"
-roles = ["passwd-secondary"]
-
-[[host]]
-name = "s1"
-address = "127.0.0.11"
-roles = ["storage"]
-[host.storage]
-data_dir = "/srv/mail"
-`, key, freePort(t), freePort(t))
-	path := filepath.Join(dir, "cluster.toml")
-	os.WriteFile(path, []byte(src), 0o644)
-	p, err := cluster.Load(path, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, dir: dir, profile: path, p: p, ring: ring, procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
+	c := clustertest.NewCluster(t, clustertest.Spec{Placement: "least-users", PasswdTimeout: "2s", LogLevel: "info", Hosts: []clustertest.HostSpec{
+		{Name: "pw1", Address: "127.0.0.1", Roles: []string{"passwd-primary"}},
+		{Name: "pw2", Address: "127.0.0.2", Roles: []string{"passwd-secondary"}},
+		{Name: "s1", Address: "127.0.0.11", Roles: []string{"storage"}, DataDir: "/srv/mail"},
+	}})
+	e := &env{t: t, dir: c.Dir, profile: c.ProfilePath, p: c.Profile, ring: c.Ring, procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
 	t.Cleanup(func() {
 		for h := range e.procs {
 			e.kill(h, syscall.SIGKILL)
