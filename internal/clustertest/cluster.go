@@ -31,18 +31,17 @@ type HostSpec struct {
 
 // Spec describes a test cluster profile. Zero fields take defaults: network
 // 127.0.0.0/8, domain correo.test, layout first3, placement letters,
-// passwd timeout 3s (how
-// long a client waits for a silent passwdd: a loaded machine answers a
-// cheap login well within it), bcrypt cost 4.
+// passwd timeout 3s (how long a client waits for a silent passwdd: a
+// loaded machine answers a cheap login well within it), bcrypt cost 4.
 type Spec struct {
 	Network       string
 	Domains       []string
 	Layout        string
 	Placement     string
 	PasswdTimeout string
+	Hosts         []HostSpec
 	// RunAs is cluster.run_as, the account daemons drop root for.
 	RunAs string
-	Hosts         []HostSpec
 	// TrustedNetwork sets cluster.trusted_network (logins without TLS).
 	TrustedNetwork bool
 	// LogLevel is cluster.log.level (default debug, for tests; benchmarks

@@ -26,10 +26,7 @@ func TestNSSOnStorageHost(t *testing.T) {
 	testutil.NeedCommand(t, "gcc")
 	r := bootExample(t)
 	p := r.Profile
-	lib, err := nsstest.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib := nsstest.NeedLib(t)
 	defer nsstest.Cleanup()
 	ring, err := keyfile.Load(p.Cluster.KeyFile)
 	if err != nil {

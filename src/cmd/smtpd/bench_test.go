@@ -287,6 +287,8 @@ func countFiles(root string) int {
 func journaledExt4(b *testing.B) string {
 	b.Helper()
 	mkfs := testutil.NeedCommand(b, "mkfs.ext4")
+	mount := testutil.NeedCommand(b, "mount")
+	umount := testutil.NeedCommand(b, "umount")
 	img := filepath.Join(clustertest.ShortTempDir(b, "smtpbench-img-"), "spool.img")
 	f, err := os.Create(img)
 	if err != nil {
@@ -298,12 +300,12 @@ func journaledExt4(b *testing.B) string {
 		b.Fatalf("mkfs.ext4 %s: %v\n%s", img, err, out)
 	}
 	mnt := clustertest.ShortTempDir(b, "smtpbench-mnt-")
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+	if out, err := exec.Command(mount, "-o", "loop", img, mnt).CombinedOutput(); err != nil {
 		b.Fatalf("mounting %s: %v\n%s", img, err, out)
 	}
 	// Registered after ShortTempDir's removal, so it runs before it.
 	b.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+		if out, err := exec.Command(umount, mnt).CombinedOutput(); err != nil {
 			b.Errorf("umount %s: %v\n%s", mnt, err, out)
 		}
 	})

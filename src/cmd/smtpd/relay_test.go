@@ -362,6 +362,7 @@ func TestRelayUnreachableExpires(t *testing.T) {
 // reaches it exactly once, body intact.
 func TestRelayToPostfixSink(t *testing.T) {
 	sinkBin := testutil.NeedCommand(t, "smtp-sink")
+	python := testutil.NeedCommand(t, "python3")
 	testutil.NeedRoot(t)
 	e := setupRelay(t, "")
 	dump := clustertest.ShortTempDir(t, "sink-")
@@ -384,7 +385,7 @@ with smtplib.SMTP(host, int(port), timeout=20) as s:
     s.sendmail("ana@correo.test", ["amigo@sink.example"], "From: ana@correo.test\r\nTo: amigo@sink.example\r\nMessage-ID: <sink-1@correo.test>\r\nSubject: to the sink\r\n\r\nhola sink\r\n")
 print("ok")
 `
-	if out, err := exec.Command("python3", "-c", script, e.svcAddr(cluster.SvcSubmission)).CombinedOutput(); err != nil {
+	if out, err := exec.Command(python, "-c", script, e.svcAddr(cluster.SvcSubmission)).CombinedOutput(); err != nil {
 		t.Fatalf("smtplib submission: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(30 * time.Second)

@@ -39,11 +39,7 @@ const hangLimit = 3 * time.Second
 func module(t testing.TB) *Module {
 	t.Helper()
 	testutil.NeedCommand(t, "gcc")
-	path, err := Build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(path)
+	m, err := Open(NeedLib(t))
 	if err != nil {
 		t.Fatal(err)
 	}

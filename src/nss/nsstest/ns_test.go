@@ -34,10 +34,7 @@ func newWorld(t testing.TB, nsswitch string) *nsWorld {
 	t.Helper()
 	testutil.NeedRoot(t)
 	testutil.NeedCommand(t, "unshare")
-	lib, err := Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib := NeedLib(t)
 	w := &nsWorld{dir: t.TempDir()}
 	w.modDir = filepath.Join(w.dir, "lib")
 	w.nsswitch = filepath.Join(w.dir, "nsswitch.conf")
