@@ -93,6 +93,24 @@ func (e *env) queued() int {
 	return len(envs)
 }
 
+// waitQueueEmpty waits until every message smtpd accepted has left its
+// queue, delivered or bounced: from then on nothing is attempted again,
+// so a count of deliveries taken now is final.
+func (e *env) waitQueueEmpty(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		envs, errs, err := queue.List(e.queueDir())
+		if err == nil && len(envs)+len(errs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("smtpd's queue still holds %d messages after 30s (%v %v)\nsmtpd log:\n%s", len(envs), errs, err, e.smtpd.Log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (e *env) waitLog(t *testing.T, p *clustertest.Proc, s string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -326,7 +344,7 @@ func TestStorageDownThenBack(t *testing.T) {
 	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
 	e.correoctl(t, "queue", "flush", "-queue", e.queueDir())
 	e.waitMail(t, "bob", 1)
-	time.Sleep(1500 * time.Millisecond) // a second delivery would show now
+	e.waitQueueEmpty(t)
 	msgs := e.maildirFiles("bob")
 	if n := countID(msgs, "down1"); n != 1 || len(msgs) != 1 {
 		t.Fatalf("bob has %d messages, %d of them down1; want exactly one", len(msgs), n)
@@ -373,7 +391,7 @@ func TestKill9AfterAccept(t *testing.T) {
 	e.smtpd = e.c.StartDaemon(t, "smtpd", "mx1", true)
 	e.waitMail(t, "ana", 1)
 	e.waitMail(t, "bob", 1)
-	time.Sleep(time.Second)
+	e.waitQueueEmpty(t)
 	for _, u := range []string{"ana", "bob"} {
 		if n := countID(e.maildirFiles(u), "k9"); n != 1 {
 			t.Errorf("%s has %d copies, want 1", u, n)
@@ -488,7 +506,7 @@ func TestBounces(t *testing.T) {
 		}
 	}
 	e.waitLog(t, e.smtpd, "no bounce for a message with the null sender")
-	time.Sleep(time.Second)
+	e.waitQueueEmpty(t)
 	if n := len(e.maildirFiles("ana")); n != 1 {
 		t.Errorf("ana has %d messages, want the one DSN", n)
 	}

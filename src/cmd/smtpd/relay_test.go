@@ -224,7 +224,7 @@ func TestRelaySubmission(t *testing.T) {
 		t.Fatalf("cluster host relaying: %d %s", code, msg)
 	}
 	e.waitOutside(t, e.good, 3)
-	time.Sleep(500 * time.Millisecond)
+	e.waitQueueEmpty(t)
 	if n := len(e.good.received()); n != 3 {
 		t.Errorf("outside MX got %d messages, want 3 (each once)", n)
 	}
@@ -331,7 +331,7 @@ func TestRelayRetriesAndBounces(t *testing.T) {
 		}
 	}
 	c.Want(450, "MAIL FROM:<ana@correo.test>")
-	time.Sleep(2 * time.Second)
+	e.waitQueueEmpty(t)
 	if n := len(e.flaky.received()); n != 1 {
 		t.Errorf("flaky MX got %d messages, want 1", n)
 	}
@@ -392,7 +392,7 @@ print("ok")
 	for {
 		files, _ := filepath.Glob(filepath.Join(dump, "*"))
 		if len(files) == 1 {
-			time.Sleep(time.Second) // a duplicate would show up now
+			e.waitQueueEmpty(t)
 			files, _ = filepath.Glob(filepath.Join(dump, "*"))
 			if len(files) != 1 {
 				t.Fatalf("smtp-sink got %d transactions, want exactly 1", len(files))
