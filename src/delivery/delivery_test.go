@@ -20,7 +20,9 @@ import (
 
 // The tests deliver to real LMTP servers (package lmtpd, in process) on
 // two storage hosts, st1 at 127.0.0.1 and st2 at 127.0.0.2, with users in
-// a real passwdd.
+// a real passwdd. Each test has a cluster of its own (directory, key, free
+// ports), so they run in parallel, except TestHostDown, which times
+// refusals and cancellations.
 
 type env struct {
 	t    *testing.T
@@ -96,6 +98,7 @@ func (e *env) count(host, user string) int {
 const msg = "From: x@example.org\nSubject: test\n\nhello\n"
 
 func TestSeveralHostsOneEnvelope(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.serve("st1")
 	e.serve("st2")
@@ -184,6 +187,7 @@ func TestHostDown(t *testing.T) {
 // TestPoolReuse: consecutive deliveries share one connection; one the
 // server dropped meanwhile is replaced without failing the delivery.
 func TestPoolReuse(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	stop := e.serve("st1")
 	d := e.deliverer(delivery.Config{Users: e.c.Client(t)})
@@ -213,6 +217,7 @@ func TestPoolReuse(t *testing.T) {
 // TestRedirect: without a directory every recipient goes to the fallback
 // host, which names the right one; the Deliverer follows once.
 func TestRedirect(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.serve("st1")
 	e.serve("st2")
@@ -234,6 +239,7 @@ func TestRedirect(t *testing.T) {
 
 // TestUnixSocket: the local host is reached through its socket.
 func TestUnixSocket(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h, _ := e.c.Profile.Host("st1")
 	srv, err := lmtpd.New(lmtpd.Config{Profile: e.c.Profile, Host: h, Users: e.c.Client(t), Log: e.log()})
@@ -274,6 +280,7 @@ func (c *countingResolver) LookupAddr(ctx context.Context, key string) (pwproto.
 // a lookup; a stale hint is corrected by the storage host's "stored on"
 // answer; an unknown or empty hint falls back to the lookup.
 func TestHostHints(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.serve("st1")
 	e.serve("st2")

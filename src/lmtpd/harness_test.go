@@ -16,7 +16,9 @@ import (
 
 // The tests run the LMTP server in process against a real passwdd
 // process, on a two-storage-host profile: st1 (127.0.0.1, also the
-// passwd primary) and st2 (127.0.0.2).
+// passwd primary) and st2 (127.0.0.2). Each test has a cluster of its own
+// (directory, key, free ports), so they run in parallel, except those
+// that measure time.
 
 type testEnv struct {
 	t    *testing.T

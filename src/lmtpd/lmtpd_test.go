@@ -25,6 +25,7 @@ const body = "From: a@example.org\nTo: juan@correo.test\nSubject: hi\n\nline one
 // meet every RCPT answer, then checks that the two deliverable ones share
 // one file (hard link) with the shared headers.
 func TestMixedResultsOneTransaction(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(
 		directory.User{Name: "ana", Storage: "st1"},
@@ -126,6 +127,7 @@ func TestMixedResultsOneTransaction(t *testing.T) {
 // TestSingleRecipientHeaders checks the per-recipient headers, the reuse of
 // smtpd's trace id, CRLF → LF and dot-unstuffing.
 func TestSingleRecipientHeaders(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "juan", Storage: "st1", Aliases: []string{"jperez"}})
 	_, addr, sock := e.serve("st1", Limits{})
@@ -192,6 +194,7 @@ func TestSingleRecipientHeaders(t *testing.T) {
 
 // TestQuotaAtData: the quota is checked again with the real size.
 func TestQuotaAtData(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "gus", Storage: "st1", Quota: 5000}, directory.User{Name: "ana", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
@@ -242,6 +245,7 @@ func TestQuotaAtData(t *testing.T) {
 
 // TestPasswdDown: no passwd server answers → 451 4.4.3, never 5xx.
 func TestPasswdDown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
@@ -259,6 +263,7 @@ func TestPasswdDown(t *testing.T) {
 // TestWriteErrors: a mailbox that cannot be written gets 452 4.3.1 and
 // nothing in new/, while another recipient of the same message is served.
 func TestWriteErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"}, directory.User{Name: "bob", Storage: "st1"}, directory.User{Name: "ben", Storage: "st1"})
 	// A file where bob's home directory should be: no mkdir can get
@@ -308,6 +313,7 @@ func TestWriteErrors(t *testing.T) {
 // client at 127.0.0.100 is outside and gets 554 5.7.1 instead of a
 // greeting.
 func TestOutsideNetworkRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{Network: "127.0.0.0/28"})
 	_, addr, _ := e.serve("st1", Limits{})
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.100")}, Timeout: 5 * time.Second}
@@ -338,6 +344,7 @@ func TestOutsideNetworkRefused(t *testing.T) {
 // TestBadInput: garbage, over-long lines, bad addresses and oversize
 // messages get the protocol's errors and change nothing.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{MaxMessageBytes: 64 << 10, MaxLineLength: 4096})
@@ -490,6 +497,7 @@ func TestTimeouts(t *testing.T) {
 // TestLargeMessageSpool: a message bigger than the memory spool goes
 // through a spool file and arrives intact.
 func TestLargeMessageSpool(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"}, directory.User{Name: "bob", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
@@ -526,6 +534,7 @@ func isReset(err error) bool {
 // a leading dot is not unstuffed, and the headers are those DATA gets. An
 // unknown recipient is refused at RCPT and BDAT then gets one refusal.
 func TestBDAT(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "juan", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
