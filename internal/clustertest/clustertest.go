@@ -6,7 +6,10 @@
 //
 // Every peer is stopped by t.Cleanup, and on failure its log is printed.
 // Programs that are not installed skip the test, or fail it under
-// CORREO_STRICT (testutil.NeedCommand).
+// CORREO_STRICT (testutil.NeedCommand). correo's own programs come from
+// Build and BuildAll, compiled once per test process into a directory
+// that Main, called from the package's TestMain, removes at exit; Spec
+// and NewCluster write the profile a test's cluster runs on.
 package clustertest
 
 import (
