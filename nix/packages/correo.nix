@@ -18,12 +18,15 @@ buildGoModule {
 
   # Only what the Go build reads (hosts/ is embedded: hosts/embed.go), so
   # editing the Nix files or the VM tests does not rebuild the binaries.
+  # internal/ holds test helpers only, but `go mod vendor` resolves the
+  # imports of src's tests too and fails on a package that is missing.
   src = lib.fileset.toSource {
     inherit root;
     fileset = lib.fileset.unions [
       (root + "/go.mod")
       (root + "/go.sum")
       (root + "/src")
+      (root + "/internal")
       (root + "/hosts")
     ];
   };
@@ -31,7 +34,7 @@ buildGoModule {
   # The NAR hash of the directory `go mod vendor` writes, which is exactly
   # what buildGoModule's fixed-output goModules derivation holds. Computed
   # offline from the current go.mod/go.sum with Go 1.26.8:
-  #   cp -r go.mod go.sum hosts src $tmp && cd $tmp && go mod vendor &&
+  #   cp -r go.mod go.sum hosts src internal $tmp && cd $tmp && go mod vendor &&
   #   nix hash path --type sha256 vendor
   # Caveats: it must be recomputed whenever go.mod or go.sum change (a
   # wrong hash makes the build print the right one), and a different Go

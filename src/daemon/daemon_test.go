@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"correo/src/testutil"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,8 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
-	"correo/src/keyfile"
 )
 
 func TestLogConfig(t *testing.T) {
@@ -38,32 +38,24 @@ func TestLogConfig(t *testing.T) {
 	}
 }
 
-func writeProfile(t *testing.T, hosts string) string {
+// writeProfile writes a test cluster profile of hosts and returns its
+// path; a storage host keeps its mail in /m.
+func writeProfile(t *testing.T, runAs string, hosts ...clustertest.HostSpec) string {
 	t.Helper()
-	dir := t.TempDir()
-	key := filepath.Join(dir, "cluster.key")
-	if _, err := keyfile.Create(key); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "p.toml")
-	src := `[cluster]
-name = "t"
-domains = ["t.example"]
-network = "127.0.0.0/8"
-key_file = "` + key + `"
-layout = "first3"
-placement = "letters"
-[cluster.passwd]
-udp_port = 17001
-tcp_port = 17002
-` + hosts
-	os.WriteFile(p, []byte(src), 0o644)
-	return p
+	return clustertest.NewCluster(t, clustertest.Spec{Domains: []string{"t.example"}, LogLevel: "info", RunAs: runAs, Hosts: hosts}).ProfilePath
+}
+
+// oneHost is a profile whose only host is passwd primary and storage.
+func oneHost(t *testing.T, runAs string) string {
+	t.Helper()
+	return writeProfile(t, runAs, clustertest.HostSpec{Name: "a", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, DataDir: "/m"})
 }
 
 func TestStart(t *testing.T) {
-	one := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\", \"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
-	two := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\"]\n[[host]]\nname = \"b\"\naddress = \"127.0.0.2\"\nroles = [\"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
+	one := oneHost(t, "")
+	two := writeProfile(t, "",
+		clustertest.HostSpec{Name: "a", Address: "127.0.0.1", Roles: []string{"passwd-primary"}},
+		clustertest.HostSpec{Name: "b", Address: "127.0.0.2", Roles: []string{"storage"}, DataDir: "/m"})
 	tests := []struct {
 		name string
 		args []string
@@ -109,7 +101,7 @@ func TestStart(t *testing.T) {
 // TestCPUProfile: CORREO_CPUPROFILE=DIR leaves a profile per daemon and
 // host when the daemon closes.
 func TestCPUProfile(t *testing.T) {
-	one := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\", \"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
+	one := oneHost(t, "")
 	dir := t.TempDir()
 	t.Setenv("CORREO_CPUPROFILE", dir)
 	f := NewFlags("passwdd")
@@ -155,9 +147,7 @@ func TestDropPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := writeProfile(t, "[[host]]\nname = \"a\"\naddress = \"127.0.0.1\"\nroles = [\"passwd-primary\", \"storage\"]\n[host.storage]\ndata_dir = \"/m\"\n")
-	src, _ := os.ReadFile(p)
-	os.WriteFile(p, []byte(strings.Replace(string(src), "placement = \"letters\"\n", "placement = \"letters\"\nrun_as = \"nobody\"\n", 1)), 0o644)
+	p := oneHost(t, "nobody")
 	// The key file must stay readable by root only; the state directory is
 	// handed over. A world-searchable parent lets nobody reach it.
 	parent, err := os.MkdirTemp("", "correo-drop-")

@@ -11,27 +11,29 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/delivery"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/lmtpd"
 	"correo/src/pwproto"
 )
 
 // The tests deliver to real LMTP servers (package lmtpd, in process) on
 // two storage hosts, st1 at 127.0.0.1 and st2 at 127.0.0.2, with users in
-// a real passwdd.
+// a real passwdd. Each test has a cluster of its own (directory, key, free
+// ports), so they run in parallel, except TestHostDown, which times
+// refusals and cancellations.
 
 type env struct {
 	t    *testing.T
-	c    *interop.Cluster
-	logs *interop.SyncBuffer
+	c    *clustertest.Cluster
+	logs *clustertest.SyncBuffer
 	srv  map[string]*lmtpd.Server
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c := interop.NewCluster(t, interop.Spec{Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(t, clustertest.Spec{Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 		{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
 	}})
@@ -43,7 +45,7 @@ func newEnv(t *testing.T) *env {
 		directory.User{Name: "fede", Storage: "st1", State: directory.StateDisabled},
 		directory.User{Name: "dario", Storage: "st2", State: directory.StateMoving},
 	)
-	e := &env{t: t, c: c, logs: &interop.SyncBuffer{}, srv: map[string]*lmtpd.Server{}}
+	e := &env{t: t, c: c, logs: &clustertest.SyncBuffer{}, srv: map[string]*lmtpd.Server{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- log:\n%s", e.logs.String())
@@ -96,6 +98,7 @@ func (e *env) count(host, user string) int {
 const msg = "From: x@example.org\nSubject: test\n\nhello\n"
 
 func TestSeveralHostsOneEnvelope(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.serve("st1")
 	e.serve("st2")
@@ -184,6 +187,7 @@ func TestHostDown(t *testing.T) {
 // TestPoolReuse: consecutive deliveries share one connection; one the
 // server dropped meanwhile is replaced without failing the delivery.
 func TestPoolReuse(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	stop := e.serve("st1")
 	d := e.deliverer(delivery.Config{Users: e.c.Client(t)})
@@ -213,6 +217,7 @@ func TestPoolReuse(t *testing.T) {
 // TestRedirect: without a directory every recipient goes to the fallback
 // host, which names the right one; the Deliverer follows once.
 func TestRedirect(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.serve("st1")
 	e.serve("st2")
@@ -234,6 +239,7 @@ func TestRedirect(t *testing.T) {
 
 // TestUnixSocket: the local host is reached through its socket.
 func TestUnixSocket(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h, _ := e.c.Profile.Host("st1")
 	srv, err := lmtpd.New(lmtpd.Config{Profile: e.c.Profile, Host: h, Users: e.c.Client(t), Log: e.log()})
@@ -241,7 +247,7 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	sock := filepath.Join(interop.ShortTempDir(t, "sock-"), "lmtp.sock")
+	sock := filepath.Join(clustertest.ShortTempDir(t, "sock-"), "lmtp.sock")
 	ln, err := lmtpd.ListenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +280,7 @@ func (c *countingResolver) LookupAddr(ctx context.Context, key string) (pwproto.
 // a lookup; a stale hint is corrected by the storage host's "stored on"
 // answer; an unknown or empty hint falls back to the lookup.
 func TestHostHints(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.serve("st1")
 	e.serve("st2")

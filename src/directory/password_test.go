@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"correo/src/testutil"
+	"correo/internal/testutil"
 
 	"golang.org/x/crypto/bcrypt"
 )

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"correo/internal/testutil"
 	"correo/src/cluster"
-	"correo/src/testutil"
 )
 
 func load(t *testing.T, path string) *cluster.Profile {

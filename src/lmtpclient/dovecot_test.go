@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/interop"
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/lmtpclient"
-	"correo/src/testutil"
 )
 
 // TestDovecot: a real third-party LMTP server (Dovecot, which advertises
@@ -19,7 +19,7 @@ import (
 // and its bare LFs made CRLF on the wire and restored by the server; and a
 // one-recipient transaction with BDAT.
 func TestDovecot(t *testing.T) {
-	d := interop.StartDovecot(t, interop.DovecotConfig{})
+	d := clustertest.StartDovecot(t, clustertest.DovecotConfig{})
 	conn, err := net.DialTimeout("tcp", d.Addr(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

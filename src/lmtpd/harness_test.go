@@ -10,31 +10,33 @@ import (
 	"strings"
 	"testing"
 
+	"correo/internal/clustertest"
 	"correo/src/directory"
-	"correo/src/interop"
 )
 
 // The tests run the LMTP server in process against a real passwdd
 // process, on a two-storage-host profile: st1 (127.0.0.1, also the
-// passwd primary) and st2 (127.0.0.2).
+// passwd primary) and st2 (127.0.0.2). Each test has a cluster of its own
+// (directory, key, free ports), so they run in parallel, except those
+// that measure time.
 
 type testEnv struct {
 	t    *testing.T
-	c    *interop.Cluster
-	pw   *interop.Proc
-	logs *interop.SyncBuffer
+	c    *clustertest.Cluster
+	pw   *clustertest.Proc
+	logs *clustertest.SyncBuffer
 }
 
-func newEnv(t *testing.T, spec interop.Spec) *testEnv {
+func newEnv(t *testing.T, spec clustertest.Spec) *testEnv {
 	t.Helper()
 	if len(spec.Hosts) == 0 {
-		spec.Hosts = []interop.HostSpec{
+		spec.Hosts = []clustertest.HostSpec{
 			{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 			{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
 		}
 	}
-	c := interop.NewCluster(t, spec)
-	e := &testEnv{t: t, c: c, logs: &interop.SyncBuffer{}}
+	c := clustertest.NewCluster(t, spec)
+	e := &testEnv{t: t, c: c, logs: &clustertest.SyncBuffer{}}
 	e.pw = c.StartPasswdd(t, "st1")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -55,7 +57,7 @@ func (e *testEnv) serve(host string, lim Limits) (*Server, string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spool := interop.ShortTempDir(t, "spool-")
+	spool := clustertest.ShortTempDir(t, "spool-")
 	srv, err := New(Config{Profile: e.c.Profile, Host: h, Users: e.c.Client(t), SpoolDir: spool, Limits: lim,
 		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
@@ -79,11 +81,11 @@ func (e *testEnv) serve(host string, lim Limits) (*Server, string, string) {
 
 // client is a raw LMTP client: tests need to see every reply line and
 // send what a well-behaved client never would.
-type client struct{ *interop.TextConn }
+type client struct{ *clustertest.TextConn }
 
 func dialLMTP(t *testing.T, network, addr string) *client {
 	t.Helper()
-	return &client{interop.DialText(t, network, addr, 220)}
+	return &client{clustertest.DialText(t, network, addr, 220)}
 }
 
 func (c *client) lhlo() string {

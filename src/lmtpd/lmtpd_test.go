@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/mailbox"
 )
 
@@ -25,7 +25,8 @@ const body = "From: a@example.org\nTo: juan@correo.test\nSubject: hi\n\nline one
 // meet every RCPT answer, then checks that the two deliverable ones share
 // one file (hard link) with the shared headers.
 func TestMixedResultsOneTransaction(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(
 		directory.User{Name: "ana", Storage: "st1"},
 		directory.User{Name: "bob", Storage: "st1", Aliases: []string{"roberto"}},
@@ -126,7 +127,8 @@ func TestMixedResultsOneTransaction(t *testing.T) {
 // TestSingleRecipientHeaders checks the per-recipient headers, the reuse of
 // smtpd's trace id, CRLF → LF and dot-unstuffing.
 func TestSingleRecipientHeaders(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "juan", Storage: "st1", Aliases: []string{"jperez"}})
 	_, addr, sock := e.serve("st1", Limits{})
 	msg := "X-Correo-Trace: abcdefgh12345678\r\n" + strings.ReplaceAll(body, "\n", "\r\n")
@@ -192,7 +194,8 @@ func TestSingleRecipientHeaders(t *testing.T) {
 
 // TestQuotaAtData: the quota is checked again with the real size.
 func TestQuotaAtData(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "gus", Storage: "st1", Quota: 5000}, directory.User{Name: "ana", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
 	c := dialLMTP(t, "tcp", addr)
@@ -242,7 +245,8 @@ func TestQuotaAtData(t *testing.T) {
 
 // TestPasswdDown: no passwd server answers → 451 4.4.3, never 5xx.
 func TestPasswdDown(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
 	e.pw.Stop(syscall.SIGKILL)
@@ -259,7 +263,8 @@ func TestPasswdDown(t *testing.T) {
 // TestWriteErrors: a mailbox that cannot be written gets 452 4.3.1 and
 // nothing in new/, while another recipient of the same message is served.
 func TestWriteErrors(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"}, directory.User{Name: "bob", Storage: "st1"}, directory.User{Name: "ben", Storage: "st1"})
 	// A file where bob's home directory should be: no mkdir can get
 	// past it, whoever runs the test (root ignores permission bits).
@@ -308,7 +313,8 @@ func TestWriteErrors(t *testing.T) {
 // client at 127.0.0.100 is outside and gets 554 5.7.1 instead of a
 // greeting.
 func TestOutsideNetworkRefused(t *testing.T) {
-	e := newEnv(t, interop.Spec{Network: "127.0.0.0/28"})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{Network: "127.0.0.0/28"})
 	_, addr, _ := e.serve("st1", Limits{})
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.100")}, Timeout: 5 * time.Second}
 	conn, err := d.Dial("tcp", addr)
@@ -327,16 +333,19 @@ func TestOutsideNetworkRefused(t *testing.T) {
 	}
 	// An insider is greeted.
 	dialLMTP(t, "tcp", addr)
-	time.Sleep(100 * time.Millisecond)
-	if !strings.Contains(e.logs.String(), "refused a connection from outside the cluster network") {
-		t.Error("the refusal is not logged")
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.logs.String(), "refused a connection from outside the cluster network"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("the refusal is not logged")
+			break
+		}
 	}
 }
 
 // TestBadInput: garbage, over-long lines, bad addresses and oversize
 // messages get the protocol's errors and change nothing.
 func TestBadInput(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{MaxMessageBytes: 64 << 10, MaxLineLength: 4096})
 	ana := e.c.Maildir("st1", "ana")
@@ -441,7 +450,7 @@ func TestBadInput(t *testing.T) {
 // TestTimeouts: an idle client is dropped with 421; a client trickling
 // its message is cut at the data timeout and nothing is stored.
 func TestTimeouts(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{IdleTimeout: 300 * time.Millisecond, DataTimeout: 1200 * time.Millisecond})
 	c := dialLMTP(t, "tcp", addr)
@@ -488,7 +497,8 @@ func TestTimeouts(t *testing.T) {
 // TestLargeMessageSpool: a message bigger than the memory spool goes
 // through a spool file and arrives intact.
 func TestLargeMessageSpool(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "ana", Storage: "st1"}, directory.User{Name: "bob", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
 	var big strings.Builder
@@ -524,7 +534,8 @@ func isReset(err error) bool {
 // a leading dot is not unstuffed, and the headers are those DATA gets. An
 // unknown recipient is refused at RCPT and BDAT then gets one refusal.
 func TestBDAT(t *testing.T) {
-	e := newEnv(t, interop.Spec{})
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
 	e.users(directory.User{Name: "juan", Storage: "st1"})
 	_, addr, _ := e.serve("st1", Limits{})
 	msg := "X-Correo-Trace: bdatbdat12345678\r\nSubject: chunk\r\n\r\n.one leading dot\r\n..two\r\n"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/testutil"
+	"correo/internal/testutil"
 )
 
 // rsyslogConf is a loghost configuration: UDP and TCP inputs on loopback,

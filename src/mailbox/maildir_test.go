@@ -17,7 +17,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"correo/src/testutil"
+	"correo/internal/testutil"
 )
 
 // wireSize is the reference W=: every LF not preceded by CR counts double.

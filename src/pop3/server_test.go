@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/keyfile"
 	"correo/src/mailbox"
 	"correo/src/proxyproto"
@@ -43,16 +43,16 @@ const (
 type env struct {
 	t       *testing.T
 	tickets *ticket.Sealer
-	c       *interop.Cluster
+	c       *clustertest.Cluster
 	srv     *Server
 	addr    string
-	logs    *interop.SyncBuffer
+	logs    *clustertest.SyncBuffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	// Unknown users cost passwdd a bcrypt (timing equaliser), slow under -race.
-	c := interop.NewCluster(t, interop.Spec{PasswdTimeout: "5s", Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, TLS: true},
 		{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
 		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
@@ -69,7 +69,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, c: c, logs: &interop.SyncBuffer{}}
+	e := &env{t: t, c: c, logs: &clustertest.SyncBuffer{}}
 	ring, err := keyfile.Load(c.Profile.Cluster.KeyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +320,7 @@ func TestBigMailbox(t *testing.T) {
 
 func TestRetrTopDotStuffing(t *testing.T) {
 	e := newEnv(t)
-	e.deliver("bob", interop.TestMessage)
+	e.deliver("bob", clustertest.TestMessage)
 	c := e.proxied()
 	c.login("bob")
 	fmt.Fprintf(c.c, "RETR 1\r\n")
@@ -336,14 +336,14 @@ func TestRetrTopDotStuffing(t *testing.T) {
 		}
 		raw.WriteString(l)
 	}
-	want := strings.ReplaceAll(interop.TestMessage, "\n", "\r\n")
+	want := strings.ReplaceAll(clustertest.TestMessage, "\n", "\r\n")
 	want = strings.ReplaceAll(want, "\r\n.", "\r\n..")
 	if raw.String() != want {
 		t.Fatalf("RETR sent\n%q\nwant\n%q", raw.String(), want)
 	}
 	c.cmd("TOP 1 2", "+OK")
 	top := c.multi()
-	hdrs := strings.Count(strings.SplitN(interop.TestMessage, "\n\n", 2)[0], "\n") + 1
+	hdrs := strings.Count(strings.SplitN(clustertest.TestMessage, "\n\n", 2)[0], "\n") + 1
 	if len(top) != hdrs+1+2 || top[hdrs+1] != "Hola," || top[hdrs+2] != "." {
 		t.Fatalf("TOP 1 2: %q", top)
 	}

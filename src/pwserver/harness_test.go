@@ -2,7 +2,6 @@ package pwserver
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
@@ -40,104 +40,17 @@ type node struct {
 	done   chan struct{}
 }
 
-func freePorts(t *testing.T, addrs ...string) (udp, tcp int) {
-	t.Helper()
-	pick := func(network string) int {
-		for i := 0; i < 100; i++ {
-			var port int
-			if network == "udp" {
-				c, err := net.ListenPacket("udp", addrs[0]+":0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				port = c.LocalAddr().(*net.UDPAddr).Port
-				c.Close()
-			} else {
-				l, err := net.Listen("tcp", addrs[0]+":0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				port = l.Addr().(*net.TCPAddr).Port
-				l.Close()
-			}
-			ok := true
-			for _, a := range addrs[1:] {
-				var err error
-				if network == "udp" {
-					var c net.PacketConn
-					if c, err = net.ListenPacket("udp", fmt.Sprintf("%s:%d", a, port)); err == nil {
-						c.Close()
-					}
-				} else {
-					var l net.Listener
-					if l, err = net.Listen("tcp", fmt.Sprintf("%s:%d", a, port)); err == nil {
-						l.Close()
-					}
-				}
-				ok = ok && err == nil
-			}
-			if ok {
-				return port
-			}
-		}
-		t.Fatal("no free port")
-		return 0
-	}
-	return pick("udp"), pick("tcp")
-}
-
 func newTestCluster(t *testing.T, withSecondary bool) *testCluster {
 	t.Helper()
-	dir := t.TempDir()
-	keyPath := filepath.Join(dir, "cluster.key")
-	ring, err := keyfile.Create(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, tcp := freePorts(t, "127.0.0.1", "127.0.0.2")
-	secondary := ""
+	hosts := []clustertest.HostSpec{{Name: "pw1", Address: "127.0.0.1", Roles: []string{"passwd-primary"}}}
 	if withSecondary {
-		secondary = "[[host]]\nname = \"pw2\"\naddress = \"127.0.0.2\"\nroles = [\"passwd-secondary\"]\n"
+		hosts = append(hosts, clustertest.HostSpec{Name: "pw2", Address: "127.0.0.2", Roles: []string{"passwd-secondary"}})
 	}
-	src := fmt.Sprintf(`[cluster]
-name = "t"
-domains = ["correo.test", "other.test"]
-network = "127.0.0.0/8"
-key_file = %q
-layout = "first3"
-placement = "letters"
-[cluster.passwd]
-udp_port = %d
-tcp_port = %d
-timeout = "2s"
-# Test users: bcrypt's minimum cost (a cost-10 check takes over a
-# second under -race on a slow machine).
-bcrypt_cost = 4
-
-[[host]]
-name = "pw1"
-address = "127.0.0.1"
-roles = ["passwd-primary"]
-%s
-[[host]]
-name = "s1"
-address = "127.0.0.11"
-roles = ["storage"]
-[host.storage]
-data_dir = "/srv/s1"
-
-[[host]]
-name = "s2"
-address = "127.0.0.12"
-roles = ["storage"]
-[host.storage]
-data_dir = "/srv/s2"
-`, keyPath, udp, tcp, secondary)
-	p, err := cluster.Parse([]byte(src), "test.toml", cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &testCluster{t: t, dir: dir, profile: p, ring: ring, nodes: map[string]*node{}}
+	hosts = append(hosts,
+		clustertest.HostSpec{Name: "s1", Address: "127.0.0.11", Roles: []string{"storage"}, DataDir: "/srv/s1"},
+		clustertest.HostSpec{Name: "s2", Address: "127.0.0.12", Roles: []string{"storage"}, DataDir: "/srv/s2"})
+	c := clustertest.NewCluster(t, clustertest.Spec{Domains: []string{"correo.test", "other.test"}, PasswdTimeout: "2s", LogLevel: "info", Hosts: hosts})
+	tc := &testCluster{t: t, dir: c.Dir, profile: c.Profile, ring: c.Ring, nodes: map[string]*node{}}
 	tc.start("pw1")
 	if withSecondary {
 		tc.start("pw2")

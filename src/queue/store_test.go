@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/testutil"
 	"correo/src/delivery"
-	"correo/src/testutil"
 )
 
 func inode(t *testing.T, p string) uint64 {

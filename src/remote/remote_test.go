@@ -14,8 +14,8 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 
+	"correo/internal/clustertest"
 	"correo/src/delivery"
-	"correo/src/interop"
 	"correo/src/tlsconf"
 )
 
@@ -34,12 +34,12 @@ func rr(t *testing.T, s string) dns.RR {
 // startDNS serves z on a loopback UDP port and returns its address.
 func startDNS(t *testing.T, z zone) string {
 	t.Helper()
-	return interop.StartDNS(t, z)
+	return clustertest.StartDNS(t, z)
 }
 
 // mx is a test MX; received renders what it accepted as
 // "from>rcpt1,rcpt2:body", tlsMails counts what came over STARTTLS.
-type mx struct{ interop.MX }
+type mx struct{ clustertest.MX }
 
 func (m *mx) received() []string {
 	var out []string
@@ -131,14 +131,14 @@ const body = "Subject: hi\r\n\r\nhello\r\n"
 
 func TestDelivery(t *testing.T) {
 	port := freePort(t)
-	good := &mx{interop.MX{Rcpt: func(to string) error {
+	good := &mx{clustertest.MX{Rcpt: func(to string) error {
 		if strings.HasPrefix(to, "nobody@") {
 			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
 		}
 		return nil
 	}}}
 	startMX(t, good, "127.0.0.2", port, serverTLS(t))
-	flaky := &mx{interop.MX{Data: func(n int) error {
+	flaky := &mx{clustertest.MX{Data: func(n int) error {
 		if n == 1 {
 			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
 		}

@@ -15,9 +15,9 @@ import (
 
 	"github.com/miekg/dns"
 
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/logging"
-	"correo/src/testutil"
 )
 
 // freePort finds a port free for both TCP and UDP on loopback.

@@ -15,21 +15,20 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/testutil"
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 )
 
 // TestDevCluster starts the dev cluster, mails its demo user with Python's
 // smtplib, reads the message back with poplib through popproxy and pop3d,
 // and stops everything with Ctrl-C (SIGINT).
 func TestDevCluster(t *testing.T) {
-	for _, c := range []string{"nsd", "rsyslogd", "python3"} {
+	for _, c := range []string{"nsd", "rsyslogd"} {
 		testutil.NeedCommand(t, c)
 	}
+	python := testutil.NeedCommand(t, "python3")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "correo/src/cmd/...").CombinedOutput(); err != nil {
-		t.Fatalf("building: %v\n%s", err, out)
-	}
+	bin := clustertest.BuildAll(t, false)
 	profile, _ := filepath.Abs("../../hosts/dev.toml")
 	// The dev profile's relative paths (.dev/...) land in the working
 	// directory: a temporary one here.
@@ -99,7 +98,7 @@ assert got + "\n" == body, repr(got)
 assert "Message-ID: <dev-1@example.org>" in head, head
 print("ok")
 `
-	out, err := exec.Command("python3", "-c", script, password).CombinedOutput()
+	out, err := exec.Command(python, "-c", script, password).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("smtplib → poplib through the dev cluster: %v\n%s\ncluster log:\n%s", err, out, stderr.String())
 	}

@@ -15,13 +15,14 @@ import (
 
 	"github.com/miekg/dns"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
 	"correo/src/pwadmin"
 	"correo/src/pwclient"
 	"correo/src/runner"
-	"correo/src/testutil"
 )
 
 // prefix names this test process's namespaces and links, so two runs of
@@ -45,11 +46,7 @@ func bootExampleWith(t *testing.T, adjust func(*cluster.Profile), zones map[stri
 		testutil.NeedCommand(t, c)
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	out, err := exec.Command("go", "build", "-o", bin+"/", "correo/src/cmd/...").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building the programs: %v\n%s", err, out)
-	}
+	bin := clustertest.BuildAll(t, false)
 	p, err := cluster.Load("../../hosts/example.toml", cluster.Options{SkipFiles: true})
 	if err != nil {
 		t.Fatal(err)

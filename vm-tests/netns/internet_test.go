@@ -12,18 +12,18 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/interop"
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/runner"
-	"correo/src/testutil"
 )
 
 // startOutsidePostfix runs a private Postfix in the outside namespace: a
 // sender's relay on the Internet that finds the cluster's MX hosts
 // through the cluster DNS.
-func startOutsidePostfix(t *testing.T, r *runner.Runner) *interop.Postfix {
+func startOutsidePostfix(t *testing.T, r *runner.Runner) *clustertest.Postfix {
 	t.Helper()
 	ns := r.Netns.Name("outside")
-	return interop.StartPostfix(t, interop.PostfixConfig{
+	return clustertest.StartPostfix(t, clustertest.PostfixConfig{
 		Listen: "192.0.2.10",
 		Main: map[string]string{
 			"myhostname":             "relay.outside.example",

@@ -8,13 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
 	"correo/src/nss/nsstest"
 	"correo/src/pwadmin"
 	"correo/src/runner"
-	"correo/src/testutil"
 )
 
 // TestNSSOnStorageHost (scenario 6): inside store1's network namespace
@@ -26,10 +26,7 @@ func TestNSSOnStorageHost(t *testing.T) {
 	testutil.NeedCommand(t, "gcc")
 	r := bootExample(t)
 	p := r.Profile
-	lib, err := nsstest.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib := nsstest.NeedLib(t)
 	defer nsstest.Cleanup()
 	ring, err := keyfile.Load(p.Cluster.KeyFile)
 	if err != nil {

@@ -12,8 +12,8 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
-	"correo/src/interop"
 	"correo/src/runner"
 )
 
@@ -29,7 +29,7 @@ mx	IN	A	192.0.2.10
 
 // foreignMX is the receiving MTA of foreign.example; msgs renders what it
 // accepted as "from=F to=[R]" and the message on the next line.
-type foreignMX struct{ interop.MX }
+type foreignMX struct{ clustertest.MX }
 
 func (f *foreignMX) msgs() []string {
 	var out []string
@@ -50,7 +50,7 @@ func TestRelaySubmission(t *testing.T) {
 
 	// The foreign MX listens in the outside namespace; only the listening
 	// socket must be created there.
-	fmx := &foreignMX{interop.MX{Domain: "mx.foreign.example", Rcpt: func(to string) error {
+	fmx := &foreignMX{clustertest.MX{Domain: "mx.foreign.example", Rcpt: func(to string) error {
 		if !strings.HasSuffix(to, "@foreign.example") {
 			return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "not here"}
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"correo/src/cluster"
+	"correo/src/queue"
 	"correo/src/runner"
 )
 
@@ -76,7 +77,7 @@ func TestStorageHostDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCount(t, r, down, "ana", n)
-	time.Sleep(2 * time.Second) // nothing more may arrive
+	waitQueuesEmpty(t, r)
 	if c := maildirCount(t, r, down, "ana"); c != n {
 		t.Fatalf("ana has %d messages after recovery, want exactly %d", c, n)
 	}
@@ -106,5 +107,29 @@ func waitCount(t *testing.T, r *runner.Runner, host, user string, want int) {
 			t.Fatalf("%s on %s has %d messages, want %d", user, host, len(entries), want)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitQueuesEmpty waits until no smtpd of the cluster holds a message:
+// everything accepted is delivered or bounced and nothing is attempted
+// again, so a count taken now is final.
+func waitQueuesEmpty(t *testing.T, r *runner.Runner) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, h := range r.Profile.Hosts {
+		if !h.HasRole(cluster.RoleMX) && !h.HasRole(cluster.RoleRelay) {
+			continue
+		}
+		dir := filepath.Join(r.StateDir, h.Name, "smtpd", "queue")
+		for {
+			envs, errs, err := queue.List(dir)
+			if err == nil && len(envs)+len(errs) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's queue still holds %d messages after 30s (%v %v)", h.Name, len(envs), errs, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 }

@@ -192,7 +192,7 @@ fi
 #    fixed output holds it. Offline: needs the modules in the Go cache.
 if [ "$have_go" = 1 ]; then
 	mkdir "$tmp/vend"
-	cp -r go.mod go.sum hosts src "$tmp/vend/"
+	cp -r go.mod go.sum hosts src internal "$tmp/vend/"
 	if (cd "$tmp/vend" && GOFLAGS=-mod=readonly GOPROXY=off go mod vendor) >"$tmp/vend.err" 2>&1; then
 		want=$(nix "${nixflags[@]}" hash path --type sha256 "$tmp/vend/vendor")
 		got=$(sed -n 's/^ *vendorHash = "\(.*\)";/\1/p' nix/packages/correo.nix)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/keyfile"
 	"correo/src/nssproto"
 )
@@ -22,10 +23,7 @@ import (
 // cleanly on SIGTERM, removing its socket.
 func TestDaemon(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "nssd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := clustertest.Build(t, "nssd", false)
 	key := filepath.Join(dir, "cluster.key")
 	if _, err := keyfile.Create(key); err != nil {
 		t.Fatal(err)

@@ -16,11 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/testutil"
+	"correo/internal/udpload"
 	"correo/src/cluster"
 	"correo/src/pwadmin"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
-	"correo/src/udpload"
 )
 
 // benchUsers is the paper's scale.
@@ -67,6 +68,7 @@ func BenchmarkPasswdd(b *testing.B) {
 }
 
 func benchOnce(b *testing.B) {
+	nice := testutil.NeedCommand(b, "nice")
 	e := newEnv(b)
 	e.start("pw1")
 	adm := e.admin()
@@ -200,7 +202,7 @@ func benchOnce(b *testing.B) {
 		}()
 	}
 	t0 = time.Now()
-	importOut, err := exec.Command("nice", "-n", "19", correoctl, "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput()
+	importOut, err := exec.Command(nice, "-n", "19", correoctl(b), "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput()
 	if err != nil {
 		b.Fatalf("correoctl users import: %v\n%s", err, importOut)
 	}

@@ -14,7 +14,7 @@ import (
 // ctl runs correoctl against the test cluster's profile.
 func (e *env) ctl(stdin string, args ...string) (string, error) {
 	args = append(args, "-profile", e.profile)
-	cmd := exec.Command(correoctl, args...)
+	cmd := exec.Command(correoctl(e.t), args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err

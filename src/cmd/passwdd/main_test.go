@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
 	"correo/src/keyfile"
@@ -24,39 +25,17 @@ import (
 // These tests run the real passwdd binary as separate processes, the way
 // a cluster host does, and kill them the hard way.
 
-var binary, correoctl string
+func TestMain(m *testing.M) { clustertest.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "passwdd-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "passwdd")
-	// Tests run the daemon under the race detector; benchmarks measure it
-	// as shipped.
-	args := []string{"build", "-race", "-o", binary, "."}
-	for _, a := range os.Args {
-		if strings.HasPrefix(a, "-test.bench") {
-			args = []string{"build", "-o", binary, "."}
-		}
-	}
-	out, err := exec.Command("go", args...).CombinedOutput()
-	if err != nil {
-		// -race needs cgo; fall back to a plain build.
-		if out2, err2 := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err2 != nil {
-			fmt.Fprintf(os.Stderr, "building passwdd: %v\n%s\n%s", err2, out, out2)
-			os.Exit(1)
-		}
-	}
-	correoctl = filepath.Join(dir, "correoctl")
-	if out, err := exec.Command("go", "build", "-o", correoctl, "../correoctl").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building correoctl: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+// passwdd is the daemon's binary: under the race detector for tests, as
+// shipped for benchmarks (which measure it).
+func passwdd(t testing.TB) string {
+	_, bench := t.(*testing.B)
+	return clustertest.Build(t, "passwdd", !bench)
 }
+
+// correoctl is the operator's command, as shipped.
+func correoctl(t testing.TB) string { return clustertest.Build(t, "correoctl", false) }
 
 type env struct {
 	t       testing.TB
@@ -68,85 +47,13 @@ type env struct {
 	logs    map[string]*bytes.Buffer
 }
 
-func freePort(t testing.TB) int {
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		ok := true
-		for _, a := range []string{"127.0.0.1", "127.0.0.2"} {
-			for _, n := range []string{"tcp", "udp"} {
-				addr := fmt.Sprintf("%s:%d", a, port)
-				if n == "tcp" {
-					if l, err := net.Listen(n, addr); err == nil {
-						l.Close()
-					} else {
-						ok = false
-					}
-				} else if c, err := net.ListenPacket(n, addr); err == nil {
-					c.Close()
-				} else {
-					ok = false
-				}
-			}
-		}
-		if ok {
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 func newEnv(t testing.TB) *env {
-	dir := t.TempDir()
-	key := filepath.Join(dir, "cluster.key")
-	ring, err := keyfile.Create(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := fmt.Sprintf(`[cluster]
-name = "t"
-domains = ["correo.test"]
-network = "127.0.0.0/8"
-key_file = %q
-layout = "first3"
-placement = "least-users"
-[cluster.passwd]
-udp_port = %d
-tcp_port = %d
-timeout = "2s"
-# Test users: bcrypt's minimum cost (a cost-10 check takes over a
-# second under -race on a slow machine).
-bcrypt_cost = 4
-
-[[host]]
-name = "pw1"
-address = "127.0.0.1"
-roles = ["passwd-primary"]
-
-[[host]]
-name = "pw2"
-address = "127.0.0.2"
-roles = ["passwd-secondary"]
-
-[[host]]
-name = "s1"
-address = "127.0.0.11"
-roles = ["storage"]
-[host.storage]
-data_dir = "/srv/mail"
-`, key, freePort(t), freePort(t))
-	path := filepath.Join(dir, "cluster.toml")
-	os.WriteFile(path, []byte(src), 0o644)
-	p, err := cluster.Load(path, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, dir: dir, profile: path, p: p, ring: ring, procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
+	c := clustertest.NewCluster(t, clustertest.Spec{Placement: "least-users", PasswdTimeout: "2s", LogLevel: "info", Hosts: []clustertest.HostSpec{
+		{Name: "pw1", Address: "127.0.0.1", Roles: []string{"passwd-primary"}},
+		{Name: "pw2", Address: "127.0.0.2", Roles: []string{"passwd-secondary"}},
+		{Name: "s1", Address: "127.0.0.11", Roles: []string{"storage"}, DataDir: "/srv/mail"},
+	}})
+	e := &env{t: t, dir: c.Dir, profile: c.ProfilePath, p: c.Profile, ring: c.Ring, procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
 	t.Cleanup(func() {
 		for h := range e.procs {
 			e.kill(h, syscall.SIGKILL)
@@ -171,7 +78,7 @@ func (e *env) start(host string) {
 		e.t.Fatal(err)
 	}
 	defer nc.Close()
-	cmd := exec.Command(binary, "-profile", e.profile, "-host", host, "-state", filepath.Join(e.dir, host))
+	cmd := exec.Command(passwdd(e.t), "-profile", e.profile, "-host", host, "-state", filepath.Join(e.dir, host))
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	if e.logs[host] == nil {
 		e.logs[host] = &bytes.Buffer{}
@@ -238,18 +145,18 @@ func makeUsers(prefix string, n int, uid0 uint32) []directory.User {
 func TestRefusesReadableKey(t *testing.T) {
 	e := newEnv(t)
 	os.Chmod(e.p.Cluster.KeyFile, 0o644)
-	out, err := exec.Command(binary, "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
+	out, err := exec.Command(passwdd(e.t), "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "chmod 600") {
 		t.Fatalf("passwdd with a world-readable key: %v\n%s", err, out)
 	}
 	os.Chmod(e.p.Cluster.KeyFile, 0o600)
-	out, err = exec.Command(binary, "-profile", e.profile, "-host", "s1").CombinedOutput()
+	out, err = exec.Command(passwdd(e.t), "-profile", e.profile, "-host", "s1").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "passwdd serves") {
 		t.Fatalf("passwdd on a storage host: %v\n%s", err, out)
 	}
 	os.Remove(e.p.Cluster.KeyFile)
-	out, err = exec.Command(binary, "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
+	out, err = exec.Command(passwdd(e.t), "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "does not exist") {
 		t.Fatalf("passwdd without a key: %v\n%s", err, out)
 	}

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/directory"
-	"correo/src/interop"
-	"correo/src/testutil"
 )
 
 // The tests run the pdelivery binary as an MTA would, against real
@@ -23,19 +23,19 @@ import (
 // also the passwd primary) and st2 (127.0.0.2).
 
 type env struct {
-	c      *interop.Cluster
+	c      *clustertest.Cluster
 	bin    string
-	pw     *interop.Proc
+	pw     *clustertest.Proc
 	socket string
 }
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	c := interop.NewCluster(t, interop.Spec{Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(t, clustertest.Spec{Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 		{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
 	}})
-	e := &env{c: c, bin: interop.Build(t, "pdelivery", true)}
+	e := &env{c: c, bin: clustertest.Build(t, "pdelivery", true)}
 	e.pw = c.StartPasswdd(t, "st1")
 	c.AddUsers(t,
 		directory.User{Name: "ana", Storage: "st1", Aliases: []string{"anita"}},
@@ -191,7 +191,7 @@ func TestPostfixMailboxCommand(t *testing.T) {
 	os.MkdirAll(home, 0o755)
 	os.Chown(home, 5001, 5001)
 	cmdline := fmt.Sprintf(`%s -profile %s -socket %s -f "$SENDER" -a "$RECIPIENT" -d "$USER"`, e.bin, e.c.ProfilePath, e.socket)
-	pf := interop.StartPostfix(t, interop.PostfixConfig{
+	pf := clustertest.StartPostfix(t, clustertest.PostfixConfig{
 		Main: map[string]string{
 			"mydestination":   "correo.test",
 			"mailbox_command": cmdline,
@@ -199,19 +199,19 @@ func TestPostfixMailboxCommand(t *testing.T) {
 		Passwd: []string{"ana:x:5001:5001:Ana:" + home + ":/bin/sh"},
 	})
 	msgFile := filepath.Join(e.c.Dir, "msg.eml")
-	os.WriteFile(msgFile, []byte(interop.TestMessage+".\n"), 0o644)
+	os.WriteFile(msgFile, []byte(clustertest.TestMessage+".\n"), 0o644)
 	out, err := exec.Command(swaks, "--server", pf.Addr(), "--from", "sender@example.org", "--to", "ana@correo.test",
 		"--data", msgFile, "--silent", "1").CombinedOutput()
 	if err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
 	pf.WaitQueueEmpty(t, 60*time.Second)
-	msgs := interop.ReadMaildir(t, python, e.c.Maildir("st1", "ana"))
+	msgs := clustertest.ReadMaildir(t, python, e.c.Maildir("st1", "ana"))
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages, want 1\n%s", len(msgs), pf.Log())
 	}
-	if msgs[0].Body != interop.TestBody {
-		t.Errorf("body changed on the way:\n%q\nwant\n%q", msgs[0].Body, interop.TestBody)
+	if msgs[0].Body != clustertest.TestBody {
+		t.Errorf("body changed on the way:\n%q\nwant\n%q", msgs[0].Body, clustertest.TestBody)
 	}
 	if !strings.Contains(msgs[0].Headers, "Delivered-To: ana@correo.test") || !strings.Contains(msgs[0].Headers, "(correo pdeliveryd) with LMTP id") {
 		t.Errorf("headers:\n%s", msgs[0].Headers)

@@ -15,8 +15,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"correo/internal/clustertest"
 	"correo/src/directory"
-	"correo/src/interop"
 )
 
 // BenchmarkLMTP measures LMTP deliveries of 4 KB messages with fsync,
@@ -32,8 +32,8 @@ import (
 // fsync costs nothing and the figures lie.
 func BenchmarkLMTP(b *testing.B) {
 	const users = 100
-	dir := interop.BenchDir(b, "lmtpbench-")
-	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", Hosts: []interop.HostSpec{
+	dir := clustertest.BenchDir(b, "lmtpbench-")
+	c := clustertest.NewCluster(b, clustertest.Spec{LogLevel: "info", Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, DataDir: filepath.Join(dir, "correo")},
 	}})
 	c.StartPasswdd(b, "st1")
@@ -43,7 +43,7 @@ func BenchmarkLMTP(b *testing.B) {
 	}
 	c.ImportUsers(b, us)
 	c.StartDaemon(b, "pdeliveryd", "st1", false)
-	dc := interop.StartDovecot(b, interop.DovecotConfig{MailDir: filepath.Join(dir, "dovecot"), Processes: 8})
+	dc := clustertest.StartDovecot(b, clustertest.DovecotConfig{MailDir: filepath.Join(dir, "dovecot"), Processes: 8})
 
 	for _, conc := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("target=bare/rcpts=1/clients=%d", conc), func(b *testing.B) {
@@ -185,9 +185,10 @@ func bare(b *testing.B, dir string, conc int) {
 	record(b, "bare", 1, conc, b.N, el)
 }
 
-// TestMain prints the benchmark table after a benchmark run.
+// TestMain prints the benchmark table after a benchmark run, and removes
+// the programs the tests built.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := clustertest.Run(m)
 	if len(figures) > 0 {
 		printTable()
 	}

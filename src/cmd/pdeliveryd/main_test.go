@@ -11,18 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
-	"correo/src/testutil"
 )
 
 // These tests run the real pdeliveryd binary as a process, the way a
 // storage host does, with a real passwdd, and kill it the hard way.
 
-func setup(t *testing.T) *interop.Cluster {
+func setup(t *testing.T) *clustertest.Cluster {
 	t.Helper()
-	c := interop.NewCluster(t, interop.Spec{Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(t, clustertest.Spec{Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 	}})
 	c.StartPasswdd(t, "st1")
@@ -30,17 +30,17 @@ func setup(t *testing.T) *interop.Cluster {
 	return c
 }
 
-func lmtpAddr(c *interop.Cluster) string {
+func lmtpAddr(c *clustertest.Cluster) string {
 	a, _ := c.Profile.Listen("st1", cluster.SvcLMTP)
 	return a.String()
 }
 
 // conn is a raw LMTP connection.
-type conn struct{ *interop.TextConn }
+type conn struct{ *clustertest.TextConn }
 
 func dial(t *testing.T, addr string) *conn {
 	t.Helper()
-	return &conn{interop.DialText(t, "tcp", addr, 220)}
+	return &conn{clustertest.DialText(t, "tcp", addr, 220)}
 }
 
 // start begins a transaction for rcpts up to the 354.
@@ -138,11 +138,11 @@ func TestDiskFullAndReadOnly(t *testing.T) {
 	c := setup(t)
 	data := c.DataDir("st1")
 	os.MkdirAll(data, 0o755)
-	bin := interop.Build(t, "pdeliveryd", true)
+	bin := clustertest.Build(t, "pdeliveryd", true)
 	argv := []string{"unshare", "-m", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs -o size=256k correo-test "$DATA" && exec "$@"`, "sh",
 		bin, "-profile", c.ProfilePath, "-host", "st1", "-state", c.StateDir("st1", "pdeliveryd")}
-	p := interop.StartNotify(t, "pdeliveryd-tmpfs", argv, []string{"DATA=" + data})
+	p := clustertest.StartNotify(t, "pdeliveryd-tmpfs", argv, []string{"DATA=" + data})
 	// The tmpfs is only visible inside the namespace: look through the
 	// process's root.
 	inside := func(path string) string { return fmt.Sprintf("/proc/%d/root%s", p.Cmd.Process.Pid, path) }
@@ -200,14 +200,14 @@ func TestPostfixLMTPTransport(t *testing.T) {
 	python := testutil.NeedCommand(t, "python3")
 	c := setup(t)
 	c.StartDaemon(t, "pdeliveryd", "st1", true)
-	pf := interop.StartPostfix(t, interop.PostfixConfig{Main: map[string]string{
+	pf := clustertest.StartPostfix(t, clustertest.PostfixConfig{Main: map[string]string{
 		"virtual_mailbox_domains": "correo.test",
 		"virtual_transport":       "lmtp:inet:" + lmtpAddr(c),
 	}})
 	msgFile := filepath.Join(c.Dir, "msg.eml")
 	// swaks sends the file as DATA; ending it with the "." line keeps it
 	// from adding a line break of its own.
-	os.WriteFile(msgFile, []byte(interop.TestMessage+".\n"), 0o644)
+	os.WriteFile(msgFile, []byte(clustertest.TestMessage+".\n"), 0o644)
 	out, err := exec.Command(swaks, "--server", pf.Addr(), "--from", "sender@example.org", "--to", "ana@correo.test,bob@correo.test",
 		"--data", msgFile, "--silent", "1").CombinedOutput()
 	if err != nil {
@@ -215,12 +215,12 @@ func TestPostfixLMTPTransport(t *testing.T) {
 	}
 	pf.WaitQueueEmpty(t, 60*time.Second)
 	for _, u := range []string{"ana", "bob"} {
-		msgs := interop.ReadMaildir(t, python, c.Maildir("st1", u))
+		msgs := clustertest.ReadMaildir(t, python, c.Maildir("st1", u))
 		if len(msgs) != 1 {
 			t.Fatalf("%s: %d messages, want 1\n%s", u, len(msgs), pf.Log())
 		}
-		if msgs[0].Body != interop.TestBody {
-			t.Errorf("%s: body changed on the way:\n%q\nwant\n%q", u, msgs[0].Body, interop.TestBody)
+		if msgs[0].Body != clustertest.TestBody {
+			t.Errorf("%s: body changed on the way:\n%q\nwant\n%q", u, msgs[0].Body, clustertest.TestBody)
 		}
 		if !strings.Contains(msgs[0].Headers, "(correo pdeliveryd) with LMTP id") || !strings.Contains(msgs[0].Headers, "Return-Path: <sender@example.org>") {
 			t.Errorf("%s: headers:\n%s", u, msgs[0].Headers)

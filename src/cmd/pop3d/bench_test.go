@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/mailbox"
 )
 
@@ -32,7 +32,7 @@ func BenchmarkPOP3(b *testing.B) {
 		hash     = "$6$saltsalt$dM/CtIoV3c1qmNuOWB4n7dKEkbOLye48ygRmj2kwQpO9x9IIWuBkU4RJNTovcWUBtqp0AmbZ2WtYb.n39znnR."
 		workers  = 8
 	)
-	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", TrustedNetwork: true, Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(b, clustertest.Spec{LogLevel: "info", TrustedNetwork: true, Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
 	}})
@@ -50,7 +50,7 @@ func BenchmarkPOP3(b *testing.B) {
 		}
 		return m.String()
 	}
-	var dusers []interop.DovecotPOP3User
+	var dusers []clustertest.DovecotPOP3User
 	for _, u := range users {
 		md := mailbox.New(c.Maildir("st1", u.Name))
 		n := 10
@@ -62,13 +62,13 @@ func BenchmarkPOP3(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		dusers = append(dusers, interop.DovecotPOP3User{Name: u.Name, Hash: "{SHA512-CRYPT}" + hash, Maildir: md.Path})
+		dusers = append(dusers, clustertest.DovecotPOP3User{Name: u.Name, Hash: "{SHA512-CRYPT}" + hash, Maildir: md.Path})
 	}
 	c.StartDaemon(b, "pop3d", "st1", false)
 	c.StartDaemon(b, "popproxy", "px", false)
-	stock := interop.StartDovecotPOP3(b, interop.DovecotPOP3Config{Users: dusers})
-	hp := interop.StartDovecotPOP3(b, interop.DovecotPOP3Config{Users: dusers, LoginProcesses: 4})
-	interop.ChownTree(b, c.DataDir("st1"), stock.UID, stock.GID)
+	stock := clustertest.StartDovecotPOP3(b, clustertest.DovecotPOP3Config{Users: dusers})
+	hp := clustertest.StartDovecotPOP3(b, clustertest.DovecotPOP3Config{Users: dusers, LoginProcesses: 4})
+	clustertest.ChownTree(b, c.DataDir("st1"), stock.UID, stock.GID)
 
 	direct, _ := c.Profile.Listen("st1", cluster.SvcPOP3Backend)
 	proxy, _ := c.Profile.Listen("px", cluster.SvcPOP3)

@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/mailbox"
-	"correo/src/testutil"
 )
 
 // The whole path with real processes and real clients: passwdd on
@@ -32,9 +32,9 @@ const (
 )
 
 type env struct {
-	c        *interop.Cluster
-	pw       *interop.Proc
-	st1, px  *interop.Proc
+	c        *clustertest.Cluster
+	pw       *clustertest.Proc
+	st1, px  *clustertest.Proc
 	pop3     string // proxy, plain (STLS)
 	pop3s    string // proxy, implicit TLS
 	messages map[string][]string
@@ -42,7 +42,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c := interop.NewCluster(t, interop.Spec{PasswdTimeout: "5s", Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", Hosts: []clustertest.HostSpec{
 		{Name: "pw", Address: "127.0.0.1", Roles: []string{"passwd-primary"}},
 		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}, TLS: true},
 		{Name: "st1", Address: "127.0.0.31", Roles: []string{"storage"}},
@@ -56,7 +56,7 @@ func newEnv(t *testing.T) *env {
 	for _, u := range []struct{ name, host string }{{"ana", "st1"}, {"bob", "st2"}} {
 		md := mailbox.New(c.Maildir(u.host, u.name))
 		for i := 0; i < 3; i++ {
-			m := strings.Replace(interop.TestMessage, "Subject: interop test", fmt.Sprintf("Subject: %s %d", u.name, i), 1)
+			m := strings.Replace(clustertest.TestMessage, "Subject: interop test", fmt.Sprintf("Subject: %s %d", u.name, i), 1)
 			if _, err := md.Deliver(strings.NewReader(m)); err != nil {
 				t.Fatal(err)
 			}

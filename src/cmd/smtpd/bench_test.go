@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/delivery"
 	"correo/src/directory"
-	"correo/src/interop"
-	"correo/src/testutil"
 )
 
 // BenchmarkSMTP measures end-to-end deliveries of 4 KB messages driven by
@@ -50,7 +50,7 @@ import (
 // and round (default 2000).
 func BenchmarkSMTP(b *testing.B) {
 	testutil.NeedRoot(b)
-	b.Run("disk=machine", func(b *testing.B) { benchSMTP(b, interop.BenchDir(b, "smtpbench-")) })
+	b.Run("disk=machine", func(b *testing.B) { benchSMTP(b, clustertest.BenchDir(b, "smtpbench-")) })
 	b.Run("disk=ext4-journal", func(b *testing.B) { benchSMTP(b, journaledExt4(b)) })
 }
 
@@ -77,9 +77,9 @@ func benchSMTP(b *testing.B, dir string) {
 
 	// The ceiling: smtp-sink stores nothing.
 	if want("sink") {
-		port := interop.FreePort(b)
-		interop.Start(b, "smtp-sink", []string{sink, "-u", "postfix", "-c", fmt.Sprintf("127.0.0.1:%d", port), "1024"}, nil)
-		interop.WaitTCP(b, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+		port := clustertest.FreePort(b)
+		clustertest.Start(b, "smtp-sink", []string{sink, "-u", "postfix", "-c", fmt.Sprintf("127.0.0.1:%d", port), "1024"}, nil)
+		clustertest.WaitTCP(b, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
 		targets = append(targets, target{"sink", "smtp-sink (no storage)", fmt.Sprintf("127.0.0.1:%d", port), nil})
 	}
 	if want("correo") {
@@ -138,7 +138,7 @@ type target struct {
 }
 
 func benchCorreo(b *testing.B, dir string, users int) target {
-	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(b, clustertest.Spec{LogLevel: "info", Hosts: []clustertest.HostSpec{
 		{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "storage"}, DataDir: filepath.Join(dir, "correo-mail")},
 	}})
 	c.StartDaemon(b, "passwdd", "mx1", false)
@@ -148,9 +148,9 @@ func benchCorreo(b *testing.B, dir string, users int) target {
 	}
 	c.AddUsers(b, us...)
 	c.StartDaemon(b, "pdeliveryd", "mx1", false)
-	bin := interop.Build(b, "smtpd", false)
+	bin := clustertest.Build(b, "smtpd", false)
 	smtpdState := filepath.Join(dir, "correo-smtpd")
-	interop.StartNotify(b, "smtpd", []string{bin, "-profile", c.ProfilePath, "-host", "mx1", "-state", smtpdState,
+	clustertest.StartNotify(b, "smtpd", []string{bin, "-profile", c.ProfilePath, "-host", "mx1", "-state", smtpdState,
 		"-lmtp-socket", filepath.Join(c.StateDir("mx1", "pdeliveryd"), delivery.SocketName)}, nil)
 	a, _ := c.Profile.Listen("mx1", cluster.SvcSMTP)
 	return target{"correo", "correo smtpd+pdeliveryd", a.String(), func() int { return countFiles(c.DataDir("mx1")) }}
@@ -169,7 +169,7 @@ func benchPostfix(b *testing.B, dir string, users int) target {
 	}
 	mapFile := filepath.Join(dir, "vmailbox")
 	os.WriteFile(mapFile, []byte(strings.Join(mapLines, "\n")+"\n"), 0o644)
-	pf := interop.StartPostfix(b, interop.PostfixConfig{Main: map[string]string{
+	pf := clustertest.StartPostfix(b, clustertest.PostfixConfig{Main: map[string]string{
 		"virtual_mailbox_domains":             "correo.test",
 		"virtual_mailbox_base":                pfMail,
 		"virtual_mailbox_maps":                "texthash:" + mapFile,
@@ -287,7 +287,9 @@ func countFiles(root string) int {
 func journaledExt4(b *testing.B) string {
 	b.Helper()
 	mkfs := testutil.NeedCommand(b, "mkfs.ext4")
-	img := filepath.Join(interop.ShortTempDir(b, "smtpbench-img-"), "spool.img")
+	mount := testutil.NeedCommand(b, "mount")
+	umount := testutil.NeedCommand(b, "umount")
+	img := filepath.Join(clustertest.ShortTempDir(b, "smtpbench-img-"), "spool.img")
 	f, err := os.Create(img)
 	if err != nil {
 		b.Fatal(err)
@@ -297,13 +299,13 @@ func journaledExt4(b *testing.B) string {
 	if out, err := exec.Command(mkfs, "-q", "-F", img).CombinedOutput(); err != nil {
 		b.Fatalf("mkfs.ext4 %s: %v\n%s", img, err, out)
 	}
-	mnt := interop.ShortTempDir(b, "smtpbench-mnt-")
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+	mnt := clustertest.ShortTempDir(b, "smtpbench-mnt-")
+	if out, err := exec.Command(mount, "-o", "loop", img, mnt).CombinedOutput(); err != nil {
 		b.Fatalf("mounting %s: %v\n%s", img, err, out)
 	}
 	// Registered after ShortTempDir's removal, so it runs before it.
 	b.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+		if out, err := exec.Command(umount, mnt).CombinedOutput(); err != nil {
 			b.Errorf("umount %s: %v\n%s", mnt, err, out)
 		}
 	})

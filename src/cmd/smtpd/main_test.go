@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/pwadmin"
 	"correo/src/queue"
-	"correo/src/testutil"
 )
 
 // These tests run the real smtpd, passwdd and pdeliveryd binaries as
@@ -26,18 +26,18 @@ import (
 // read the Maildirs back with Python's mailbox module.
 
 type env struct {
-	c      *interop.Cluster
-	smtpd  *interop.Proc
-	pdeliv *interop.Proc
-	passwd *interop.Proc
+	c      *clustertest.Cluster
+	smtpd  *clustertest.Proc
+	pdeliv *clustertest.Proc
+	passwd *clustertest.Proc
 	extra  []string
 }
 
 func setup(t *testing.T, clusterTOML string, smtpdArgs ...string) *env {
 	t.Helper()
 	// A loopback cluster: smtpd creates the self-signed pair (tlsconf).
-	tlsDir := interop.ShortTempDir(t, "tls-")
-	c := interop.NewCluster(t, interop.Spec{ClusterTOML: clusterTOML, Hosts: []interop.HostSpec{
+	tlsDir := clustertest.ShortTempDir(t, "tls-")
+	c := clustertest.NewCluster(t, clustertest.Spec{ClusterTOML: clusterTOML, Hosts: []clustertest.HostSpec{
 		{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "storage"},
 			TOML: "[host.smtpd]\nmax_message_bytes = 100000\nmax_recipients = 5\nmax_connections = 50\nmax_connections_per_client = 30\n" +
 				fmt.Sprintf("[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "mx1.crt"), filepath.Join(tlsDir, "mx1.key"))},
@@ -93,7 +93,25 @@ func (e *env) queued() int {
 	return len(envs)
 }
 
-func (e *env) waitLog(t *testing.T, p *interop.Proc, s string) {
+// waitQueueEmpty waits until every message smtpd accepted has left its
+// queue, delivered or bounced: from then on nothing is attempted again,
+// so a count of deliveries taken now is final.
+func (e *env) waitQueueEmpty(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		envs, errs, err := queue.List(e.queueDir())
+		if err == nil && len(envs)+len(errs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("smtpd's queue still holds %d messages after 30s (%v %v)\nsmtpd log:\n%s", len(envs), errs, err, e.smtpd.Log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) waitLog(t *testing.T, p *clustertest.Proc, s string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(p.Log.String(), s) {
@@ -106,7 +124,7 @@ func (e *env) waitLog(t *testing.T, p *interop.Proc, s string) {
 
 func (e *env) correoctl(t *testing.T, args ...string) string {
 	t.Helper()
-	bin := interop.Build(t, "correoctl", false)
+	bin := clustertest.Build(t, "correoctl", false)
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("correoctl %v: %v\n%s", args, err, out)
@@ -115,11 +133,11 @@ func (e *env) correoctl(t *testing.T, args ...string) string {
 }
 
 // smtp is a raw SMTP client.
-type smtp struct{ *interop.TextConn }
+type smtp struct{ *clustertest.TextConn }
 
 func dial(t *testing.T, addr string) *smtp {
 	t.Helper()
-	return &smtp{interop.DialText(t, "tcp", addr, 220)}
+	return &smtp{clustertest.DialText(t, "tcp", addr, 220)}
 }
 
 // send runs one transaction and returns the final reply.
@@ -161,7 +179,7 @@ func TestEndToEndRealClients(t *testing.T) {
 	python := testutil.NeedCommand(t, "python3")
 	e := setup(t, "")
 	msgFile := filepath.Join(e.c.Dir, "msg.eml")
-	os.WriteFile(msgFile, []byte(interop.TestMessage+".\n"), 0o644)
+	os.WriteFile(msgFile, []byte(clustertest.TestMessage+".\n"), 0o644)
 	out, err := exec.Command(swaks, "--server", e.addr(), "--from", "sender@example.org", "--to", "ana@correo.test",
 		"--data", msgFile, "--silent", "1").CombinedOutput()
 	if err != nil {
@@ -189,7 +207,7 @@ s.quit()
 `
 	host, port, _ := net.SplitHostPort(e.addr())
 	pyFile := filepath.Join(e.c.Dir, "msg-py.eml")
-	os.WriteFile(pyFile, []byte(interop.TestMessage), 0o644)
+	os.WriteFile(pyFile, []byte(clustertest.TestMessage), 0o644)
 	if out, err := exec.Command(python, "-c", py, host, port, pyFile).CombinedOutput(); err != nil {
 		t.Fatalf("python smtplib: %v\n%s", err, out)
 	}
@@ -201,9 +219,9 @@ s.quit()
 		t.Errorf("%d messages received over TLS, want Python's one", n)
 	}
 	for _, u := range []string{"ana", "bob"} {
-		for _, m := range interop.ReadMaildir(t, python, e.c.Maildir("mx1", u)) {
-			if m.Body != interop.TestBody {
-				t.Errorf("%s: body changed:\n%q\nwant\n%q", u, m.Body, interop.TestBody)
+		for _, m := range clustertest.ReadMaildir(t, python, e.c.Maildir("mx1", u)) {
+			if m.Body != clustertest.TestBody {
+				t.Errorf("%s: body changed:\n%q\nwant\n%q", u, m.Body, clustertest.TestBody)
 			}
 			if !strings.Contains(m.Headers, "(correo smtpd) with ESMTP") || !strings.Contains(m.Headers, "X-Correo-Trace: ") {
 				t.Errorf("%s: headers lack smtpd's trace:\n%s", u, m.Headers)
@@ -326,7 +344,7 @@ func TestStorageDownThenBack(t *testing.T) {
 	e.pdeliv = e.c.StartDaemon(t, "pdeliveryd", "mx1", true)
 	e.correoctl(t, "queue", "flush", "-queue", e.queueDir())
 	e.waitMail(t, "bob", 1)
-	time.Sleep(1500 * time.Millisecond) // a second delivery would show now
+	e.waitQueueEmpty(t)
 	msgs := e.maildirFiles("bob")
 	if n := countID(msgs, "down1"); n != 1 || len(msgs) != 1 {
 		t.Fatalf("bob has %d messages, %d of them down1; want exactly one", len(msgs), n)
@@ -373,7 +391,7 @@ func TestKill9AfterAccept(t *testing.T) {
 	e.smtpd = e.c.StartDaemon(t, "smtpd", "mx1", true)
 	e.waitMail(t, "ana", 1)
 	e.waitMail(t, "bob", 1)
-	time.Sleep(time.Second)
+	e.waitQueueEmpty(t)
 	for _, u := range []string{"ana", "bob"} {
 		if n := countID(e.maildirFiles(u), "k9"); n != 1 {
 			t.Errorf("%s has %d copies, want 1", u, n)
@@ -488,7 +506,7 @@ func TestBounces(t *testing.T) {
 		}
 	}
 	e.waitLog(t, e.smtpd, "no bounce for a message with the null sender")
-	time.Sleep(time.Second)
+	e.waitQueueEmpty(t)
 	if n := len(e.maildirFiles("ana")); n != 1 {
 		t.Errorf("ana has %d messages, want the one DSN", n)
 	}
@@ -530,11 +548,11 @@ func TestQueueDiskFull(t *testing.T) {
 	e.smtpd.Stop(syscall.SIGTERM)
 	qdir := e.queueDir()
 	os.MkdirAll(qdir, 0o750)
-	bin := interop.Build(t, "smtpd", true)
+	bin := clustertest.Build(t, "smtpd", true)
 	argv := []string{"unshare", "-m", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs -o size=256k correo-test "$QUEUE" && exec "$@"`, "sh",
 		bin, "-profile", e.c.ProfilePath, "-host", "mx1", "-state", e.c.StateDir("mx1", "smtpd")}
-	p := interop.StartNotify(t, "smtpd-tmpfs", argv, []string{"QUEUE=" + qdir})
+	p := clustertest.StartNotify(t, "smtpd-tmpfs", argv, []string{"QUEUE=" + qdir})
 	inside := fmt.Sprintf("/proc/%d/root%s", p.Cmd.Process.Pid, qdir)
 
 	big := strings.Repeat(strings.Repeat("x", 99)+"\r\n", 900) // 90 KB, under max_message_bytes

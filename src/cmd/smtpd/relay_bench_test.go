@@ -14,11 +14,11 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
 	"correo/src/queue"
-	"correo/src/testutil"
 )
 
 // BenchmarkSMTPRelay measures the relay role's outgoing path with 4 KB
@@ -44,23 +44,23 @@ func BenchmarkSMTPRelay(b *testing.B) {
 		total = v
 	}
 	const sessions = 20
-	dir := interop.BenchDir(b, "relaybench-")
+	dir := clustertest.BenchDir(b, "relaybench-")
 
-	port := interop.FreePort(b, "127.0.0.1", "127.0.0.2")
+	port := clustertest.FreePort(b, "127.0.0.1", "127.0.0.2")
 	sinkAddr := fmt.Sprintf("127.0.0.2:%d", port)
-	interop.Start(b, "smtp-sink", []string{sink, "-u", "postfix", sinkAddr, "1024"}, nil)
-	interop.WaitTCP(b, sinkAddr, 10*time.Second)
+	clustertest.Start(b, "smtp-sink", []string{sink, "-u", "postfix", sinkAddr, "1024"}, nil)
+	clustertest.WaitTCP(b, sinkAddr, 10*time.Second)
 	var rows []string
 	d := drive(b, source, sinkAddr, 4, sessions/4, total, func() int { return total })
 	rows = append(rows, row("smtp-sink (smtp-source)", total, d))
 
 	dnsAddr := startTestDNS(b, "sink.example. 60 IN MX 10 mx.sink.example.", "mx.sink.example. 60 IN A 127.0.0.2")
 	ports := fmt.Sprintf("relay = %d\nsubmission = %d\nsubmissions = %d\n",
-		interop.FreePort(b), interop.FreePort(b), interop.FreePort(b))
+		clustertest.FreePort(b), clustertest.FreePort(b), clustertest.FreePort(b))
 	// 20 logins at once are 20 bcrypt checks queued in passwdd (50-100 ms
 	// each on two cores): the default 1 s passwd timeout of the test
 	// clusters would turn the last ones into 454.
-	c := interop.NewCluster(b, interop.Spec{LogLevel: "info", PasswdTimeout: "5s", ClusterTOML: ports, Hosts: []interop.HostSpec{
+	c := clustertest.NewCluster(b, clustertest.Spec{LogLevel: "info", PasswdTimeout: "5s", ClusterTOML: ports, Hosts: []clustertest.HostSpec{
 		{Name: "r1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "relay", "storage"}, TLS: true,
 			DataDir: filepath.Join(dir, "relay-mail"), TOML: "[host.smtpd]\nmax_messages_per_hour = 1000000\n"},
 	}})
@@ -75,9 +75,9 @@ func BenchmarkSMTPRelay(b *testing.B) {
 	}
 	c.AddUsers(b, us...)
 	c.StartDaemon(b, "pdeliveryd", "r1", false)
-	bin := interop.Build(b, "smtpd", false)
+	bin := clustertest.Build(b, "smtpd", false)
 	state := filepath.Join(dir, "relay-smtpd")
-	p := interop.StartNotify(b, "smtpd", []string{bin, "-profile", c.ProfilePath, "-host", "r1", "-state", state,
+	p := clustertest.StartNotify(b, "smtpd", []string{bin, "-profile", c.ProfilePath, "-host", "r1", "-state", state,
 		"-resolvers", dnsAddr, "-remote-port", strconv.Itoa(port)}, nil)
 	sub, _ := c.Profile.Listen("r1", cluster.SvcSubmission)
 

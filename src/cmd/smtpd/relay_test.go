@@ -16,10 +16,10 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
-	"correo/src/testutil"
 )
 
 // The relay role's tests run smtpd with roles mx+relay on 127.0.0.1,
@@ -29,7 +29,7 @@ import (
 
 // outsideMX is an outside MX; received renders what it accepted as
 // "<from> rcpt1,rcpt2" and the message on the next line.
-type outsideMX struct{ interop.MX }
+type outsideMX struct{ clustertest.MX }
 
 func (m *outsideMX) received() []string {
 	var out []string
@@ -43,7 +43,7 @@ func (m *outsideMX) received() []string {
 // MX lookups.
 func startTestDNS(t testing.TB, records ...string) string {
 	t.Helper()
-	return interop.StartDNS(t, interop.Zone(t, records...))
+	return clustertest.StartDNS(t, clustertest.Zone(t, records...))
 }
 
 type relayEnv struct {
@@ -57,13 +57,13 @@ type relayEnv struct {
 func setupRelay(t *testing.T, clusterTOML string) *relayEnv {
 	t.Helper()
 	addrs := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
-	mxPort := interop.FreePort(t, addrs...)
-	re := &relayEnv{good: &outsideMX{interop.MX{Domain: "mx.example.net", Rcpt: func(to string) error {
+	mxPort := clustertest.FreePort(t, addrs...)
+	re := &relayEnv{good: &outsideMX{clustertest.MX{Domain: "mx.example.net", Rcpt: func(to string) error {
 		if strings.HasPrefix(to, "nobody@") {
 			return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user at example.net"}
 		}
 		return nil
-	}}}, flaky: &outsideMX{interop.MX{Domain: "mx.example.net", Data: func(n int) error {
+	}}}, flaky: &outsideMX{clustertest.MX{Domain: "mx.example.net", Data: func(n int) error {
 		if n == 1 {
 			return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "busy, come back later"}
 		}
@@ -79,13 +79,13 @@ func setupRelay(t *testing.T, clusterTOML string) *relayEnv {
 		"sink.example. 60 IN MX 10 mx.sink.example.", "mx.sink.example. 60 IN A 127.0.0.5")
 	re.mxPort = mxPort
 
-	tlsDir := interop.ShortTempDir(t, "tls-")
+	tlsDir := clustertest.ShortTempDir(t, "tls-")
 	ports := fmt.Sprintf("relay = %d\nsubmission = %d\nsubmissions = %d\n",
-		interop.FreePort(t, addrs...), interop.FreePort(t, addrs...), interop.FreePort(t, addrs...))
+		clustertest.FreePort(t, addrs...), clustertest.FreePort(t, addrs...), clustertest.FreePort(t, addrs...))
 	// The cluster's network is 127.0.0.0/24: a client from 127.0.1.1 is
 	// an outsider.
-	c := interop.NewCluster(t, interop.Spec{Network: "127.0.0.0/24", ClusterTOML: ports + clusterTOML,
-		Hosts: []interop.HostSpec{{Name: "mx1", Address: "127.0.0.1",
+	c := clustertest.NewCluster(t, clustertest.Spec{Network: "127.0.0.0/24", ClusterTOML: ports + clusterTOML,
+		Hosts: []clustertest.HostSpec{{Name: "mx1", Address: "127.0.0.1",
 			Roles: []string{"passwd-primary", "mx", "relay", "storage"},
 			TOML: "[host.smtpd]\nmax_messages_per_hour = 6\n" +
 				fmt.Sprintf("[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "mx1.crt"), filepath.Join(tlsDir, "mx1.key"))}}})
@@ -190,7 +190,7 @@ func TestRelaySubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tc.Close() })
-	c2 := &smtp{&interop.TextConn{T: t, Conn: tc, TP: textproto.NewConn(tc)}}
+	c2 := &smtp{&clustertest.TextConn{T: t, Conn: tc, TP: textproto.NewConn(tc)}}
 	c2.Expect(220)
 	c2.Want(250, "EHLO client.example.org")
 	c2.Want(334, "AUTH LOGIN")
@@ -209,7 +209,7 @@ func TestRelaySubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	out := &smtp{&interop.TextConn{T: t, Conn: nc, TP: textproto.NewConn(nc)}}
+	out := &smtp{&clustertest.TextConn{T: t, Conn: nc, TP: textproto.NewConn(nc)}}
 	out.Expect(220)
 	out.Want(250, "EHLO outsider.example.org")
 	out.Want(530, "MAIL FROM:<someone@example.org>")
@@ -224,7 +224,7 @@ func TestRelaySubmission(t *testing.T) {
 		t.Fatalf("cluster host relaying: %d %s", code, msg)
 	}
 	e.waitOutside(t, e.good, 3)
-	time.Sleep(500 * time.Millisecond)
+	e.waitQueueEmpty(t)
 	if n := len(e.good.received()); n != 3 {
 		t.Errorf("outside MX got %d messages, want 3 (each once)", n)
 	}
@@ -277,7 +277,7 @@ s.quit()
 		t.Fatalf("python smtplib: %v\n%s", err, out)
 	}
 	msgFile := filepath.Join(e.c.Dir, "msg.eml")
-	os.WriteFile(msgFile, []byte(interop.TestMessage+".\n"), 0o644)
+	os.WriteFile(msgFile, []byte(clustertest.TestMessage+".\n"), 0o644)
 	if out, err := exec.Command(swaks, "--server", e.svcAddr(cluster.SvcSubmission), "--tls", "--auth", "LOGIN",
 		"--auth-user", "bob", "--auth-password", "secret", "--from", "bob@correo.test", "--to", "gina@example.net",
 		"--data", msgFile, "--silent", "1").CombinedOutput(); err != nil {
@@ -331,7 +331,7 @@ func TestRelayRetriesAndBounces(t *testing.T) {
 		}
 	}
 	c.Want(450, "MAIL FROM:<ana@correo.test>")
-	time.Sleep(2 * time.Second)
+	e.waitQueueEmpty(t)
 	if n := len(e.flaky.received()); n != 1 {
 		t.Errorf("flaky MX got %d messages, want 1", n)
 	}
@@ -362,9 +362,10 @@ func TestRelayUnreachableExpires(t *testing.T) {
 // reaches it exactly once, body intact.
 func TestRelayToPostfixSink(t *testing.T) {
 	sinkBin := testutil.NeedCommand(t, "smtp-sink")
+	python := testutil.NeedCommand(t, "python3")
 	testutil.NeedRoot(t)
 	e := setupRelay(t, "")
-	dump := interop.ShortTempDir(t, "sink-")
+	dump := clustertest.ShortTempDir(t, "sink-")
 	os.Chmod(dump, 0o777)
 	sink := exec.Command(sinkBin, "-u", "postfix", "-d", dump+"/%M.", "127.0.0.5:"+strconv.Itoa(e.mxPort), "16")
 	var sinkOut strings.Builder
@@ -373,7 +374,7 @@ func TestRelayToPostfixSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Process.Kill(); sink.Wait() })
-	interop.WaitTCP(t, "127.0.0.5:"+strconv.Itoa(e.mxPort), 10*time.Second)
+	clustertest.WaitTCP(t, "127.0.0.5:"+strconv.Itoa(e.mxPort), 10*time.Second)
 
 	script := `import smtplib, ssl, sys
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -384,14 +385,14 @@ with smtplib.SMTP(host, int(port), timeout=20) as s:
     s.sendmail("ana@correo.test", ["amigo@sink.example"], "From: ana@correo.test\r\nTo: amigo@sink.example\r\nMessage-ID: <sink-1@correo.test>\r\nSubject: to the sink\r\n\r\nhola sink\r\n")
 print("ok")
 `
-	if out, err := exec.Command("python3", "-c", script, e.svcAddr(cluster.SvcSubmission)).CombinedOutput(); err != nil {
+	if out, err := exec.Command(python, "-c", script, e.svcAddr(cluster.SvcSubmission)).CombinedOutput(); err != nil {
 		t.Fatalf("smtplib submission: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		files, _ := filepath.Glob(filepath.Join(dump, "*"))
 		if len(files) == 1 {
-			time.Sleep(time.Second) // a duplicate would show up now
+			e.waitQueueEmpty(t)
 			files, _ = filepath.Glob(filepath.Join(dump, "*"))
 			if len(files) != 1 {
 				t.Fatalf("smtp-sink got %d transactions, want exactly 1", len(files))

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/keyfile"
 	"correo/src/pwadmin"
 	"correo/src/pwclient"
 )
@@ -61,75 +61,28 @@ func startDaemon(t *testing.T, dir, bin string, args ...string) *exec.Cmd {
 	}
 }
 
-func goBuild(t *testing.T, dir, pkg string) string {
-	t.Helper()
-	out := filepath.Join(dir, filepath.Base(pkg))
-	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
 // TestFailoverThroughNSS resolves a cluster user with getent in a loop,
 // through the module, nssd and passwdd, while the primary passwdd is
 // killed: every answer keeps coming, from the secondary.
 func TestFailoverThroughNSS(t *testing.T) {
 	w := newWorld(t, correoNsswitch)
 	dir := t.TempDir()
-	passwdd := goBuild(t, dir, "correo/src/cmd/passwdd")
-	nssdBin := goBuild(t, dir, "correo/src/cmd/nssd")
+	passwdd := clustertest.Build(t, "passwdd", false)
+	nssdBin := clustertest.Build(t, "nssd", false)
 	w.sockDir = filepath.Join(dir, "run-correo")
 	os.MkdirAll(w.sockDir, 0o755)
 	os.Chmod(w.sockDir, 0o755)
 
-	key := filepath.Join(dir, "cluster.key")
-	ring, err := keyfile.Create(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := func() int {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}
 	// The cache would hide the failover; keep it to a millisecond so every
 	// getent reaches passwdd.
-	profile := filepath.Join(dir, "cluster.toml")
-	os.WriteFile(profile, []byte(fmt.Sprintf(`[cluster]
-name = "t"
-domains = ["correo.test"]
-network = "127.0.0.0/8"
-key_file = %q
-layout = "first3"
-placement = "letters"
-[cluster.passwd]
-udp_port = %d
-tcp_port = %d
-timeout = "2s"
-[cluster.nss]
-positive_ttl = "1ms"
-negative_ttl = "1ms"
-socket = %q
-
-[[host]]
-name = "pw1"
-address = "127.0.0.1"
-roles = ["passwd-primary"]
-[[host]]
-name = "pw2"
-address = "127.0.0.2"
-roles = ["passwd-secondary"]
-[[host]]
-name = "s1"
-address = "127.0.0.11"
-roles = ["storage"]
-[host.storage]
-data_dir = "/srv/mail"
-`, key, port(), port(), filepath.Join(w.sockDir, "nssd.sock"))), 0o644)
-	p, err := cluster.Load(profile, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "2s", LogLevel: "info",
+		ClusterTOML: fmt.Sprintf("[cluster.nss]\npositive_ttl = \"1ms\"\nnegative_ttl = \"1ms\"\nsocket = %q\n", filepath.Join(w.sockDir, "nssd.sock")),
+		Hosts: []clustertest.HostSpec{
+			{Name: "pw1", Address: "127.0.0.1", Roles: []string{"passwd-primary"}},
+			{Name: "pw2", Address: "127.0.0.2", Roles: []string{"passwd-secondary"}},
+			{Name: "s1", Address: "127.0.0.11", Roles: []string{"storage"}, DataDir: "/srv/mail"},
+		}})
+	profile, p, ring := c.ProfilePath, c.Profile, c.Ring
 	primary := startDaemon(t, dir, passwdd, "-profile", profile, "-state", filepath.Join(dir, "pw1-state"), "-host", "pw1")
 	startDaemon(t, dir, passwdd, "-profile", profile, "-state", filepath.Join(dir, "pw2-state"), "-host", "pw2")
 	adminAddr, _ := p.Listen("pw1", cluster.SvcPasswdAdmin)

@@ -13,14 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/nssd"
 	"correo/src/nssd/nssdtest"
 	"correo/src/nssproto"
-	"correo/src/testutil"
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := clustertest.Run(m)
 	Cleanup()
 	os.Exit(code)
 }
@@ -38,11 +39,7 @@ const hangLimit = 3 * time.Second
 func module(t testing.TB) *Module {
 	t.Helper()
 	testutil.NeedCommand(t, "gcc")
-	path, err := Build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(path)
+	m, err := Open(NeedLib(t))
 	if err != nil {
 		t.Fatal(err)
 	}

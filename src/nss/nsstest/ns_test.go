@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/testutil"
 	"correo/src/nssd"
 	"correo/src/nssd/nssdtest"
-	"correo/src/testutil"
 )
 
 // nsWorld is a private view of the machine for NSS tests: inside
@@ -34,10 +34,7 @@ func newWorld(t testing.TB, nsswitch string) *nsWorld {
 	t.Helper()
 	testutil.NeedRoot(t)
 	testutil.NeedCommand(t, "unshare")
-	lib, err := Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib := NeedLib(t)
 	w := &nsWorld{dir: t.TempDir()}
 	w.modDir = filepath.Join(w.dir, "lib")
 	w.nsswitch = filepath.Join(w.dir, "nsswitch.conf")

@@ -44,7 +44,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"testing"
 	"unsafe"
+
+	"correo/internal/testutil"
 )
 
 // Status is an NSS status as the module returns it.
@@ -297,6 +300,22 @@ func Build() (string, error) {
 		buildPath = filepath.Join(dir, "libnss_correo.so.2")
 	})
 	return buildPath, buildErr
+}
+
+// NeedLib is Build for a test: the module's path, or a failed test. Without
+// CORREO_NSS_LIB the module is built here, so a missing make or gcc skips
+// the test, or fails it under CORREO_STRICT (testutil.NeedCommand).
+func NeedLib(t testing.TB) string {
+	t.Helper()
+	if os.Getenv("CORREO_NSS_LIB") == "" {
+		testutil.NeedCommand(t, "make")
+		testutil.NeedCommand(t, "gcc")
+	}
+	p, err := Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // CompileC compiles a C test program from src/nss/nsstest/testdata into

@@ -1,4 +1,4 @@
-package interop
+package clustertest
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/testutil"
+	"correo/internal/testutil"
 )
 
 // PostfixConfig configures a private Postfix instance.
@@ -89,8 +89,8 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 		"setgid_group":             "postdrop",
 		"inet_interfaces":          listen,
 		"inet_protocols":           "ipv4",
-		"myhostname":               "mx.interop.test",
-		"mydomain":                 "interop.test",
+		"myhostname":               "mx.clustertest.test",
+		"mydomain":                 "clustertest.test",
 		"myorigin":                 "$myhostname",
 		"mydestination":            "",
 		"mynetworks":               "127.0.0.0/8",

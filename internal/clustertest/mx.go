@@ -1,4 +1,4 @@
-package interop
+package clustertest
 
 import (
 	"crypto/tls"

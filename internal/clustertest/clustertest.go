@@ -1,4 +1,4 @@
-// Package interop runs the real peers correo's process-level tests talk
+// Package clustertest runs the real peers correo's process-level tests talk
 // to: a small cluster profile with real passwdd processes, correo daemons
 // built from this tree, a private Postfix instance (its own configuration
 // and queue directories, loopback ports) and a private Dovecot LMTP. It is
@@ -6,8 +6,11 @@
 //
 // Every peer is stopped by t.Cleanup, and on failure its log is printed.
 // Programs that are not installed skip the test, or fail it under
-// CORREO_STRICT (testutil.NeedCommand).
-package interop
+// CORREO_STRICT (testutil.NeedCommand). correo's own programs come from
+// Build and BuildAll, compiled once per test process into a directory
+// that Main, called from the package's TestMain, removes at exit; Spec
+// and NewCluster write the profile a test's cluster runs on.
+package clustertest
 
 import (
 	"bytes"
@@ -40,54 +43,6 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-var (
-	buildMu sync.Mutex
-	built   = map[string]string{}
-	binDir  string
-)
-
-// Build compiles correo/src/cmd/<name> once per test process and returns
-// the binary's path. With race set (tests) it is built with the race
-// detector when cgo allows; benchmarks measure the plain build.
-func Build(t testing.TB, name string, race bool) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	key := fmt.Sprintf("%s/%v", name, race)
-	if p, ok := built[key]; ok {
-		return p
-	}
-	if binDir == "" {
-		d, err := os.MkdirTemp("", "correo-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Readable by everyone: an MTA runs pdelivery as the recipient.
-		os.Chmod(d, 0o755)
-		binDir = d
-	}
-	dir := filepath.Join(binDir, key)
-	os.MkdirAll(dir, 0o755)
-	os.Chmod(filepath.Dir(dir), 0o755)
-	out := filepath.Join(dir, name)
-	args := []string{"build", "-o", out}
-	if race {
-		args = append(args, "-race")
-	}
-	args = append(args, "correo/src/cmd/"+name)
-	if b, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		if !race {
-			t.Fatalf("building %s: %v\n%s", name, err, b)
-		}
-		// -race needs cgo; fall back to a plain build.
-		if b2, err2 := exec.Command("go", "build", "-o", out, "correo/src/cmd/"+name).CombinedOutput(); err2 != nil {
-			t.Fatalf("building %s: %v\n%s\n%s", name, err2, b, b2)
-		}
-	}
-	built[key] = out
-	return out
 }
 
 // Proc is a process started by a test.

@@ -1,4 +1,4 @@
-package interop
+package clustertest
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/testutil"
+	"correo/internal/testutil"
 )
 
 // DovecotPOP3User is one user of a private Dovecot POP3 server.

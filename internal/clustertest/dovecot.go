@@ -1,4 +1,4 @@
-package interop
+package clustertest
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"correo/src/testutil"
+	"correo/internal/testutil"
 )
 
 // DovecotConfig configures a private Dovecot LMTP server.

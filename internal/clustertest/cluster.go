@@ -1,4 +1,4 @@
-package interop
+package clustertest
 
 import (
 	"context"
@@ -30,15 +30,18 @@ type HostSpec struct {
 }
 
 // Spec describes a test cluster profile. Zero fields take defaults: network
-// 127.0.0.0/8, domain correo.test, layout first3, passwd timeout 3s (how
-// long a client waits for a silent passwdd: a loaded machine answers a
-// cheap login well within it), bcrypt cost 4.
+// 127.0.0.0/8, domain correo.test, layout first3, placement letters,
+// passwd timeout 3s (how long a client waits for a silent passwdd: a
+// loaded machine answers a cheap login well within it), bcrypt cost 4.
 type Spec struct {
 	Network       string
 	Domains       []string
 	Layout        string
+	Placement     string
 	PasswdTimeout string
 	Hosts         []HostSpec
+	// RunAs is cluster.run_as, the account daemons drop root for.
+	RunAs string
 	// TrustedNetwork sets cluster.trusted_network (logins without TLS).
 	TrustedNetwork bool
 	// LogLevel is cluster.log.level (default debug, for tests; benchmarks
@@ -79,6 +82,9 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 	if spec.Layout == "" {
 		spec.Layout = "first3"
 	}
+	if spec.Placement == "" {
+		spec.Placement = "letters"
+	}
 	if spec.PasswdTimeout == "" {
 		spec.PasswdTimeout = "3s"
 	}
@@ -92,8 +98,11 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "[cluster]\nname = \"t\"\ndomains = [%s]\nnetwork = %q\nkey_file = %q\nlayout = %q\nplacement = \"letters\"\ntrusted_network = %v\n",
-		quoteList(spec.Domains), spec.Network, key, spec.Layout, spec.TrustedNetwork)
+	fmt.Fprintf(&b, "[cluster]\nname = \"t\"\ndomains = [%s]\nnetwork = %q\nkey_file = %q\nlayout = %q\nplacement = %q\ntrusted_network = %v\n",
+		quoteList(spec.Domains), spec.Network, key, spec.Layout, spec.Placement, spec.TrustedNetwork)
+	if spec.RunAs != "" {
+		fmt.Fprintf(&b, "run_as = %q\n", spec.RunAs)
+	}
 	if spec.BcryptCost == 0 {
 		spec.BcryptCost = 4
 	}
