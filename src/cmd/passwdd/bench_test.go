@@ -242,7 +242,7 @@ func benchOnce(b *testing.B) {
 			done <- r
 		}()
 		time.Sleep(200 * time.Millisecond)
-		if out, err := exec.Command("nice", "-n", "19", correoctl, "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput(); err != nil {
+		if out, err := exec.Command(nice, "-n", "19", correoctl(b), "users", "import", "-replace", "-profile", e.profile, csvPath).CombinedOutput(); err != nil {
 			b.Fatalf("correoctl users import: %v\n%s", err, out)
 		}
 		time.Sleep(200 * time.Millisecond)

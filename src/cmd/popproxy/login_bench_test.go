@@ -24,7 +24,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/src/interop"
+	"correo/internal/clustertest"
 	"correo/src/pwadmin"
 )
 
@@ -85,12 +85,12 @@ func BenchmarkLogins(b *testing.B) {
 	nofile := raiseNofile(uint64(4*storm + 4096))
 	users := benchUsers(b, n)
 
-	c := interop.NewCluster(b, interop.Spec{
+	c := clustertest.NewCluster(b, clustertest.Spec{
 		LogLevel: "info", TrustedNetwork: true,
 		BcryptCost: directory.DefaultBcryptCost,
 		// What a client waits for passwdd in production.
 		PasswdTimeout: cluster.DefaultPasswdTimeout.String(),
-		Hosts: []interop.HostSpec{
+		Hosts: []clustertest.HostSpec{
 			{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
 			{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
 		}})
@@ -98,7 +98,7 @@ func BenchmarkLogins(b *testing.B) {
 	// twenty times slower.
 	pw := c.StartDaemon(b, "passwdd", "st1", false)
 	dus := make([]directory.User, n)
-	dvUsers := make([]interop.DovecotPOP3User, n)
+	dvUsers := make([]clustertest.DovecotPOP3User, n)
 	for i, u := range users {
 		dus[i] = directory.User{Name: u.name, UID: uint32(20000 + i), GID: 5000, Storage: "st1", Hash: u.hash}
 		md := c.Maildir("st1", u.name)
@@ -107,7 +107,7 @@ func BenchmarkLogins(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		dvUsers[i] = interop.DovecotPOP3User{Name: u.name, Hash: "{BLF-CRYPT}" + u.hash, Maildir: md}
+		dvUsers[i] = clustertest.DovecotPOP3User{Name: u.name, Hash: "{BLF-CRYPT}" + u.hash, Maildir: md}
 	}
 	c.ImportUsers(b, dus)
 	c.StartDaemon(b, "pop3d", "st1", false)
@@ -223,7 +223,7 @@ func BenchmarkLogins(b *testing.B) {
 
 	// Dovecot reads the same Maildirs as the user its mail processes run
 	// as; pop3d, running as root here, is not affected.
-	dvConf := interop.DovecotPOP3Config{Users: dvUsers, LoginProcesses: 4, Settings: fmt.Sprintf(`# login benchmark
+	dvConf := clustertest.DovecotPOP3Config{Users: dvUsers, LoginProcesses: 4, Settings: fmt.Sprintf(`# login benchmark
 auth_cache_size = 64M
 auth_cache_ttl = 1 hour
 # Dovecot caches the hash, not the verdict: a cache hit costs a bcrypt
@@ -236,15 +236,15 @@ service pop3 {
   process_limit = %d
 }
 `, storm+1024, max(1024, storm+100))}
-	var dv *interop.DovecotPOP3
+	var dv *clustertest.DovecotPOP3
 	startDovecot := func() {
 		if dv != nil {
 			dv.Proc.Stop(syscall.SIGTERM)
 		}
-		dv = interop.StartDovecotPOP3(b, dvConf)
+		dv = clustertest.StartDovecotPOP3(b, dvConf)
 	}
 	startDovecot()
-	interop.ChownTree(b, c.DataDir("st1"), dv.UID, dv.GID)
+	clustertest.ChownTree(b, c.DataDir("st1"), dv.UID, dv.GID)
 	// Dovecot checks the bcrypt hash on every login, cached or not (its
 	// cache keeps the hash, not the verdict): its cold rate is its warm
 	// rate, and a cold pass over all the users would take ~10 minutes per
