@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
-	"correo/internal/clustertest"
 	"correo/src/pwadmin"
 )
 
