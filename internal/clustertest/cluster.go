@@ -52,6 +52,9 @@ type Spec struct {
 	// cost-10 check takes over a second under -race on a slow machine.
 	// Benchmarks of logins set the production cost.
 	BcryptCost int
+	// PasswdTOML is added to [cluster.passwd] as is, e.g.
+	// "auth_queue = 1\n".
+	PasswdTOML string
 	// ClusterTOML is added to the [cluster] part of the profile as is,
 	// e.g. "[cluster.queue]\nretry = [\"1s\"]\n".
 	ClusterTOML string
@@ -108,6 +111,7 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 	}
 	fmt.Fprintf(&b, "[cluster.passwd]\nudp_port = %d\ntcp_port = %d\ntimeout = %q\nbcrypt_cost = %d\n",
 		FreePort(t, addrs...), FreePort(t, addrs...), spec.PasswdTimeout, spec.BcryptCost)
+	b.WriteString(spec.PasswdTOML)
 	if spec.LogLevel == "" {
 		spec.LogLevel = "debug"
 	}
