@@ -117,7 +117,10 @@ type Stats struct {
 	AuthCached       uint64 `json:"auth_cached"`
 	AuthVerified     uint64 `json:"auth_verified"`
 	AuthCacheEntries int    `json:"auth_cache_entries"`
-	LockedKeys       int    `json:"locked_keys"`
+	// VerifyCost is the recent cost of one password hash check, which
+	// decides how many logins may wait for one.
+	VerifyCost string `json:"verify_cost"`
+	LockedKeys int    `json:"locked_keys"`
 	// Server-side answer times (datagram read to answer sent).
 	SlowestAnswer   string `json:"slowest_answer"`
 	AnswersOver1ms  uint64 `json:"answers_over_1ms"`

@@ -374,6 +374,7 @@ func (s *Server) Stats() pwadmin.Stats {
 		Users: ix.Len(), PerStorage: ix.CountByStorage(), Requests: map[string]uint64{}, Dropped: map[string]uint64{},
 		AuthOK: s.stats.authOK.Load(), AuthDenied: s.stats.authDenied.Load(), AuthLocked: s.stats.authLocked.Load(),
 		AuthCached: s.stats.authCached.Load(), AuthVerified: s.stats.authVerified.Load(), AuthCacheEntries: s.creds.len(),
+		VerifyCost: time.Duration(s.udp.verifyNanos.Load()).Round(10 * time.Microsecond).String(),
 		LockedKeys: s.users.Len() + s.sources.Len(), JournalSize: s.store.JournalSize(),
 		UptimeSec:      int64(time.Since(s.started).Seconds()),
 		SlowestAnswer:  time.Duration(s.stats.slowest.Load()).String(),

@@ -425,8 +425,8 @@ func runPasswdStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "  requests %v; dropped %v; auth ok %d denied %d locked %d\n",
 			st.Requests, st.Dropped, st.AuthOK, st.AuthDenied, st.AuthLocked)
-		fmt.Fprintf(stdout, "  logins from the credentials cache %d, by password hash check %d; %d cached\n",
-			st.AuthCached, st.AuthVerified, st.AuthCacheEntries)
+		fmt.Fprintf(stdout, "  logins from the credentials cache %d, by password hash check %d (each about %s); %d cached\n",
+			st.AuthCached, st.AuthVerified, st.VerifyCost, st.AuthCacheEntries)
 		fmt.Fprintf(stdout, "  answers: slowest %s, %d over 1 ms, %d over 10 ms\n",
 			st.SlowestAnswer, st.AnswersOver1ms, st.AnswersOver10ms)
 	}

@@ -229,8 +229,9 @@ func BenchmarkLogins(b *testing.B) {
 		after := drain()
 		row("correo", "storm", storm, r, &before, &after)
 		dropped := func(k string) uint64 { return after.Dropped[k] - before.Dropped[k] }
-		fmt.Fprintf(out, "         storm: %d refused at the greeting, %d [SYS/TEMP] at PASS; passwdd TempFail: %d queue full, %d over the time budget, %d expired in the queue; %d bcrypt checks in all (queue drained)\n",
-			r.count[loginRefused], r.count[loginTemp], dropped("auth_queue_full"), dropped("auth_overload"), dropped("auth_expired"), after.AuthVerified-before.AuthVerified)
+		fmt.Fprintf(out, "         storm: %d refused at the greeting, %d [SYS/TEMP] at PASS; passwdd TempFail: %d queue full, %d over the time budget, %d expired in the queue; %d bcrypt checks in all (queue drained); verification cost %s before, %s after\n",
+			r.count[loginRefused], r.count[loginTemp], dropped("auth_queue_full"), dropped("auth_overload"), dropped("auth_expired"), after.AuthVerified-before.AuthVerified,
+			before.VerifyCost, after.VerifyCost)
 	}
 	if want("correo-cold") {
 		if warmVerified == 0 {
