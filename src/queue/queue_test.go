@@ -22,6 +22,9 @@ type fakeDeliverer struct {
 	status map[string]delivery.Status
 	got    map[string][]string // rcpt → messages
 	hosts  [][]string          // env.Hosts of every call
+	// gate, when set, holds every attempt until it is closed, so a test
+	// can look at the queue while an attempt is in flight.
+	gate chan struct{}
 }
 
 func newFake() *fakeDeliverer {
@@ -47,6 +50,12 @@ func (f *fakeDeliverer) msgs(rcpt string) []string {
 }
 
 func (f *fakeDeliverer) Deliver(ctx context.Context, env delivery.Envelope, msg delivery.Message) []delivery.Result {
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+		}
+	}
 	b, _ := io.ReadAll(io.NewSectionReader(msg, 0, msg.Size()))
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,11 +49,16 @@ func TestOneSlotPerMessage(t *testing.T) {
 	dir := t.TempDir()
 	f := newFake()
 	f.set("a@correo.test", delivery.Temporary)
+	// The first attempt starts at once: hold it, so that what is on disk
+	// before any attempt has left work can be seen.
+	f.gate = make(chan struct{})
 	q, err := Open(Config{Dir: dir, Local: f, Retry: []time.Duration{time.Hour}, Tick: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close(context.Background())
+	release := sync.OnceFunc(func() { close(f.gate) })
+	defer release()
 	body := "Subject: one\r\n\r\nbody\r\n"
 	id := enqueue(t, q, "s@correo.test", body, "a@correo.test")
 	slots := slotNames(t, dir)
@@ -79,6 +85,7 @@ func TestOneSlotPerMessage(t *testing.T) {
 	if n := testutil.DirNames(t, filepath.Join(dir, "q")); len(n) != 0 {
 		t.Fatalf("q/ holds %v before any attempt", n)
 	}
+	release()
 	// The deferral records its state beside the slot.
 	waitFor(t, "deferred state", func() bool {
 		e, err := state(dir, id)
