@@ -106,12 +106,7 @@ func run(args []string, stderr io.Writer) error {
 	retry, lifetime := queue.RetryFromProfile(p)
 	qdir := filepath.Join(env.StateDir, QueueDir)
 	q, err := queue.Open(queue.Config{Dir: qdir, Local: local, Remote: out, Retry: retry, Lifetime: lifetime, Hostname: name,
-		Workers: lim.Workers, Log: log, Route: func(addr string) queue.Route {
-			if d, _ := smtpd.Classify(p, addr); d == smtpd.Remote {
-				return queue.RouteRemote
-			}
-			return queue.RouteLocal
-		}})
+		Workers: lim.Workers, Log: log, Route: smtpd.QueueRoute(p)})
 	if err != nil {
 		return err
 	}
