@@ -95,8 +95,8 @@ func (e *Env) TLS() (*tls.Config, error) {
 }
 
 // notify sends one sd_notify message; without NOTIFY_SOCKET it does
-// nothing. A failure is logged once per message kind at debug level: the
-// supervisor may simply not listen.
+// nothing. A failure is logged at debug level only: a supervisor that
+// stopped listening is no reason to stop serving.
 func (e *Env) notify(state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
 		e.Log.Debug("sd_notify failed", "state", state, "err", err)
@@ -189,7 +189,7 @@ func (e *Env) stopAll(servers []Server) {
 	}
 	for _, s := range servers {
 		if err := s.Shutdown(ctx); err != nil {
-			e.Log.Warn("grace period over: closing what is left", "server", fmt.Sprintf("%T", s), "err", err)
+			e.Log.Warn("graceful stop incomplete: closing what is left", "server", fmt.Sprintf("%T", s), "err", err)
 		}
 	}
 	for _, s := range servers {
