@@ -255,7 +255,10 @@ func (e *Env) watchdog() (stop func()) {
 // that does not load is refused and the one in force kept. Other settings
 // need a restart; reload names those that changed.
 func (e *Env) reload() {
-	e.notify("RELOADING=1\nMONOTONIC_USEC=" + sd.SdNotifyMonotonicUsec())
+	// systemd (Type=notify-reload, v253+) wants the time of the reload
+	// with RELOADING=1; SdNotifyMonotonicUsec gives the whole
+	// "MONOTONIC_USEC=...\n" line.
+	e.notify("RELOADING=1\n" + sd.SdNotifyMonotonicUsec())
 	defer e.notify("READY=1\nSTATUS=serving")
 	p, err := cluster.LoadFlag(e.profilePath, cluster.Options{})
 	var h *cluster.Host

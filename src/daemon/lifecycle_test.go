@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -256,7 +257,9 @@ func TestReload(t *testing.T) {
 			t.Fatal(err)
 		}
 		env.sigs <- syscall.SIGHUP
-		waitNotify(t, notes, "RELOADING=1")
+		if m := waitNotify(t, notes, "RELOADING=1"); !regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=[0-9]+\n$`).MatchString(m) {
+			t.Errorf("%s: reload notification %q, want RELOADING=1 and MONOTONIC_USEC=<µs>", st.name, m)
+		}
 		waitNotify(t, notes, st.wantNote)
 		if st.wantNote != "READY=1" {
 			waitNotify(t, notes, "READY=1")
