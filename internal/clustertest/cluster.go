@@ -55,6 +55,8 @@ type Spec struct {
 	// PasswdTOML is added to [cluster.passwd] as is, e.g.
 	// "auth_queue = 1\n".
 	PasswdTOML string
+	// ShutdownGrace is cluster.shutdown_grace (empty: the default, 30s).
+	ShutdownGrace string
 	// ClusterTOML is added to the [cluster] part of the profile as is,
 	// e.g. "[cluster.queue]\nretry = [\"1s\"]\n".
 	ClusterTOML string
@@ -105,6 +107,9 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 		quoteList(spec.Domains), spec.Network, key, spec.Layout, spec.Placement, spec.TrustedNetwork)
 	if spec.RunAs != "" {
 		fmt.Fprintf(&b, "run_as = %q\n", spec.RunAs)
+	}
+	if spec.ShutdownGrace != "" {
+		fmt.Fprintf(&b, "shutdown_grace = %q\n", spec.ShutdownGrace)
 	}
 	if spec.BcryptCost == 0 {
 		spec.BcryptCost = 4

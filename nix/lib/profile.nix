@@ -53,6 +53,7 @@ let
         { k = "placement"; t = t.str; }
         { k = "trusted_network"; t = t.bool; }
         { k = "run_as"; t = t.str; }
+        { k = "shutdown_grace"; t = t.str; }
         {
           k = "passwd";
           t = table [
@@ -130,6 +131,18 @@ let
             { k = "max_connections_per_client"; t = t.int; }
             { k = "max_messages_per_hour"; t = t.int; }
             { k = "expose_auth_user"; t = t.bool; }
+            { k = "command_timeout"; t = t.str; }
+            { k = "data_timeout"; t = t.str; }
+            { k = "workers"; t = t.int; }
+          ];
+        }
+        {
+          k = "popproxy";
+          t = table [
+            { k = "fail_delay"; t = t.str; }
+            { k = "max_fail_delay"; t = t.str; }
+            { k = "max_connections"; t = t.int; }
+            { k = "max_connections_per_client"; t = t.int; }
           ];
         }
         {
@@ -236,6 +249,7 @@ let
       layout = get rc "layout" "";
       placement = get rc "placement" "";
       runAs = get rc "run_as" "";
+      shutdownGrace = if rc ? shutdown_grace then parseDuration rc.shutdown_grace else { ms = 30000; };
       udpPort = get passwdRaw "udp_port" 0;
       tcpPort = get passwdRaw "tcp_port" 0;
       timeout = if passwdRaw ? timeout then parseDuration passwdRaw.timeout else { ms = 2000; };
@@ -332,6 +346,9 @@ let
             else if p.val < 1 || p.val > 65535 then [ (err p.key "port ${toString p.val} out of range 1-65535") ]
             else [ ])
           [{ key = "cluster.passwd.udp_port"; val = udpPort; } { key = "cluster.passwd.tcp_port"; val = tcpPort; }])
+        (if shutdownGrace ? error then [ (err "cluster.shutdown_grace" shutdownGrace.error) ]
+         else if shutdownGrace.ms > 600000 then [ (err "cluster.shutdown_grace" "${formatDuration shutdownGrace.ms} is longer than 10m0s: every stop and restart would wait that long for slow clients") ]
+         else [ ])
         (if timeout ? error then [ (err "cluster.passwd.timeout" timeout.error) ]
          else if timeout.ms > 60000 then [ (err "cluster.passwd.timeout" "${formatDuration timeout.ms} is too long for a failover timeout: clients would hang that long when the primary is down (the paper uses 2s)") ]
          else [ ])
@@ -397,6 +414,10 @@ let
           dataDir = if storageRaw == null then "" else storageRaw.data_dir or "";
           weightRaw = if storageRaw == null then 0 else storageRaw.weight or 0;
           smtpdGet = k: def: let x = if smtpdRaw == null then 0 else smtpdRaw.${k} or 0; in if x == 0 then def else x;
+          # Durations as { ms; } or { error; }, as parseDuration returns.
+          smtpdDur = k: def: if smtpdRaw != null && smtpdRaw ? ${k} then parseDuration smtpdRaw.${k} else { ms = def; };
+          commandTimeout = smtpdDur "command_timeout" 300000;
+          dataTimeout = smtpdDur "data_timeout" 600000;
           smtpd = {
             max_message_bytes = smtpdGet "max_message_bytes" 26214400;
             max_recipients = smtpdGet "max_recipients" 100;
@@ -404,6 +425,20 @@ let
             max_connections_per_client = smtpdGet "max_connections_per_client" 20;
             max_messages_per_hour = smtpdGet "max_messages_per_hour" 500;
             expose_auth_user = if smtpdRaw == null then false else smtpdRaw.expose_auth_user or false;
+            command_timeout_ms = commandTimeout.ms or 0;
+            data_timeout_ms = dataTimeout.ms or 0;
+            workers = smtpdGet "workers" 32;
+          };
+          popRaw = h.popproxy or null;
+          popGet = k: def: let x = if popRaw == null then 0 else popRaw.${k} or 0; in if x == 0 then def else x;
+          popDur = k: def: if popRaw != null && popRaw ? ${k} then parseDuration popRaw.${k} else { ms = def; };
+          failDelay = popDur "fail_delay" 500;
+          maxFailDelay = popDur "max_fail_delay" 8000;
+          popproxy = {
+            fail_delay_ms = failDelay.ms or 0;
+            max_fail_delay_ms = maxFailDelay.ms or 0;
+            max_connections = popGet "max_connections" 5000;
+            max_connections_per_client = popGet "max_connections_per_client" 20;
           };
           cert = if tlsRaw == null then "" else tlsRaw.cert or "";
           key = if tlsRaw == null then "" else tlsRaw.key or "";
@@ -446,9 +481,27 @@ let
             (if !isSMTP then [ ]
              else
               concatMap (k: if smtpd.${k} < 0 then [ (herr "smtpd.${k}" "${toString smtpd.${k}} must be positive") ] else [ ])
-                [ "max_message_bytes" "max_recipients" "max_connections" "max_connections_per_client" "max_messages_per_hour" ]
+                [ "max_message_bytes" "max_recipients" "max_connections" "max_connections_per_client" "max_messages_per_hour" "workers" ]
               ++ (if smtpd.max_connections_per_client > smtpd.max_connections
               then [ (herr "smtpd.max_connections_per_client" "${toString smtpd.max_connections_per_client} exceeds max_connections ${toString smtpd.max_connections}") ]
+              else [ ])
+              ++ (if commandTimeout ? error then [ (herr "smtpd.command_timeout" commandTimeout.error) ] else [ ])
+              ++ (if dataTimeout ? error then [ (herr "smtpd.data_timeout" dataTimeout.error) ] else [ ])
+              ++ (if commandTimeout ? ms && dataTimeout ? ms && dataTimeout.ms < commandTimeout.ms
+              then [ (herr "smtpd.data_timeout" "${formatDuration dataTimeout.ms} is shorter than command_timeout ${formatDuration commandTimeout.ms}: a DATA phase is at least one read") ]
+              else [ ]))
+            (if popRaw != null && !has "popproxy" then [ (herr "popproxy" "[host.popproxy] settings on a host without role popproxy") ] else [ ])
+            (if !has "popproxy" then [ ]
+             else
+              concatMap (k: if popproxy.${k} < 0 then [ (herr "popproxy.${k}" "${toString popproxy.${k}} must be positive") ] else [ ])
+                [ "max_connections" "max_connections_per_client" ]
+              ++ (if popproxy.max_connections_per_client > popproxy.max_connections
+              then [ (herr "popproxy.max_connections_per_client" "${toString popproxy.max_connections_per_client} exceeds max_connections ${toString popproxy.max_connections}") ]
+              else [ ])
+              ++ (if failDelay ? error then [ (herr "popproxy.fail_delay" failDelay.error) ] else [ ])
+              ++ (if maxFailDelay ? error then [ (herr "popproxy.max_fail_delay" maxFailDelay.error) ] else [ ])
+              ++ (if failDelay ? ms && maxFailDelay ? ms && maxFailDelay.ms < failDelay.ms
+              then [ (herr "popproxy.max_fail_delay" "${formatDuration maxFailDelay.ms} is shorter than fail_delay ${formatDuration failDelay.ms}: the delay starts at fail_delay and doubles up to max_fail_delay") ]
               else [ ]))
             (if tlsRaw != null && (cert == "") != (key == "") then [ (herr "tls" "[host.tls] needs both cert and key") ] else [ ])
           ];
@@ -463,6 +516,7 @@ let
               else if storageRaw == null then null
               else { data_dir = dataDir; weight = weightRaw; };
             smtpd = if isSMTP then smtpd else smtpdRaw;
+            popproxy = if has "popproxy" then popproxy else popRaw;
             tls = if tlsRaw == null then null else { inherit cert key; };
           };
         };
@@ -491,6 +545,7 @@ let
         inherit layout placement;
         trusted_network = get rc "trusted_network" false;
         run_as = runAs;
+        shutdown_grace_ms = shutdownGrace.ms or 0;
         passwd = {
           udp_port = udpPort;
           tcp_port = tcpPort;

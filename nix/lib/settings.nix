@@ -16,7 +16,7 @@ let
 in
 {
   cluster = {
-    inherit (c) name domains network key_file layout placement trusted_network run_as dns;
+    inherit (c) name domains network key_file layout placement trusted_network run_as shutdown_grace_ms dns;
     passwd = { inherit (c.passwd) udp_port tcp_port timeout_ms bcrypt_cost auth_cache_ttl_ms auth_cache_entries auth_queue; };
     # network is null unless the target is syslog, as in Go.
     log = {
@@ -31,7 +31,7 @@ in
     (h: {
       name = h.name;
       value = {
-        inherit (h) name address roles mx storage smtpd tls;
+        inherit (h) name address roles mx storage smtpd popproxy tls;
         listen = listToAttrs (map (s: { name = s.name; value = listenOf h s; })
           (filter (svcs.provides h) svcs.services));
       };

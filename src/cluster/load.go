@@ -290,6 +290,11 @@ func (v *validator) validateCluster() {
 	} else if c.Passwd.Timeout.Std() > time.Minute {
 		v.errAt("cluster.passwd.timeout", -1, "%s is too long for a failover timeout: clients would hang that long when the primary is down (the paper uses 2s)", c.Passwd.Timeout.Std())
 	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = Duration(DefaultShutdownGrace)
+	} else if c.ShutdownGrace.Std() > MaxShutdownGrace {
+		v.errAt("cluster.shutdown_grace", -1, "%s is longer than %s: every stop and restart would wait that long for slow clients", c.ShutdownGrace.Std(), MaxShutdownGrace)
+	}
 	v.validatePasswdAuth()
 	v.validateLog()
 	if c.DNS.Zone == "" && len(c.Domains) > 0 {
@@ -593,8 +598,50 @@ func (v *validator) validateHostTables(i int) {
 		fill("max_connections", &s.MaxConnections, DefaultMaxConnections)
 		fill("max_connections_per_client", &s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient)
 		fill("max_messages_per_hour", &s.MaxMessagesPerHour, DefaultMaxMessagesPerHour)
+		fill("workers", &s.Workers, DefaultSMTPWorkers)
+		if s.CommandTimeout == 0 {
+			s.CommandTimeout = Duration(DefaultSMTPCommandTimeout)
+		}
+		if s.DataTimeout == 0 {
+			s.DataTimeout = Duration(DefaultSMTPDataTimeout)
+		}
 		if s.MaxConnectionsPerClient > s.MaxConnections {
 			v.errAt("host.smtpd.max_connections_per_client", i, "%d exceeds max_connections %d", s.MaxConnectionsPerClient, s.MaxConnections)
+		}
+		if s.DataTimeout < s.CommandTimeout {
+			v.errAt("host.smtpd.data_timeout", i, "%s is shorter than command_timeout %s: a DATA phase is at least one read", s.DataTimeout.Std(), s.CommandTimeout.Std())
+		}
+	}
+	if h.POPProxy != nil && !h.HasRole(RolePOPProxy) {
+		v.errAt("host.popproxy", i, "[host.popproxy] settings on a host without role popproxy")
+	}
+	if h.HasRole(RolePOPProxy) {
+		if h.POPProxy == nil {
+			h.POPProxy = &POPProxy{}
+		}
+		x := h.POPProxy
+		for _, f := range []struct {
+			key string
+			v   *int
+			def int
+		}{{"max_connections", &x.MaxConnections, DefaultPOPMaxConnections}, {"max_connections_per_client", &x.MaxConnectionsPerClient, DefaultPOPMaxConnsPerClient}} {
+			if *f.v == 0 {
+				*f.v = f.def
+			} else if *f.v < 0 {
+				v.errAt("host.popproxy."+f.key, i, "%d must be positive", *f.v)
+			}
+		}
+		if x.FailDelay == 0 {
+			x.FailDelay = Duration(DefaultPOPFailDelay)
+		}
+		if x.MaxFailDelay == 0 {
+			x.MaxFailDelay = Duration(DefaultPOPMaxFailDelay)
+		}
+		if x.MaxConnectionsPerClient > x.MaxConnections {
+			v.errAt("host.popproxy.max_connections_per_client", i, "%d exceeds max_connections %d", x.MaxConnectionsPerClient, x.MaxConnections)
+		}
+		if x.MaxFailDelay < x.FailDelay {
+			v.errAt("host.popproxy.max_fail_delay", i, "%s is shorter than fail_delay %s: the delay starts at fail_delay and doubles up to max_fail_delay", x.MaxFailDelay.Std(), x.FailDelay.Std())
 		}
 	}
 	if h.TLS != nil && (h.TLS.Cert == "") != (h.TLS.Key == "") {

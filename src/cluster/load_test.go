@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHostsProfilesLoad loads every committed profile: they are the
@@ -276,6 +277,24 @@ func TestDefaultsFilled(t *testing.T) {
 	}
 	if mx.SMTPD == nil || mx.SMTPD.MaxMessageBytes != DefaultMaxMessageBytes || mx.SMTPD.MaxConnectionsPerClient != DefaultMaxConnectionsPerClient {
 		t.Errorf("smtpd defaults not applied: %+v", mx.SMTPD)
+	}
+	if s := mx.SMTPD; s.CommandTimeout.Std() != DefaultSMTPCommandTimeout || s.DataTimeout.Std() != DefaultSMTPDataTimeout || s.Workers != DefaultSMTPWorkers {
+		t.Errorf("smtpd timeout and worker defaults not applied: %+v", s)
+	}
+	if mx.POPProxy != nil {
+		t.Errorf("an mx host got [host.popproxy] settings: %+v", mx.POPProxy)
+	}
+	if p.Cluster.ShutdownGrace.Std() != DefaultShutdownGrace {
+		t.Errorf("shutdown_grace default = %s", p.Cluster.ShutdownGrace.Std())
+	}
+	px := goodProfile + "\n[[host]]\nname = \"px1\"\naddress = \"10.77.0.40\"\nroles = [\"popproxy\"]\n[host.popproxy]\nfail_delay = \"50ms\"\n"
+	p3, err := Parse([]byte(px), "x.toml", Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := p3.Host("px1"); h.POPProxy.FailDelay.Std() != 50*time.Millisecond || h.POPProxy.MaxFailDelay.Std() != DefaultPOPMaxFailDelay ||
+		h.POPProxy.MaxConnections != DefaultPOPMaxConnections || h.POPProxy.MaxConnectionsPerClient != DefaultPOPMaxConnsPerClient {
+		t.Errorf("popproxy settings: %+v", h.POPProxy)
 	}
 	st, _ := p.Host("store1")
 	if st.Storage.Weight != 1 {

@@ -78,6 +78,10 @@ type Cluster struct {
 	// bound, when started as root; empty leaves that to the service
 	// manager (systemd's User=, as the NixOS modules do).
 	RunAs string `toml:"run_as"`
+	// ShutdownGrace is how long a daemon lets sessions and messages in
+	// progress finish after SIGTERM before it closes what is left. The
+	// service manager's stop timeout must be longer.
+	ShutdownGrace Duration `toml:"shutdown_grace"`
 
 	Passwd Passwd `toml:"passwd"`
 	Log    Log    `toml:"log"`
@@ -186,7 +190,9 @@ type Host struct {
 	MX      *MX      `toml:"mx"`
 	Storage *Storage `toml:"storage"`
 	SMTPD   *SMTPD   `toml:"smtpd"`
-	TLS     *TLS     `toml:"tls"`
+	// POPProxy holds a popproxy host's limits.
+	POPProxy *POPProxy `toml:"popproxy"`
+	TLS      *TLS      `toml:"tls"`
 
 	addr netip.Addr
 }
@@ -220,6 +226,29 @@ type SMTPD struct {
 	// of submitted mail. Off by default: the user is logged, and the
 	// header would tell every recipient the sender's login name.
 	ExposeAuthUser bool `toml:"expose_auth_user" json:"expose_auth_user"`
+	// CommandTimeout bounds the wait for each command and each read of
+	// message data (RFC 5321 §4.5.3.2 asks for at least 5 minutes).
+	CommandTimeout Duration `toml:"command_timeout" json:"-"`
+	// DataTimeout bounds a whole DATA phase, so a client trickling a byte
+	// a minute cannot hold a connection for ever.
+	DataTimeout Duration `toml:"data_timeout" json:"-"`
+	// Workers is how many queued messages are delivered at once (and how
+	// many LMTP connections to storage are kept open).
+	Workers int `toml:"workers" json:"-"`
+}
+
+// POPProxy holds the limits of a popproxy host before a client has
+// logged in: what a password guesser or a flood may cost.
+type POPProxy struct {
+	// FailDelay is the wait before answering a failed login; it doubles
+	// with every further failure from the same address, up to
+	// MaxFailDelay.
+	FailDelay    Duration `toml:"fail_delay"`
+	MaxFailDelay Duration `toml:"max_fail_delay"`
+	// MaxConnections bounds concurrent sessions, MaxConnectionsPerClient
+	// those from one client address.
+	MaxConnections          int `toml:"max_connections"`
+	MaxConnectionsPerClient int `toml:"max_connections_per_client"`
 }
 
 // TLS names a host's certificate and key files (PEM).
@@ -252,6 +281,15 @@ const (
 	DefaultNSSCacheEntries         = 100000
 	DefaultNSSSocket               = "/run/correo/nssd.sock"
 	DefaultQueueLifetime           = 120 * time.Hour
+	DefaultShutdownGrace           = 30 * time.Second
+	MaxShutdownGrace               = 10 * time.Minute
+	DefaultSMTPCommandTimeout      = 5 * time.Minute
+	DefaultSMTPDataTimeout         = 10 * time.Minute
+	DefaultSMTPWorkers             = 32
+	DefaultPOPFailDelay            = 500 * time.Millisecond
+	DefaultPOPMaxFailDelay         = 8 * time.Second
+	DefaultPOPMaxConnections       = 5000
+	DefaultPOPMaxConnsPerClient    = 20
 )
 
 // DefaultQueueRetry is the queue's back-off when the profile names none:

@@ -13,20 +13,21 @@ type Settings struct {
 
 // ClusterSettings is [cluster] with defaults applied and every port resolved.
 type ClusterSettings struct {
-	Name           string          `json:"name"`
-	Domains        []string        `json:"domains"`
-	Network        string          `json:"network"`
-	KeyFile        string          `json:"key_file"`
-	Layout         string          `json:"layout"`
-	Placement      string          `json:"placement"`
-	TrustedNetwork bool            `json:"trusted_network"`
-	RunAs          string          `json:"run_as"`
-	Passwd         PasswdSettings  `json:"passwd"`
-	Log            LogSettings     `json:"log"`
-	DNS            DNS             `json:"dns"`
-	Ports          map[Service]int `json:"ports"`
-	NSS            NSSSettings     `json:"nss"`
-	Queue          QueueSettings   `json:"queue"`
+	Name            string          `json:"name"`
+	Domains         []string        `json:"domains"`
+	Network         string          `json:"network"`
+	KeyFile         string          `json:"key_file"`
+	Layout          string          `json:"layout"`
+	Placement       string          `json:"placement"`
+	TrustedNetwork  bool            `json:"trusted_network"`
+	RunAs           string          `json:"run_as"`
+	ShutdownGraceMS int64           `json:"shutdown_grace_ms"`
+	Passwd          PasswdSettings  `json:"passwd"`
+	Log             LogSettings     `json:"log"`
+	DNS             DNS             `json:"dns"`
+	Ports           map[Service]int `json:"ports"`
+	NSS             NSSSettings     `json:"nss"`
+	Queue           QueueSettings   `json:"queue"`
 }
 
 // QueueSettings is [cluster.queue] with defaults, durations in
@@ -66,14 +67,32 @@ type LogSettings struct {
 
 // HostSettings is one [[host]] with defaults and its listen addresses.
 type HostSettings struct {
-	Name    string             `json:"name"`
-	Address string             `json:"address"`
-	Roles   []Role             `json:"roles"`
-	Listen  map[Service]string `json:"listen"`
-	MX      *MX                `json:"mx"`
-	Storage *Storage           `json:"storage"`
-	SMTPD   *SMTPD             `json:"smtpd"`
-	TLS     *TLS               `json:"tls"`
+	Name     string             `json:"name"`
+	Address  string             `json:"address"`
+	Roles    []Role             `json:"roles"`
+	Listen   map[Service]string `json:"listen"`
+	MX       *MX                `json:"mx"`
+	Storage  *Storage           `json:"storage"`
+	SMTPD    *SMTPDSettings     `json:"smtpd"`
+	POPProxy *POPProxySettings  `json:"popproxy"`
+	TLS      *TLS               `json:"tls"`
+}
+
+// SMTPDSettings is [host.smtpd] with defaults, durations in milliseconds.
+type SMTPDSettings struct {
+	SMTPD
+	CommandTimeoutMS int64 `json:"command_timeout_ms"`
+	DataTimeoutMS    int64 `json:"data_timeout_ms"`
+	Workers          int   `json:"workers"`
+}
+
+// POPProxySettings is [host.popproxy] with defaults, durations in
+// milliseconds.
+type POPProxySettings struct {
+	FailDelayMS             int64 `json:"fail_delay_ms"`
+	MaxFailDelayMS          int64 `json:"max_fail_delay_ms"`
+	MaxConnections          int   `json:"max_connections"`
+	MaxConnectionsPerClient int   `json:"max_connections_per_client"`
 }
 
 // EndpointSetting is one provider of a service.
@@ -89,6 +108,7 @@ func (p *Profile) Settings() Settings {
 		Cluster: ClusterSettings{
 			Name: c.Name, Domains: c.Domains, Network: c.Network, KeyFile: c.KeyFile,
 			Layout: c.Layout, Placement: c.Placement, TrustedNetwork: c.TrustedNetwork, RunAs: c.RunAs,
+			ShutdownGraceMS: c.ShutdownGrace.Std().Milliseconds(),
 			Passwd: PasswdSettings{UDPPort: c.Passwd.UDPPort, TCPPort: c.Passwd.TCPPort,
 				TimeoutMS: c.Passwd.Timeout.Std().Milliseconds(), BcryptCost: c.Passwd.BcryptCost,
 				AuthCacheTTLMS: c.Passwd.AuthCacheTTL.Std().Milliseconds(), AuthCacheEntries: c.Passwd.AuthCacheEntries,
@@ -122,7 +142,15 @@ func (p *Profile) Settings() Settings {
 	}
 	for _, h := range p.Hosts {
 		hs := HostSettings{Name: h.Name, Address: h.Address, Roles: h.Roles, Listen: map[Service]string{},
-			MX: h.MX, Storage: h.Storage, SMTPD: h.SMTPD, TLS: h.TLS}
+			MX: h.MX, Storage: h.Storage, TLS: h.TLS}
+		if s := h.SMTPD; s != nil {
+			hs.SMTPD = &SMTPDSettings{SMTPD: *s, CommandTimeoutMS: s.CommandTimeout.Std().Milliseconds(),
+				DataTimeoutMS: s.DataTimeout.Std().Milliseconds(), Workers: s.Workers}
+		}
+		if x := h.POPProxy; x != nil {
+			hs.POPProxy = &POPProxySettings{FailDelayMS: x.FailDelay.Std().Milliseconds(), MaxFailDelayMS: x.MaxFailDelay.Std().Milliseconds(),
+				MaxConnections: x.MaxConnections, MaxConnectionsPerClient: x.MaxConnectionsPerClient}
+		}
 		for _, svc := range Services() {
 			if a, err := p.Listen(h.Name, svc); err == nil {
 				hs.Listen[svc] = a.String()

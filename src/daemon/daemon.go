@@ -1,8 +1,19 @@
-// Package daemon is the start-up every correo program shares: the
-// -profile/-host/-state flags, loading the profile, building the logger
-// the profile asks for, telling the supervisor it is ready, and stopping
-// on SIGTERM. Daemons stay thin: main parses, calls Start, wires its
-// packages, and calls Ready.
+// Package daemon is the one lifecycle every correo daemon shares, so that
+// a main is wiring only:
+//
+//	env, err := daemon.NewFlags("pop3d").Start(args, cluster.RoleStorage)
+//	ln, err := env.Listen(cluster.SvcPOP3Backend) // systemd's socket, or listen
+//	srv, err := pop3.New(...)
+//	env.Go("pop3", func() error { return srv.Serve(ln) })
+//	return env.Run(srv)
+//
+// Start parses -profile/-host/-state, loads the profile, builds the logger
+// it asks for and takes the sockets systemd passed (socket activation,
+// matched by FileDescriptorName= = the service name). Run drops root
+// (cluster.run_as), sends sd_notify READY=1 and STATUS=, pings the
+// watchdog when the unit asks, reloads on SIGHUP (log level, TLS
+// certificates) and on SIGTERM stops the servers as net/http's Shutdown
+// and Close do, within cluster.shutdown_grace.
 package daemon
 
 import (
@@ -17,9 +28,8 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
-
-	"github.com/coreos/go-systemd/v22/daemon"
 
 	"correo/src/cluster"
 	"correo/src/logging"
@@ -32,10 +42,21 @@ type Env struct {
 	Host     *cluster.Host
 	StateDir string
 	Log      *logging.Logger
-	// Ctx is cancelled on SIGINT or SIGTERM.
-	Ctx     context.Context
-	stop    context.CancelFunc
-	profile *os.File
+	// Ctx is cancelled when the daemon starts stopping (SIGINT, SIGTERM,
+	// or a failed serve loop): background work started with it ends.
+	Ctx    context.Context
+	cancel context.CancelFunc
+	// sigs receives SIGINT, SIGTERM and SIGHUP from Start on, so a signal
+	// that arrives while the daemon is still starting is acted on by Run.
+	sigs chan os.Signal
+	// passed holds the sockets systemd passed, by name, until a Listen
+	// claims them; Run closes the rest.
+	passed      map[string][]*os.File
+	profilePath string
+	loops       sync.WaitGroup
+	loopDone    chan loopResult
+	reloaders   []func(*cluster.Profile, *cluster.Host) error
+	profile     *os.File
 }
 
 // Flags are the flags every daemon accepts; a daemon may add its own to
@@ -107,8 +128,11 @@ func (f *Flags) Start(args []string, roles ...cluster.Role) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	env := &Env{Program: program, Profile: p, Host: h, StateDir: state, Log: lg, Ctx: ctx, stop: stop}
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	env := &Env{Program: program, Profile: p, Host: h, StateDir: state, Log: lg, Ctx: ctx, cancel: cancel,
+		sigs: sigs, passed: passedSockets(), profilePath: f.Profile, loopDone: make(chan loopResult, 64)}
 	// CORREO_CPUPROFILE=DIR writes DIR/<program>-<host>.pprof until the
 	// daemon stops: how a benchmark finds where a daemon spends its time.
 	if dir := os.Getenv("CORREO_CPUPROFILE"); dir != "" {
@@ -140,20 +164,21 @@ func LogConfig(p *cluster.Profile, host, program string) (logging.Config, error)
 	return cfg, nil
 }
 
-// Ready tells the supervisor (systemd, or correo's runner) that the daemon
-// is serving: every listener is bound.
-func (e *Env) Ready() {
-	daemon.SdNotify(false, daemon.SdNotifyReady)
-	e.Log.Info("ready", "host", e.Host.Name)
-}
-
-// Close flushes the logger and releases the signal handler.
+// Close flushes the logger and releases the signal handler and any
+// socket systemd passed that was not used.
 func (e *Env) Close() {
 	if e.profile != nil {
 		pprof.StopCPUProfile()
 		e.profile.Close()
 	}
-	e.stop()
+	signal.Stop(e.sigs)
+	e.cancel()
+	for _, files := range e.passed {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	e.passed = nil
 	e.Log.Close()
 }
 

@@ -121,6 +121,9 @@ func TestCPUProfile(t *testing.T) {
 const dropChild = "CORREO_TEST_DROP_PROFILE"
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv(activationChild); p != "" {
+		activationMain(p)
+	}
 	if p := os.Getenv(dropChild); p != "" {
 		f := NewFlags("passwdd")
 		env, err := f.Start([]string{"-profile", p, "-state", os.Getenv("CORREO_TEST_DROP_STATE")})

@@ -291,6 +291,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Sessions is the number of messages being written and answered (what a
+// graceful stop waits for).
+func (s *Server) Sessions() int { return s.inData.Len() }
+
 // Close closes listeners and connections at once.
 func (s *Server) Close() error {
 	s.draining.Store(true)

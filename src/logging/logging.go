@@ -49,7 +49,18 @@ type Logger struct {
 	*slog.Logger
 	net     *netSink
 	journal *journalSink
+	// level is shared by every handler derived from this logger, so a
+	// daemon can change its level on SIGHUP without rebuilding loggers it
+	// has already handed to its packages.
+	level *slog.LevelVar
 }
+
+// SetLevel changes the minimum level of this logger and of every logger
+// derived from it (With, WithGroup).
+func (l *Logger) SetLevel(lv slog.Level) { l.level.Set(lv) }
+
+// Level is the minimum level currently logged.
+func (l *Logger) Level() slog.Level { return l.level.Level() }
 
 // Slog returns the underlying *slog.Logger, e.g. for slog.SetDefault.
 func (l *Logger) Slog() *slog.Logger { return l.Logger }
@@ -104,8 +115,10 @@ func New(cfg Config) (*Logger, error) {
 	if cfg.stderr == nil {
 		cfg.stderr = os.Stderr
 	}
-	h := &handler{level: cfg.Level, now: cfg.now}
-	l := &Logger{}
+	lv := new(slog.LevelVar)
+	lv.Set(cfg.Level)
+	h := &handler{level: lv, now: cfg.now}
+	l := &Logger{level: lv}
 	switch cfg.Target {
 	case TargetStderr:
 		h.out = &textSink{w: cfg.stderr}

@@ -78,6 +78,13 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// Len is the number of connections being handled.
+func (g *Group) Len() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
 // Closed reports whether Close or Shutdown was called.
 func (g *Group) Closed() bool {
 	g.mu.Lock()
@@ -150,6 +157,9 @@ func (f *InFlight) Begin() (end func()) {
 	f.n.Add(1)
 	return func() { f.n.Add(-1) }
 }
+
+// Len is the number of messages in progress.
+func (f *InFlight) Len() int { return int(f.n.Load()) }
 
 // Wait returns nil once no message is in progress, or ctx's error when it
 // is done first.

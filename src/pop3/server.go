@@ -147,6 +147,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // TRANSACTION state delete nothing: only QUIT applies deletions.
 func (s *Server) Close() error { return s.group.Close() }
 
+// Sessions is the number of sessions open (what a graceful stop waits for).
+func (s *Server) Sessions() int { return s.group.Len() }
+
 // Shutdown stops listening and waits for sessions to end by themselves
 // until ctx is done, then drops the rest.
 func (s *Server) Shutdown(ctx context.Context) error { return s.group.Shutdown(ctx) }

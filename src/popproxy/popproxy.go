@@ -83,6 +83,18 @@ var DefaultLimits = Limits{
 	DialTimeout:             5 * time.Second,
 }
 
+// LimitsFromProfile is the limits a popproxy host's [host.popproxy] sets
+// (the profile loader fills in its defaults); the others are zero, which
+// New turns into DefaultLimits.
+func LimitsFromProfile(h *cluster.Host) Limits {
+	var l Limits
+	if x := h.POPProxy; x != nil {
+		l.FailDelay, l.MaxFailDelay = x.FailDelay.Std(), x.MaxFailDelay.Std()
+		l.MaxConnections, l.MaxConnectionsPerClient = x.MaxConnections, x.MaxConnectionsPerClient
+	}
+	return l
+}
+
 // Config configures a Server.
 type Config struct {
 	Profile *cluster.Profile
@@ -248,6 +260,9 @@ func capitalize(s string) string {
 
 // Close stops listening and drops every session.
 func (s *Server) Close() error { return s.group.Close() }
+
+// Sessions is the number of sessions open (what a graceful stop waits for).
+func (s *Server) Sessions() int { return s.group.Len() }
 
 // Shutdown stops listening and waits for sessions to end until ctx is
 // done, then drops the rest (a dropped POP3 session deletes nothing).

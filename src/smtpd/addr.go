@@ -5,6 +5,7 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/delivery"
+	"correo/src/queue"
 )
 
 // Destination is where a recipient address points.
@@ -78,4 +79,16 @@ func quote(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// QueueRoute is the queue's routing for a profile: recipients at the
+// cluster's domains go to storage, others (relay role) to their domain's
+// MX hosts.
+func QueueRoute(p *cluster.Profile) func(addr string) queue.Route {
+	return func(addr string) queue.Route {
+		if d, _ := Classify(p, addr); d == Remote {
+			return queue.RouteRemote
+		}
+		return queue.RouteLocal
+	}
 }

@@ -188,6 +188,12 @@ func New(cfg Config) (*Server, error) {
 		if l.MaxConnectionsPerClient <= 0 {
 			l.MaxConnectionsPerClient = s.MaxConnectionsPerClient
 		}
+		if l.CommandTimeout <= 0 {
+			l.CommandTimeout = s.CommandTimeout.Std()
+		}
+		if l.DataTimeout <= 0 {
+			l.DataTimeout = s.DataTimeout.Std()
+		}
 	}
 	def := func(f *int, d int) {
 		if *f <= 0 {
@@ -275,6 +281,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		srv.Close()
 	}
 	return err
+}
+
+// Close closes every listener and connection at once; a message in DATA
+// gets no answer, so its client sends it again.
+func (s *Server) Close() error {
+	s.draining.Store(true)
+	s.mu.Lock()
+	servers := append([]*smtp.Server(nil), s.servers...)
+	s.mu.Unlock()
+	for _, srv := range servers {
+		srv.Close()
+	}
+	return nil
+}
+
+// Sessions is the number of open connections.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
 }
 
 // limitListener enforces the connection limits before go-smtp sees a

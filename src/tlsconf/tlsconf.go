@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"correo/src/cluster"
@@ -29,8 +30,29 @@ import (
 var ErrNoTLS = errors.New("no [host.tls] cert and key in the profile")
 
 // ServerConfig loads the host's certificate. Callers that can run without
-// TLS (a dev cluster without [host.tls]) check for ErrNoTLS.
+// TLS (a dev cluster without [host.tls]) check for ErrNoTLS. The config
+// serves the certificate through GetCertificate, so Certs.Reload (see
+// Load) can replace it without touching the servers that hold the config.
 func ServerConfig(p *cluster.Profile, h *cluster.Host) (*tls.Config, error) {
+	c, err := Load(p, h)
+	if err != nil {
+		return nil, err
+	}
+	return c.Config(), nil
+}
+
+// Certs holds a host's certificate and can load it again from the same
+// files: certificates are renewed (ACME, an operator's CA) while daemons
+// keep running, and a TLS handshake after Reload gets the new one.
+type Certs struct {
+	host, cert, key string
+	current         atomic.Pointer[tls.Certificate]
+	config          *tls.Config
+}
+
+// Load reads the host's certificate and key ([host.tls]); on a loopback
+// cluster a missing pair is created first (see the package comment).
+func Load(p *cluster.Profile, h *cluster.Host) (*Certs, error) {
 	if h.TLS == nil || h.TLS.Cert == "" {
 		return nil, ErrNoTLS
 	}
@@ -41,20 +63,52 @@ func ServerConfig(p *cluster.Profile, h *cluster.Host) (*tls.Config, error) {
 			return nil, err
 		}
 	}
+	c := &Certs{host: h.Name, cert: h.TLS.Cert, key: h.TLS.Key}
 	// Several dev daemons may create the pair at the same moment: the
 	// loser finds it being written and waits briefly for the winner.
-	var cert tls.Certificate
 	var err error
 	for i := 0; i < 40; i++ {
-		if cert, err = tls.LoadX509KeyPair(h.TLS.Cert, h.TLS.Key); !errors.Is(err, os.ErrNotExist) {
+		if err = c.Reload(); !errors.Is(err, os.ErrNotExist) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("host %s TLS certificate (%s, %s): %w", h.Name, h.TLS.Cert, h.TLS.Key, err)
+		return nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	c.config = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return c.current.Load(), nil
+		},
+	}
+	return c, nil
+}
+
+// Config is the server configuration that always offers the certificate
+// loaded last.
+func (c *Certs) Config() *tls.Config { return c.config }
+
+// Reload reads the certificate and key files again. On an error the
+// certificate loaded before stays in use, so a half-copied renewal never
+// takes TLS down.
+func (c *Certs) Reload() error {
+	cert, err := tls.LoadX509KeyPair(c.cert, c.key)
+	if err != nil {
+		return fmt.Errorf("host %s TLS certificate (%s, %s): %w", c.host, c.cert, c.key, err)
+	}
+	c.current.Store(&cert)
+	return nil
+}
+
+// Leaf is the certificate in use, parsed (for logs and tests).
+func (c *Certs) Leaf() *x509.Certificate {
+	cert := c.current.Load()
+	if cert.Leaf != nil {
+		return cert.Leaf
+	}
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	return leaf
 }
 
 // dnsNames are the names clients use for a host: its own, and the pools

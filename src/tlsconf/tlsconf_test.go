@@ -24,7 +24,7 @@ func TestDevSelfSigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+	leaf, err := x509.ParseCertificate(served(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestDevSelfSigned(t *testing.T) {
 	}
 	// The second start reuses the pair.
 	cfg2, err := ServerConfig(p, h)
-	if err != nil || string(cfg2.Certificates[0].Certificate[0]) != string(cfg.Certificates[0].Certificate[0]) {
+	if err != nil || string(served(t, cfg2)) != string(served(t, cfg)) {
 		t.Fatalf("second load made a new certificate or failed: %v", err)
 	}
 	if cfg.MinVersion != tls.VersionTLS12 {
@@ -86,7 +86,8 @@ func TestConcurrentCreation(t *testing.T) {
 				return
 			}
 			errs <- nil
-			certs <- cfg.Certificates[0].Certificate[0]
+			c, _ := cfg.GetCertificate(&tls.ClientHelloInfo{})
+			certs <- c.Certificate[0]
 		}()
 	}
 	var first []byte
@@ -102,5 +103,57 @@ func TestConcurrentCreation(t *testing.T) {
 		} else if string(c) != string(first) {
 			t.Fatal("two daemons loaded different certificates")
 		}
+	}
+}
+
+// served is the DER certificate a handshake without SNI gets.
+func served(t *testing.T, cfg *tls.Config) []byte {
+	t.Helper()
+	if len(cfg.Certificates) > 0 {
+		// Go prefers Certificates over GetCertificate when the client
+		// sends no SNI: a reload would not reach those clients.
+		t.Fatal("the config has static Certificates")
+	}
+	c, err := cfg.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || c == nil {
+		t.Fatalf("GetCertificate: %v, %v", c, err)
+	}
+	return c.Certificate[0]
+}
+
+// TestReload: a renewed certificate is served after Reload without a new
+// config; a broken one is refused and the old one kept.
+func TestReload(t *testing.T) {
+	p, _ := cluster.LoadDefault(cluster.Options{SkipFiles: true})
+	h, _ := p.Host("dev")
+	dir := t.TempDir()
+	h.TLS = &cluster.TLS{Cert: filepath.Join(dir, "dev.crt"), Key: filepath.Join(dir, "dev.key")}
+	certs, err := Load(p, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := certs.Config()
+	before := served(t, cfg)
+	os.Remove(h.TLS.Cert)
+	os.Remove(h.TLS.Key)
+	if err := SelfSigned(h.TLS.Cert, h.TLS.Key, []string{"renewed.correo.test"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	after := served(t, cfg)
+	if string(after) == string(before) {
+		t.Fatal("Reload kept the old certificate")
+	}
+	if certs.Leaf().Subject.CommonName != "renewed.correo.test" {
+		t.Fatalf("leaf after reload: %s", certs.Leaf().Subject.CommonName)
+	}
+	os.WriteFile(h.TLS.Cert, []byte("half a certificate"), 0o644)
+	if err := certs.Reload(); err == nil || !strings.Contains(err.Error(), "dev.crt") {
+		t.Fatalf("reloading a broken certificate: %v", err)
+	}
+	if string(served(t, cfg)) != string(after) {
+		t.Fatal("a failed reload changed the served certificate")
 	}
 }

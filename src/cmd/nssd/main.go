@@ -11,6 +11,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 
 	"correo/src/daemon"
 	"correo/src/nssd"
@@ -32,26 +33,13 @@ func run(args []string, _ io.Writer) error {
 	defer client.Close()
 
 	srv := nssd.FromProfile(p, nssd.PasswdSource{Client: client}, env.Log.Slog())
-	ln, err := nssd.Listen(p.Cluster.NSS.Socket)
+	ln, err := env.Socket(daemon.SocketNSS, func() (net.Listener, error) { return nssd.Listen(p.Cluster.NSS.Socket) })
 	if err != nil {
 		return fmt.Errorf("nss socket (cluster.nss.socket): %w", err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	env.Go("nss "+p.Cluster.NSS.Socket, func() error { return srv.Serve(ln) })
 	env.Log.Info("serving NSS", "socket", p.Cluster.NSS.Socket)
-	// Every socket is bound: root is no longer needed.
-	if err := env.DropPrivileges(); err != nil {
-		return err
-	}
-	env.Ready()
-	select {
-	case <-env.Ctx.Done():
-		srv.Close()
-		<-served
-		env.Log.Info("stopped")
-		return nil
-	case err := <-served:
-		srv.Close()
-		return fmt.Errorf("serving %s: %w", p.Cluster.NSS.Socket, err)
-	}
+	// One answer is one cache lookup or one passwd query: nothing worth
+	// waiting for at shutdown.
+	return env.Run(daemon.Immediate(srv))
 }

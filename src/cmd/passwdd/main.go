@@ -5,7 +5,7 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -60,28 +60,19 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tcpAddr, err := env.Profile.Listen(env.Host.Name, cluster.SvcPasswdAdmin)
-	if err != nil {
-		return err
-	}
-	uconns, err := pwserver.ListenUDP(udpAddr, runtime.GOMAXPROCS(0))
+	// One socket per core, sharing the port: see pwserver.ListenUDP.
+	uconns, err := env.UDP(string(cluster.SvcPasswd), func() ([]*net.UDPConn, error) {
+		return pwserver.ListenUDP(udpAddr, runtime.GOMAXPROCS(0))
+	})
 	if err != nil {
 		return fmt.Errorf("passwd queries: %w", err)
 	}
-	defer func() {
-		for _, c := range uconns {
-			c.Close()
-		}
-	}()
-	ln, err := net.Listen("tcp", tcpAddr.String())
+	ln, err := env.Listen(cluster.SvcPasswdAdmin)
 	if err != nil {
 		return fmt.Errorf("passwd admin: %w", err)
 	}
-	defer ln.Close()
-
-	errc := make(chan error, 2)
-	go func() { errc <- srv.ServeUDP(uconns...) }()
-	go func() { errc <- srv.ServeAdmin(ln) }()
+	env.Go("passwd", func() error { return srv.ServeUDP(uconns...) })
+	env.Go("passwd_admin", func() error { return srv.ServeAdmin(ln) })
 	if srv.Role() == pwserver.Secondary {
 		primary, _ := env.Profile.PasswdServers()
 		addr, err := env.Profile.Listen(primary.Name, cluster.SvcPasswdAdmin)
@@ -90,30 +81,35 @@ func run(args []string, stderr io.Writer) error {
 		}
 		go srv.FollowPrimary(env.Ctx, addr.String())
 	}
+	// Compaction must be over before the deferred store.Close.
+	compacted := make(chan struct{})
+	go func() { defer close(compacted); compact(env, store) }()
+	defer func() { <-compacted }()
 	epoch, seq := store.Generation()
-	log.Info("serving", "role", string(srv.Role()), "udp", udpAddr.String(), "admin", tcpAddr.String(),
+	log.Info("serving", "role", string(srv.Role()), "udp", uconns[0].LocalAddr().String(), "admin", ln.Addr().String(),
 		"users", store.Index().Len(), "epoch", epoch, "seq", seq)
-	// Every socket is bound: root is no longer needed.
-	if err := env.DropPrivileges(); err != nil {
-		return err
-	}
-	env.Ready()
+	// Every answer comes from memory and every admin change is durable
+	// before its "ok": closing the sockets is a complete stop.
+	return env.Run(daemon.StopFunc(func(context.Context) error {
+		for _, c := range uconns {
+			c.Close()
+		}
+		return ln.Close()
+	}))
+}
 
+// compact keeps the journal short until the daemon stops.
+func compact(env *daemon.Env, store *directory.Store) {
 	tick := time.NewTicker(compactEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-env.Ctx.Done():
-			log.Info("stopping")
-			return nil
-		case err := <-errc:
-			if err != nil && !errors.Is(err, net.ErrClosed) {
-				return err
-			}
+			return
 		case <-tick.C:
 			if store.JournalSize() > compactAbove {
 				if err := store.Compact(); err != nil {
-					log.Error("compacting the journal failed", "err", err)
+					env.Log.Error("compacting the journal failed", "err", err)
 				}
 			}
 		}

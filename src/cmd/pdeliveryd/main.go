@@ -12,24 +12,17 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"correo/src/cluster"
 	"correo/src/daemon"
 	"correo/src/delivery"
 	"correo/src/lmtpd"
 )
-
-// shutdownGrace is how long messages already in DATA get to be written
-// and answered after SIGTERM.
-const shutdownGrace = 30 * time.Second
 
 func main() {
 	daemon.GCPercent(400)
@@ -63,47 +56,28 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addr, err := p.Listen(h.Name, cluster.SvcLMTP)
-	if err != nil {
-		return err
-	}
-	tcp, err := net.Listen("tcp", addr.String())
+	tcp, err := env.Listen(cluster.SvcLMTP)
 	if err != nil {
 		return fmt.Errorf("LMTP: %w", err)
 	}
 	sock := filepath.Join(env.StateDir, delivery.SocketName)
-	unix, err := lmtpd.ListenUnix(sock)
+	created := false
+	unix, err := env.Socket(daemon.SocketLMTPUnix, func() (net.Listener, error) {
+		ln, err := lmtpd.ListenUnix(sock)
+		created = err == nil
+		return ln, err
+	})
 	if err != nil {
-		tcp.Close()
 		return err
 	}
-	defer os.Remove(sock)
-	errc := make(chan error, 2)
-	go func() { errc <- srv.ServeTCP(tcp) }()
-	go func() { errc <- srv.ServeUnix(unix) }()
-	log.Info("serving LMTP", "tcp", addr.String(), "socket", sock, "data_dir", h.Storage.DataDir,
+	if created { // ours to remove; a socket systemd passed is systemd's
+		defer os.Remove(sock)
+	}
+	env.Go("lmtp", func() error { return srv.ServeTCP(tcp) })
+	env.Go("lmtp "+sock, func() error { return srv.ServeUnix(unix) })
+	log.Info("serving LMTP", "tcp", tcp.Addr().String(), "socket", unix.Addr().String(), "data_dir", h.Storage.DataDir,
 		"layout", string(p.LayoutScheme()), "network", p.NetworkPrefix().String())
-	// Every socket is bound: root is no longer needed.
-	if err := env.DropPrivileges(); err != nil {
-		return err
-	}
-	env.Ready()
-
-	select {
-	case <-env.Ctx.Done():
-		log.Info("stopping: finishing messages in progress", "grace", shutdownGrace.String())
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			log.Warn("stopped before every message in progress was answered", "err", err)
-		}
-		log.Info("stopped")
-		return nil
-	case err := <-errc:
-		srv.Close()
-		if err == nil || errors.Is(err, net.ErrClosed) {
-			return errors.New("a listener closed unexpectedly")
-		}
-		return err
-	}
+	// Messages already in DATA are written and answered within the grace
+	// period; new transactions get 421.
+	return env.Run(srv)
 }

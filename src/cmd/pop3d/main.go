@@ -14,12 +14,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"time"
 
 	"correo/src/cluster"
 	"correo/src/daemon"
@@ -27,10 +24,6 @@ import (
 	"correo/src/ticket"
 	"correo/src/tlsconf"
 )
-
-// shutdownGrace is how long sessions get to QUIT after SIGTERM; the rest
-// are dropped, which deletes nothing.
-const shutdownGrace = 10 * time.Second
 
 func main() { daemon.Main("pop3d", run) }
 
@@ -53,7 +46,7 @@ func run(args []string, stderr io.Writer) error {
 	}
 	defer users.Close()
 	// Without [host.tls] STLS is simply not offered.
-	tlsCfg, err := tlsconf.ServerConfig(p, h)
+	tlsCfg, err := env.TLS()
 	if errors.Is(err, tlsconf.ErrNoTLS) {
 		tlsCfg, err = nil, nil
 	}
@@ -68,40 +61,18 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addr, err := p.Listen(h.Name, cluster.SvcPOP3Backend)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", addr.String())
+	ln, err := env.Listen(cluster.SvcPOP3Backend)
 	if err != nil {
 		return fmt.Errorf("POP3: %w", err)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	env.Go("pop3_backend", func() error { return srv.Serve(ln) })
 	var proxies []string
 	for _, ph := range p.HostsWithRole(cluster.RolePOPProxy) {
 		proxies = append(proxies, ph.Addr().String())
 	}
-	log.Info("serving POP3", "addr", addr.String(), "data_dir", h.Storage.DataDir, "stls", tlsCfg != nil,
+	log.Info("serving POP3", "addr", ln.Addr().String(), "data_dir", h.Storage.DataDir, "stls", tlsCfg != nil,
 		"proxy_protocol_from", proxies)
-	// Every socket is bound: root is no longer needed.
-	if err := env.DropPrivileges(); err != nil {
-		return err
-	}
-	env.Ready()
-	select {
-	case <-env.Ctx.Done():
-		log.Info("stopping: letting sessions finish", "grace", shutdownGrace.String())
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		srv.Shutdown(ctx)
-		log.Info("stopped")
-		return nil
-	case err := <-errc:
-		srv.Close()
-		if err == nil || errors.Is(err, net.ErrClosed) {
-			return errors.New("the listener closed unexpectedly")
-		}
-		return err
-	}
+	// Sessions left when the grace period ends are dropped, which deletes
+	// nothing: a DELE takes effect only at QUIT.
+	return env.Run(srv)
 }

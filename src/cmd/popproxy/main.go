@@ -10,12 +10,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"time"
 
 	"correo/src/cluster"
 	"correo/src/daemon"
@@ -24,19 +21,11 @@ import (
 	"correo/src/tlsconf"
 )
 
-const shutdownGrace = 10 * time.Second
-
 func main() { daemon.Main("popproxy", run) }
 
 func run(args []string, stderr io.Writer) error {
 	f := daemon.NewFlags("popproxy")
 	f.FlagSet.SetOutput(stderr)
-	var lim popproxy.Limits
-	f.FlagSet.DurationVar(&lim.FailDelay, "fail-delay", popproxy.DefaultLimits.FailDelay,
-		"delay before answering a failed login; doubles per further failure from the same address")
-	f.FlagSet.DurationVar(&lim.MaxFailDelay, "max-fail-delay", popproxy.DefaultLimits.MaxFailDelay, "cap on the failed-login delay")
-	f.FlagSet.IntVar(&lim.MaxConnectionsPerClient, "max-conns-per-client", popproxy.DefaultLimits.MaxConnectionsPerClient,
-		"concurrent sessions allowed from one client address")
 	env, err := f.Start(args, cluster.RolePOPProxy)
 	if err != nil {
 		return err
@@ -49,7 +38,7 @@ func run(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer users.Close()
-	tlsCfg, err := tlsconf.ServerConfig(p, h)
+	tlsCfg, err := env.TLS()
 	if errors.Is(err, tlsconf.ErrNoTLS) {
 		tlsCfg, err = nil, nil
 		if !p.Cluster.TrustedNetwork {
@@ -63,53 +52,24 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := popproxy.New(popproxy.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Limits: lim})
+	srv, err := popproxy.New(popproxy.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Limits: popproxy.LimitsFromProfile(h)})
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
-	addr, err := p.Listen(h.Name, cluster.SvcPOP3)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", addr.String())
+	ln, err := env.Listen(cluster.SvcPOP3)
 	if err != nil {
 		return fmt.Errorf("POP3: %w", err)
 	}
-	go func() { errc <- srv.Serve(ln) }()
+	env.Go("pop3", func() error { return srv.Serve(ln) })
 	tlsAddr := "none"
 	if tlsCfg != nil {
-		a, err := p.Listen(h.Name, cluster.SvcPOP3S)
+		tln, err := env.Listen(cluster.SvcPOP3S)
 		if err != nil {
-			return err
-		}
-		tln, err := net.Listen("tcp", a.String())
-		if err != nil {
-			srv.Close()
 			return fmt.Errorf("POP3S: %w", err)
 		}
-		tlsAddr = a.String()
-		go func() { errc <- srv.ServeTLS(tln) }()
+		tlsAddr = tln.Addr().String()
+		env.Go("pop3s", func() error { return srv.ServeTLS(tln) })
 	}
-	log.Info("serving POP3 proxy", "pop3", addr.String(), "pop3s", tlsAddr, "backends", len(p.Endpoints(cluster.SvcPOP3Backend)))
-	// Every socket is bound: root is no longer needed.
-	if err := env.DropPrivileges(); err != nil {
-		return err
-	}
-	env.Ready()
-	select {
-	case <-env.Ctx.Done():
-		log.Info("stopping: letting sessions finish", "grace", shutdownGrace.String())
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		srv.Shutdown(ctx)
-		log.Info("stopped")
-		return nil
-	case err := <-errc:
-		srv.Close()
-		if err == nil || errors.Is(err, net.ErrClosed) {
-			return errors.New("a listener closed unexpectedly")
-		}
-		return err
-	}
+	log.Info("serving POP3 proxy", "pop3", ln.Addr().String(), "pop3s", tlsAddr, "backends", len(p.Endpoints(cluster.SvcPOP3Backend)))
+	return env.Run(srv)
 }

@@ -44,7 +44,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", Hosts: []clustertest.HostSpec{
 		{Name: "pw", Address: "127.0.0.1", Roles: []string{"passwd-primary"}},
-		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}, TLS: true},
+		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}, TLS: true, TOML: "[host.popproxy]\nfail_delay = \"50ms\"\n"},
 		{Name: "st1", Address: "127.0.0.31", Roles: []string{"storage"}},
 		{Name: "st2", Address: "127.0.0.32", Roles: []string{"storage"}},
 	}})
@@ -65,7 +65,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e.st1 = c.StartDaemon(t, "pop3d", "st1", true)
 	c.StartDaemon(t, "pop3d", "st2", true)
-	e.px = c.StartDaemon(t, "popproxy", "px", true, "-fail-delay", "50ms")
+	e.px = c.StartDaemon(t, "popproxy", "px", true)
 	a, _ := c.Profile.Listen("px", cluster.SvcPOP3)
 	s, _ := c.Profile.Listen("px", cluster.SvcPOP3S)
 	e.pop3, e.pop3s = a.String(), s.String()

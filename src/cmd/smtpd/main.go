@@ -15,6 +15,11 @@
 //
 //	smtpd -profile hosts/example.toml -host mx1 -state /var/lib/correo/smtpd
 //
+// Limits and timeouts are the profile's [host.smtpd]. The flags besides
+// -profile, -host and -state are aids: -resolvers and -remote-port point
+// the relay at test name servers and MX hosts, -lmtp-socket at a
+// pdeliveryd whose state directory is not the default.
+//
 // Inspect the queue with `correoctl queue list -queue <state>/queue`.
 // Ports 25, 465 and 587 are privileged: give the service
 // CAP_NET_BIND_SERVICE rather than root.
@@ -22,19 +27,14 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"correo/src/cluster"
 	"correo/src/daemon"
 	"correo/src/delivery"
-	"correo/src/pwclient"
 	"correo/src/queue"
 	"correo/src/remote"
 	"correo/src/smtpd"
@@ -44,10 +44,6 @@ import (
 // QueueDir is the queue's directory in the state directory.
 const QueueDir = "queue"
 
-// shutdownGrace is how long messages already in DATA, and delivery
-// attempts in progress, get after SIGTERM.
-const shutdownGrace = 30 * time.Second
-
 func main() {
 	daemon.GCPercent(400)
 	daemon.Main("smtpd", run)
@@ -56,11 +52,8 @@ func main() {
 func run(args []string, stderr io.Writer) error {
 	f := daemon.NewFlags("smtpd")
 	f.FlagSet.SetOutput(stderr)
-	cmdTimeout := f.FlagSet.Duration("timeout", smtpd.DefaultLimits.CommandTimeout, "idle timeout for each command and each read of message data")
-	dataTimeout := f.FlagSet.Duration("data-timeout", smtpd.DefaultLimits.DataTimeout, "bound on a whole DATA phase")
-	workers := f.FlagSet.Int("workers", 32, "messages delivered at once")
-	resolvers := f.FlagSet.String("resolvers", "", "relay: comma-separated name servers (host:port) for MX lookups; empty: /etc/resolv.conf")
-	remotePort := f.FlagSet.Int("remote-port", 25, "relay: the port of other domains' MX hosts (tests)")
+	resolvers := f.FlagSet.String("resolvers", "", "relay, for tests: comma-separated name servers (host:port) for MX lookups; empty: /etc/resolv.conf")
+	remotePort := f.FlagSet.Int("remote-port", 25, "relay, for tests: the port of other domains' MX hosts")
 	lmtpSocket := f.FlagSet.String("lmtp-socket", delivery.DefaultSocket, "on a host that is also a storage host: this host's pdeliveryd Unix socket (TCP when it is unusable)")
 	env, err := f.Start(args, cluster.RoleMX, cluster.RoleRelay)
 	if err != nil {
@@ -69,7 +62,7 @@ func run(args []string, stderr io.Writer) error {
 	defer env.Close()
 	log := env.Log.Logger
 	p, h := env.Profile, env.Host
-	isMX, isRelay := h.HasRole(cluster.RoleMX), h.HasRole(cluster.RoleRelay)
+	lim := h.SMTPD // filled in by the profile loader on every mx and relay host
 	users, _, err := env.Passwd()
 	if err != nil {
 		return err
@@ -89,7 +82,7 @@ func run(args []string, stderr io.Writer) error {
 		socket = *lmtpSocket
 	}
 	local, err := delivery.New(delivery.Config{Profile: p, Users: users, Local: h.Name, Socket: socket, HelloName: name, Log: log,
-		MaxIdle: *workers})
+		MaxIdle: lim.Workers})
 	if err != nil {
 		return err
 	}
@@ -97,13 +90,13 @@ func run(args []string, stderr io.Writer) error {
 	// Remote delivery only where the relay role is: an mx host never
 	// sends to other domains (its bounces go out through a relay).
 	var out queue.Deliverer
-	if isRelay {
+	if h.HasRole(cluster.RoleRelay) {
 		var rs []string
 		if *resolvers != "" {
 			rs = strings.Split(*resolvers, ",")
 		}
 		rd, err := remote.New(remote.Config{Resolvers: rs, Port: *remotePort, HelloName: name, Log: log,
-			CommandTimeout: *cmdTimeout})
+			CommandTimeout: lim.CommandTimeout.Std()})
 		if err != nil {
 			return err
 		}
@@ -113,16 +106,15 @@ func run(args []string, stderr io.Writer) error {
 	retry, lifetime := queue.RetryFromProfile(p)
 	qdir := filepath.Join(env.StateDir, QueueDir)
 	q, err := queue.Open(queue.Config{Dir: qdir, Local: local, Remote: out, Retry: retry, Lifetime: lifetime, Hostname: name,
-		Workers: *workers, Log: log, Route: func(addr string) queue.Route {
-			if d, _ := smtpd.Classify(p, addr); d == smtpd.Remote {
-				return queue.RouteRemote
-			}
-			return queue.RouteLocal
-		}})
+		Workers: lim.Workers, Log: log, Route: smtpd.QueueRoute(p)})
 	if err != nil {
 		return err
 	}
-	tlsCfg, err := tlsconf.ServerConfig(p, h)
+	// After SIGTERM: stop taking mail (messages in DATA are answered),
+	// then give delivery attempts in progress the rest of the grace
+	// period; whatever is cut short is retried after the restart.
+	stopQueue := daemon.StopFunc(q.Close)
+	tlsCfg, err := env.TLS()
 	switch {
 	case errors.Is(err, tlsconf.ErrNoTLS):
 		log.Warn("no [host.tls] in the profile: STARTTLS not offered", "host", h.Name)
@@ -131,120 +123,24 @@ func run(args []string, stderr io.Writer) error {
 		q.Close(context.Background())
 		return err
 	}
-	srv, err := smtpd.New(smtpd.Config{Profile: p, Host: h, Queue: q, Users: users, TLS: tlsCfg, Log: log,
-		Limits: smtpd.Limits{CommandTimeout: *cmdTimeout, DataTimeout: *dataTimeout}})
+	srv, err := smtpd.New(smtpd.Config{Profile: p, Host: h, Queue: q, Users: users, TLS: tlsCfg, Log: log})
 	if err != nil {
 		q.Close(context.Background())
 		return err
 	}
-	lns, err := listeners(p, h, srv, users, tlsCfg, isMX, isRelay)
+	lns, err := smtpd.Listeners(srv, users, env.Listen)
 	if err != nil {
 		q.Close(context.Background())
 		return err
 	}
-	errc := make(chan error, len(lns))
-	lim := srv.Limits()
 	for _, l := range lns {
-		go func(l smtpd.Listener) { errc <- srv.Serve(l) }(l)
+		env.Go(l.Name, func() error { return srv.Serve(l) })
 		log.Info("serving SMTP", "listener", l.Name, "listen", l.Listener.Addr().String(), "implicit_tls", l.ImplicitTLS)
 	}
-	log.Info("smtpd ready", "mx", isMX, "relay", isRelay, "queue", qdir, "queued", q.Len(), "starttls", tlsCfg != nil,
-		"max_message_bytes", lim.MaxMessageBytes, "max_recipients", lim.MaxRecipients,
-		"max_connections", lim.MaxConnections, "max_connections_per_client", lim.MaxConnectionsPerClient)
-	// Every socket is bound: root is no longer needed.
-	if err := env.DropPrivileges(); err != nil {
-		return err
-	}
-	env.Ready()
-
-	var runErr error
-	select {
-	case <-env.Ctx.Done():
-		log.Info("stopping: finishing messages in progress", "grace", shutdownGrace.String())
-	case err := <-errc:
-		if err == nil || errors.Is(err, net.ErrClosed) {
-			err = errors.New("an SMTP listener closed unexpectedly")
-		}
-		runErr = err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	for _, l := range lns {
-		l.Listener.Close()
-	}
-	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("stopped before every message in DATA was answered", "err", err)
-	}
-	if err := q.Close(ctx); err != nil {
-		log.Warn("delivery attempts cut short; they are retried after the restart", "err", err)
-	}
-	log.Info("stopped")
-	return runErr
-}
-
-// listeners opens the host's SMTP ports with their policies: mx on the
-// SMTP port; relay on the relay port (the cluster's hosts), submission
-// (587) and submissions (465, only with a certificate). When the mx and
-// relay ports coincide, one listener serves both (outsiders deliver to
-// local users, cluster hosts and authenticated users relay).
-func listeners(p *cluster.Profile, h *cluster.Host, srv *smtpd.Server, users *pwclient.Client, tlsCfg *tls.Config,
-	isMX, isRelay bool) (out []smtpd.Listener, err error) {
-	defer func() {
-		if err != nil {
-			for _, l := range out {
-				l.Listener.Close()
-			}
-			out = nil
-		}
-	}()
-	open := func(name string, svc cluster.Service, pol smtpd.Policy, implicit bool) error {
-		addr, err := p.Listen(h.Name, svc)
-		if err != nil {
-			return err
-		}
-		ln, err := net.Listen("tcp", addr.String())
-		if err != nil {
-			return fmt.Errorf("%s (%s): %w", name, svc, err)
-		}
-		out = append(out, smtpd.Listener{Name: name, Listener: ln, Policy: pol, ImplicitTLS: implicit})
-		return nil
-	}
-	var relay *smtpd.Relay
-	if isRelay {
-		if relay, err = smtpd.NewRelay(srv, smtpd.RelayConfig{Auth: users}); err != nil {
-			return nil, err
-		}
-	}
-	shared := false
-	if isMX && isRelay {
-		a, _ := p.Listen(h.Name, cluster.SvcSMTP)
-		b, _ := p.Listen(h.Name, cluster.SvcRelay)
-		shared = a == b
-	}
-	if isMX {
-		pol := smtpd.Policy{}
-		name := "mx"
-		if shared {
-			pol, name = relay.MXPolicy(), "mx+relay"
-		}
-		if err := open(name, cluster.SvcSMTP, pol, false); err != nil {
-			return out, err
-		}
-	}
-	if !isRelay {
-		return out, nil
-	}
-	if !shared {
-		if err := open("relay", cluster.SvcRelay, relay.ClusterPolicy(), false); err != nil {
-			return out, err
-		}
-	}
-	if err := open("submission", cluster.SvcSubmission, relay.SubmissionPolicy(), false); err != nil {
-		return out, err
-	}
-	if tlsCfg == nil {
-		srv.Log().Warn("no [host.tls]: submissions (465) not served, and AUTH on 587 only if the profile's trusted_network allows plaintext", "host", h.Name)
-		return out, nil
-	}
-	return out, open("submissions", cluster.SvcSubmissions, relay.SubmissionPolicy(), true)
+	sl := srv.Limits()
+	log.Info("smtpd serving", "mx", h.HasRole(cluster.RoleMX), "relay", h.HasRole(cluster.RoleRelay), "queue", qdir, "queued", q.Len(),
+		"starttls", tlsCfg != nil, "max_message_bytes", sl.MaxMessageBytes, "max_recipients", sl.MaxRecipients,
+		"max_connections", sl.MaxConnections, "max_connections_per_client", sl.MaxConnectionsPerClient,
+		"command_timeout", sl.CommandTimeout.String(), "data_timeout", sl.DataTimeout.String(), "workers", lim.Workers)
+	return env.Run(srv, stopQueue)
 }

@@ -30,26 +30,27 @@ type env struct {
 	smtpd  *clustertest.Proc
 	pdeliv *clustertest.Proc
 	passwd *clustertest.Proc
-	extra  []string
 }
 
-func setup(t *testing.T, clusterTOML string, smtpdArgs ...string) *env {
+// setup starts passwdd, pdeliveryd and smtpd on one host; smtpdTOML is
+// added to its [host.smtpd] table.
+func setup(t *testing.T, clusterTOML string, smtpdTOML ...string) *env {
 	t.Helper()
 	// A loopback cluster: smtpd creates the self-signed pair (tlsconf).
 	tlsDir := clustertest.ShortTempDir(t, "tls-")
 	c := clustertest.NewCluster(t, clustertest.Spec{ClusterTOML: clusterTOML, Hosts: []clustertest.HostSpec{
 		{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "storage"},
-			TOML: "[host.smtpd]\nmax_message_bytes = 100000\nmax_recipients = 5\nmax_connections = 50\nmax_connections_per_client = 30\n" +
+			TOML: "[host.smtpd]\nmax_message_bytes = 100000\nmax_recipients = 5\nmax_connections = 50\nmax_connections_per_client = 30\n" + strings.Join(smtpdTOML, "") +
 				fmt.Sprintf("[host.tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "mx1.crt"), filepath.Join(tlsDir, "mx1.key"))},
 	}})
-	e := &env{c: c, extra: smtpdArgs}
+	e := &env{c: c}
 	e.passwd = c.StartPasswdd(t, "mx1")
 	c.AddUsers(t, directory.User{Name: "ana", Storage: "mx1"}, directory.User{Name: "bob", Storage: "mx1"},
 		directory.User{Name: "dis", Storage: "mx1"})
 	st := directory.StateDisabled
 	c.ModUser(t, "dis", directory.Patch{State: &st})
 	e.pdeliv = c.StartDaemon(t, "pdeliveryd", "mx1", true)
-	e.smtpd = c.StartDaemon(t, "smtpd", "mx1", true, smtpdArgs...)
+	e.smtpd = c.StartDaemon(t, "smtpd", "mx1", true)
 	return e
 }
 
@@ -401,7 +402,7 @@ func TestKill9AfterAccept(t *testing.T) {
 
 // TestLimits: oversize message, a slow client, garbage and over-long lines.
 func TestLimits(t *testing.T) {
-	e := setup(t, "", "-timeout", "2s", "-data-timeout", "4s")
+	e := setup(t, "", "command_timeout = \"2s\"\ndata_timeout = \"4s\"\n")
 	t.Run("oversize", func(t *testing.T) {
 		c := dial(t, e.addr())
 		c.Want(250, "EHLO client.example.org")
