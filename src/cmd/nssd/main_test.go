@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +38,7 @@ func TestDaemon(t *testing.T) {
 	profile := filepath.Join(dir, "p.toml")
 	os.WriteFile(profile, []byte(prof), 0o644)
 
-	var stderr lockedBuffer
+	var stderr clustertest.SyncBuffer
 	cmd := exec.Command(bin, "-profile", profile, "-state", filepath.Join(dir, "state"))
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -100,22 +98,4 @@ func TestDaemon(t *testing.T) {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind after a clean stop: %v", err)
 	}
-}
-
-// lockedBuffer collects the daemon's stderr while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
