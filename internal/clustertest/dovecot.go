@@ -102,19 +102,28 @@ service lmtp {
   }
 %[7]s}
 `, dir, d.LogFile, d.MailDir, uid, gid, d.Port, perf)
+	d.proc = runDovecot(t, "dovecot", dovecot, dir, conf, d.LogFile, d.Addr())
+	return d
+}
+
+// runDovecot writes conf into dir and runs a private Dovecot master on it
+// until the test ends, waiting for addr to accept connections; its log
+// is printed if the test failed.
+func runDovecot(t testing.TB, name, dovecot, dir, conf, logFile, addr string) *Proc {
+	t.Helper()
 	cf := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.proc = Start(t, "dovecot", []string{dovecot, "-F", "-c", cf}, nil)
+	p := Start(t, name, []string{dovecot, "-F", "-c", cf}, nil)
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(d.LogFile)
-			t.Logf("--- dovecot log:\n%s", b)
+			b, _ := os.ReadFile(logFile)
+			t.Logf("--- %s log:\n%s", name, b)
 		}
 	})
-	WaitTCP(t, d.Addr(), 30*time.Second)
-	return d
+	WaitTCP(t, addr, 30*time.Second)
+	return p
 }
 
 // Addr is the LMTP address.

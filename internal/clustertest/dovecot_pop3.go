@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"correo/internal/testutil"
 )
@@ -130,18 +129,7 @@ service imap-login {
   }
 }
 `, dir, d.LogFile, pwFile, d.Port, perf) + cfg.Settings
-	cf := filepath.Join(dir, "dovecot.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.Proc = Start(t, "dovecot-pop3", []string{dovecot, "-F", "-c", cf}, nil)
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(d.LogFile)
-			t.Logf("--- dovecot log:\n%s", b)
-		}
-	})
-	WaitTCP(t, d.Addr(), 30*time.Second)
+	d.Proc = runDovecot(t, "dovecot-pop3", dovecot, dir, conf, d.LogFile, d.Addr())
 	return d
 }
 
