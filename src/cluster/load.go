@@ -341,11 +341,7 @@ func (v *validator) validateNSS() {
 	if n.NegativeTTL == 0 {
 		n.NegativeTTL = Duration(DefaultNSSNegativeTTL)
 	}
-	if n.CacheEntries == 0 {
-		n.CacheEntries = DefaultNSSCacheEntries
-	} else if n.CacheEntries < 0 {
-		v.errAt("cluster.nss.cache_entries", -1, "%d must be positive (number of cached answers)", n.CacheEntries)
-	}
+	positiveOr(v, "cluster.nss.cache_entries", -1, &n.CacheEntries, DefaultNSSCacheEntries, "number of cached answers")
 	if n.Socket == "" {
 		n.Socket = DefaultNSSSocket
 	} else if len(n.Socket) > maxSocketPath {
@@ -408,15 +404,20 @@ func (v *validator) validatePasswdAuth() {
 	} else if pw.AuthCacheTTL.Std() > 24*time.Hour {
 		v.errAt("cluster.passwd.auth_cache_ttl", -1, "%s is longer than a day: a verified password would stay in memory that long", pw.AuthCacheTTL.Std())
 	}
-	if pw.AuthCacheEntries == 0 {
-		pw.AuthCacheEntries = DefaultAuthCacheEntries
-	} else if pw.AuthCacheEntries < 0 {
-		v.errAt("cluster.passwd.auth_cache_entries", -1, "%d must be positive (number of cached logins)", pw.AuthCacheEntries)
-	}
-	if pw.AuthQueue == 0 {
-		pw.AuthQueue = DefaultAuthQueue
-	} else if pw.AuthQueue < 0 {
-		v.errAt("cluster.passwd.auth_queue", -1, "%d must be positive (logins waiting for a verifier)", pw.AuthQueue)
+	positiveOr(v, "cluster.passwd.auth_cache_entries", -1, &pw.AuthCacheEntries, DefaultAuthCacheEntries, "number of cached logins")
+	positiveOr(v, "cluster.passwd.auth_queue", -1, &pw.AuthQueue, DefaultAuthQueue, "logins waiting for a verifier")
+}
+
+// positiveOr gives a count the profile left out (zero) its default and
+// reports a negative one; what, if not empty, says what it counts.
+func positiveOr[T ~int | ~int64](v *validator, key string, index int, f *T, def T, what string) {
+	switch {
+	case *f == 0:
+		*f = def
+	case *f < 0 && what != "":
+		v.errAt(key, index, "%d must be positive (%s)", *f, what)
+	case *f < 0:
+		v.errAt(key, index, "%d must be positive", *f)
 	}
 }
 
@@ -579,26 +580,12 @@ func (v *validator) validateHostTables(i int) {
 			h.SMTPD = &SMTPD{}
 		}
 		s := h.SMTPD
-		fill64 := func(key string, f *int64, def int64) {
-			if *f == 0 {
-				*f = def
-			} else if *f < 0 {
-				v.errAt("host.smtpd."+key, i, "%d must be positive", *f)
-			}
-		}
-		fill := func(key string, f *int, def int) {
-			if *f == 0 {
-				*f = def
-			} else if *f < 0 {
-				v.errAt("host.smtpd."+key, i, "%d must be positive", *f)
-			}
-		}
-		fill64("max_message_bytes", &s.MaxMessageBytes, DefaultMaxMessageBytes)
-		fill("max_recipients", &s.MaxRecipients, DefaultMaxRecipients)
-		fill("max_connections", &s.MaxConnections, DefaultMaxConnections)
-		fill("max_connections_per_client", &s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient)
-		fill("max_messages_per_hour", &s.MaxMessagesPerHour, DefaultMaxMessagesPerHour)
-		fill("workers", &s.Workers, DefaultSMTPWorkers)
+		positiveOr(v, "host.smtpd.max_message_bytes", i, &s.MaxMessageBytes, DefaultMaxMessageBytes, "")
+		positiveOr(v, "host.smtpd.max_recipients", i, &s.MaxRecipients, DefaultMaxRecipients, "")
+		positiveOr(v, "host.smtpd.max_connections", i, &s.MaxConnections, DefaultMaxConnections, "")
+		positiveOr(v, "host.smtpd.max_connections_per_client", i, &s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient, "")
+		positiveOr(v, "host.smtpd.max_messages_per_hour", i, &s.MaxMessagesPerHour, DefaultMaxMessagesPerHour, "")
+		positiveOr(v, "host.smtpd.workers", i, &s.Workers, DefaultSMTPWorkers, "")
 		if s.CommandTimeout == 0 {
 			s.CommandTimeout = Duration(DefaultSMTPCommandTimeout)
 		}
@@ -620,17 +607,8 @@ func (v *validator) validateHostTables(i int) {
 			h.POPProxy = &POPProxy{}
 		}
 		x := h.POPProxy
-		for _, f := range []struct {
-			key string
-			v   *int
-			def int
-		}{{"max_connections", &x.MaxConnections, DefaultPOPMaxConnections}, {"max_connections_per_client", &x.MaxConnectionsPerClient, DefaultPOPMaxConnsPerClient}} {
-			if *f.v == 0 {
-				*f.v = f.def
-			} else if *f.v < 0 {
-				v.errAt("host.popproxy."+f.key, i, "%d must be positive", *f.v)
-			}
-		}
+		positiveOr(v, "host.popproxy.max_connections", i, &x.MaxConnections, DefaultPOPMaxConnections, "")
+		positiveOr(v, "host.popproxy.max_connections_per_client", i, &x.MaxConnectionsPerClient, DefaultPOPMaxConnsPerClient, "")
 		if x.FailDelay == 0 {
 			x.FailDelay = Duration(DefaultPOPFailDelay)
 		}
