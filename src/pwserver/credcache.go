@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -76,16 +77,11 @@ func (c *credCache) fingerprint(u directory.User) uint64 {
 		h.WriteString(a)
 		h.WriteByte(0)
 	}
-	var b [8 + 4 + 4 + 1]byte
-	for i := range 8 {
-		b[i] = byte(uint64(u.Quota) >> (8 * i))
-	}
-	for i := range 4 {
-		b[8+i] = byte(u.UID >> (8 * i))
-		b[12+i] = byte(u.GID >> (8 * i))
-	}
-	b[16] = byte(u.State)
-	h.Write(b[:])
+	b := make([]byte, 0, 8+4+4+1)
+	b = binary.LittleEndian.AppendUint64(b, uint64(u.Quota))
+	b = binary.LittleEndian.AppendUint32(b, u.UID)
+	b = binary.LittleEndian.AppendUint32(b, u.GID)
+	h.Write(append(b, byte(u.State)))
 	return h.Sum64()
 }
 
