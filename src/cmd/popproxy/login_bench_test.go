@@ -289,8 +289,6 @@ service pop3 {
 	r = stormPhase(dv.Addr(), users[:storm])
 	row("dovecot", "storm", storm, r, nil, nil)
 	fmt.Fprintf(out, "         storm: %d refused at the greeting, %d [SYS/TEMP] at PASS\n", r.count[loginRefused], r.count[loginTemp])
-	for i := 0; i < b.N; i++ {
-	}
 }
 
 func envInt(b *testing.B, name string, def int) int {
