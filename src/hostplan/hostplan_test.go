@@ -247,6 +247,8 @@ func TestWrite(t *testing.T) {
 		{"ns1", "/etc/rsyslog.d/correo.conf", `/var/log/correo/hosts/%HOSTNAME:::secpath-replace%.log`},
 		{"ns1", "/etc/nsd/nsd.conf.d/correo.conf", `zonefile: "/etc/nsd/correo/correo.example.zone"`},
 		{"ns1", "/etc/nsd/correo/correo.example.zone", "$ORIGIN correo.example."},
+		{"ns1", "/etc/nsd/nsd.conf.d/correo.conf", "ip-freebind: yes"},
+		{"ns1", "/etc/systemd/system/rsyslog.service.d/correo.conf", "After=network-online.target"},
 		{"mx1", "/etc/tmpfiles.d/correo.conf", "z /var/lib/correo/tls/mx1.key 0640 root correo-tls -\n"},
 		{"mx1", "/etc/correo/profile.toml", `name = "example"`},
 	} {

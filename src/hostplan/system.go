@@ -36,6 +36,12 @@ func (pl *Plan) system(p *cluster.Profile, h *cluster.Host) {
 	pl.add(File{Path: "/etc/systemd/journald.conf.d/correo.conf", Mode: 0o644,
 		Data: lines("[Journal]", "ForwardToSyslog=yes")})
 	pl.add(File{Path: "/etc/rsyslog.d/correo.conf", Mode: 0o644, Data: rsyslog(p, h)})
+	if h.HasRole(cluster.RoleLoghost) {
+		// rsyslog cannot bind an address the host does not have yet (it has
+		// no freebind), and drops the listener for good if it tries.
+		pl.add(File{Path: "/etc/systemd/system/rsyslog.service.d/correo.conf", Mode: 0o644,
+			Data: lines("[Unit]", "Wants=network-online.target", "After=network-online.target")})
+	}
 	if h.HasRole(cluster.RoleDNS) {
 		zone, _ := dnszone.Zone(p)
 		zoneFile := path.Join(NSDZoneDir, p.Cluster.DNS.Zone+".zone")
@@ -173,6 +179,8 @@ func nsd(p *cluster.Profile, h *cluster.Host, zoneFile string) []byte {
 		"server:",
 		"    ip-address: "+a.Addr().String(),
 		fmt.Sprintf("    port: %d", a.Port()),
+		// Bind the profile address even before networkd has set it.
+		"    ip-freebind: yes",
 		"zone:",
 		`    name: "`+p.Cluster.DNS.Zone+`"`,
 		`    zonefile: "`+zoneFile+`"`,
