@@ -188,9 +188,49 @@ data_dir = "/srv/mail"
 
 func TestNSSSocketOutsideRun(t *testing.T) {
 	p := load(t, "example.toml")
-	p.Cluster.NSS.Socket = "/var/lib/correo/nssd.sock"
-	if _, err := Units(p, "pw1"); err == nil || !strings.Contains(err.Error(), "under /run") {
-		t.Fatalf("want a refusal naming /run, got %v", err)
+	// Outside /run, in /run itself (no directory of its own), or written
+	// so that the directory is empty or one systemd refuses.
+	for _, sock := range []string{"/var/lib/correo/nssd.sock", "/run/nssd.sock", ".dev/run/nssd.sock",
+		"/run//nssd.sock", "/run/correo/", "/run/correo/../nssd.sock", "/run/./correo/nssd.sock", "/run/correo//nssd.sock"} {
+		p.Cluster.NSS.Socket = sock
+		if _, err := Units(p, "pw1"); err == nil || !strings.Contains(err.Error(), "under /run") {
+			t.Errorf("socket %q: want a refusal naming /run, got %v", sock, err)
+		}
+	}
+	p.Cluster.NSS.Socket = "/run/correo/nss/nssd.sock"
+	us, err := Units(p, "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range us {
+		if u.Name == "correo-nssd.service" {
+			if got := get(u, "Service", "RuntimeDirectory"); !slices.Equal(got, []string{"correo/nss"}) {
+				t.Errorf("nssd RuntimeDirectory = %q, want correo/nss", got)
+			}
+		}
+	}
+}
+
+// daemons.json is read strictly: each mistake below would otherwise pass
+// in silence (the daemon on no host, without a socket, or open to the
+// Internet).
+func TestParseRules(t *testing.T) {
+	good := `{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "cluster", "services": ["lmtp"]}], "tlsOnly": ["pop3s"]}`
+	if _, err := parseRules([]byte(good)); err != nil {
+		t.Fatalf("good rules: %v", err)
+	}
+	for _, c := range []struct{ json, want string }{
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "clsuter"}]}`, `network "clsuter"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storgae"], "network": "any"}]}`, `unknown role "storgae"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "services": ["lmpt"]}]}`, `unknown service "lmpt"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "network": "any"}]}`, `runs on no host`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "evryHost": true}]}`, `unknown field "evryHost"`},
+		{`{"stopMargin": "15s", "tlsOnly": ["pop3z"]}`, `tlsOnly: unknown service "pop3z"`},
+		{`{"stopMargin": "soon"}`, `stopMargin`},
+	} {
+		if _, err := parseRules([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want an error with %q, got %v", c.json, c.want, err)
+		}
 	}
 }
 

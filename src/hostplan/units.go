@@ -1,9 +1,12 @@
 package hostplan
 
 import (
+	"bytes"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +35,7 @@ type Daemon struct {
 
 // Rules is daemons.json: the unit rules Go and Nix share.
 type Rules struct {
+	Comment     []string    `json:"_comment"`
 	BinDir      string      `json:"binDir"`
 	ProfilePath string      `json:"profilePath"`
 	StateRoot   string      `json:"stateRoot"`
@@ -45,14 +49,54 @@ type Rules struct {
 	Hardening   [][2]string `json:"hardening"`
 }
 
-// Data is daemons.json, parsed once.
+// Data is daemons.json, parsed and checked once.
 var Data = func() Rules {
-	var r Rules
-	if err := json.Unmarshal(daemonsJSON, &r); err != nil {
+	r, err := parseRules(daemonsJSON)
+	if err != nil {
 		panic("hostplan: daemons.json: " + err.Error())
 	}
 	return r
 }()
+
+// parseRules reads daemons.json strictly: a misspelt key, role, service or
+// network would otherwise drop a socket, run a daemon nowhere or open a
+// cluster-only daemon to the Internet without a word. nix/lib/units.nix
+// refuses the same mistakes.
+func parseRules(b []byte) (Rules, error) {
+	var r Rules
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, err
+	}
+	if _, err := time.ParseDuration(r.StopMargin); err != nil {
+		return r, fmt.Errorf("stopMargin: %w", err)
+	}
+	for _, d := range r.Daemons {
+		if d.Network != "cluster" && d.Network != "any" {
+			return r, fmt.Errorf("daemon %q: network %q: expected \"cluster\" or \"any\"", d.Program, d.Network)
+		}
+		if !d.EveryHost && len(d.Roles) == 0 {
+			return r, fmt.Errorf("daemon %q runs on no host: give it roles or everyHost", d.Program)
+		}
+		for _, role := range d.Roles {
+			if !slices.Contains(cluster.Roles(), role) {
+				return r, fmt.Errorf("daemon %q: unknown role %q: expected one of %v", d.Program, role, cluster.Roles())
+			}
+		}
+		for _, s := range d.Services {
+			if !slices.Contains(cluster.Services(), s) {
+				return r, fmt.Errorf("daemon %q: unknown service %q: expected one of %v", d.Program, s, cluster.Services())
+			}
+		}
+	}
+	for _, s := range r.TLSOnly {
+		if !slices.Contains(cluster.Services(), cluster.Service(s)) {
+			return r, fmt.Errorf("tlsOnly: unknown service %q: expected one of %v", s, cluster.Services())
+		}
+	}
+	return r, nil
+}
 
 // Runs reports whether d runs on h.
 func (d *Daemon) Runs(h *cluster.Host) bool {
@@ -243,12 +287,15 @@ func stateMode(d Daemon) string {
 
 // runtimeDir gives each daemon its own /run directory; nssd's is the one
 // that holds the profile's NSS socket, kept across restarts because every
-// process on the host looks the socket up by path.
+// process on the host looks the socket up by path. The path must be clean:
+// "/run//nssd.sock" would give RuntimeDirectory= nothing at all, and
+// "/run/x/../nssd.sock" a directory systemd refuses.
 func runtimeDir(p *cluster.Profile, d *Daemon) ([][2]string, error) {
 	if d.Program == "nssd" {
-		dir := parentDir(p.Cluster.NSS.Socket)
-		if !strings.HasPrefix(dir, "/run/") {
-			return nil, fmt.Errorf("%s: cluster.nss.socket %q: under systemd the NSS socket must live in a directory under /run (the default is /run/correo/nssd.sock)", p.Source, p.Cluster.NSS.Socket)
+		sock := p.Cluster.NSS.Socket
+		dir := parentDir(sock)
+		if path.Clean(sock) != sock || !strings.HasPrefix(dir, "/run/") {
+			return nil, fmt.Errorf("%s: cluster.nss.socket %q: under systemd the NSS socket must live in a directory under /run, written as a clean absolute path (no \"//\", \".\", \"..\" or trailing \"/\"; the default is /run/correo/nssd.sock)", p.Source, sock)
 		}
 		return [][2]string{{"RuntimeDirectory", strings.TrimPrefix(dir, "/run/")}, {"RuntimeDirectoryMode", "0755"}, {"RuntimeDirectoryPreserve", "yes"}}, nil
 	}
