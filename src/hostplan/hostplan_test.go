@@ -224,7 +224,9 @@ func TestParseRules(t *testing.T) {
 		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storgae"], "network": "any"}]}`, `unknown role "storgae"`},
 		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "services": ["lmpt"]}]}`, `unknown service "lmpt"`},
 		{`{"stopMargin": "15s", "daemons": [{"program": "x", "network": "any"}]}`, `runs on no host`},
-		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "evryHost": true}]}`, `unknown field "evryHost"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "evryHost": true}]}`, `unknown key "evryHost"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "everyhost": true}]}`, `unknown key "everyhost"`},
+		{`{"stopmargin": "15s"}`, `unknown key "stopmargin"`},
 		{`{"stopMargin": "15s", "tlsOnly": ["pop3z"]}`, `tlsOnly: unknown service "pop3z"`},
 		{`{"stopMargin": "soon"}`, `stopMargin`},
 	} {
@@ -302,5 +304,36 @@ func TestWrite(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(root, "mx1", "/etc/correo/mda")); err == nil {
 		t.Error("mx1 has the local-mailer snippets, which belong to storage hosts")
+	}
+}
+
+// testdata/units holds profiles nix/lib/tests/run.sh renders with both Go
+// and Nix: every host of the good ones has units, and each bad one is
+// refused with the message its first line names ("# error: <substring>").
+func TestUnitsTestdata(t *testing.T) {
+	good, _ := filepath.Glob("testdata/units/*.toml")
+	bad, _ := filepath.Glob("testdata/units/bad/*.toml")
+	if len(good) == 0 || len(bad) == 0 {
+		t.Fatal("no profiles in testdata/units")
+	}
+	for _, f := range append(good, bad...) {
+		p, err := cluster.Load(f, cluster.Options{SkipFiles: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, isBad := strings.CutPrefix(strings.SplitN(string(text), "\n", 2)[0], "# error: ")
+		for _, h := range p.Hosts {
+			_, err := Units(p, h.Name)
+			switch {
+			case !isBad && err != nil:
+				t.Errorf("%s: host %s: %v", f, h.Name, err)
+			case isBad && (err == nil || !strings.Contains(err.Error(), want)):
+				t.Errorf("%s: host %s: want an error with %q, got %v", f, h.Name, want, err)
+			}
+		}
 	}
 }

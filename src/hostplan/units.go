@@ -5,7 +5,9 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -64,6 +66,9 @@ var Data = func() Rules {
 // refuses the same mistakes.
 func parseRules(b []byte) (Rules, error) {
 	var r Rules
+	if err := exactKeys(b); err != nil {
+		return r, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
@@ -133,8 +138,9 @@ type socket struct {
 }
 
 // sockets lists the sockets d serves on h: each of its services the host
-// provides, once per address (mx and relay may share port 25), and the
-// TLS-only ones only with a certificate.
+// provides, once per address, and the TLS-only ones only with a
+// certificate. (A valid profile never puts two services of a host on one
+// port and transport, so "once per address" is only a guard.)
 func sockets(p *cluster.Profile, h *cluster.Host, d *Daemon) []socket {
 	var out []socket
 	seen := map[string]bool{}
@@ -283,6 +289,48 @@ func stateMode(d Daemon) string {
 		return "0751"
 	}
 	return "0750"
+}
+
+// exactKeys refuses a key that is not one of Rules' or Daemon's JSON
+// names exactly: encoding/json would take "bindir" for binDir, Nix's
+// builtins.fromJSON would not.
+func exactKeys(b []byte) error {
+	var top map[string]json.RawMessage
+	var ds struct {
+		Daemons []map[string]json.RawMessage `json:"daemons"`
+	}
+	if err := json.Unmarshal(b, &top); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return err
+	}
+	if k := unknownKey(top, reflect.TypeFor[Rules]()); k != "" {
+		return fmt.Errorf("unknown key %q (keys are case-sensitive)", k)
+	}
+	for i, d := range ds.Daemons {
+		if k := unknownKey(d, reflect.TypeFor[Daemon]()); k != "" {
+			return fmt.Errorf("daemon %d: unknown key %q (keys are case-sensitive)", i, k)
+		}
+	}
+	return nil
+}
+
+// unknownKey returns the first key of m, in sorted order, that is no
+// field's JSON name in struct type t, or "".
+func unknownKey(m map[string]json.RawMessage, t reflect.Type) string {
+	known := map[string]bool{}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		known[name] = true
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	for _, k := range keys {
+		if !known[k] {
+			return k
+		}
+	}
+	return ""
 }
 
 // runtimeDir gives each daemon its own /run directory; nssd's is the one
