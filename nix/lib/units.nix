@@ -26,9 +26,9 @@ let
   serviceNames = map (s: s.name) svcs.services;
   serviceByName = listToAttrs (map (s: { inherit (s) name; value = s; }) svcs.services);
 
-  # The keys Go's Rules and Daemon structs decode. Go refuses any other
-  # (DisallowUnknownFields), so a misspelt key is an error, not a rule
-  # silently left out.
+  # The keys Go's Rules and Daemon structs decode, exactly (Go's
+  # exactKeys refuses any other, in any case), so a misspelt key is an
+  # error, not a rule silently left out.
   ruleKeys = [ "_comment" "binDir" "profilePath" "stateRoot" "keyGroup" "tlsGroup" "restartSec"
     "watchdogSec" "stopMargin" "daemons" "tlsOnly" "hardening" ];
   daemonKeys = [ "program" "description" "roles" "everyHost" "user" "network" "tls" "mail" "services" ];
