@@ -188,9 +188,51 @@ data_dir = "/srv/mail"
 
 func TestNSSSocketOutsideRun(t *testing.T) {
 	p := load(t, "example.toml")
-	p.Cluster.NSS.Socket = "/var/lib/correo/nssd.sock"
-	if _, err := Units(p, "pw1"); err == nil || !strings.Contains(err.Error(), "under /run") {
-		t.Fatalf("want a refusal naming /run, got %v", err)
+	// Outside /run, in /run itself (no directory of its own), or written
+	// so that the directory is empty or one systemd refuses.
+	for _, sock := range []string{"/var/lib/correo/nssd.sock", "/run/nssd.sock", ".dev/run/nssd.sock",
+		"/run//nssd.sock", "/run/correo/", "/run/correo/../nssd.sock", "/run/./correo/nssd.sock", "/run/correo//nssd.sock"} {
+		p.Cluster.NSS.Socket = sock
+		if _, err := Units(p, "pw1"); err == nil || !strings.Contains(err.Error(), "under /run") {
+			t.Errorf("socket %q: want a refusal naming /run, got %v", sock, err)
+		}
+	}
+	p.Cluster.NSS.Socket = "/run/correo/nss/nssd.sock"
+	us, err := Units(p, "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range us {
+		if u.Name == "correo-nssd.service" {
+			if got := get(u, "Service", "RuntimeDirectory"); !slices.Equal(got, []string{"correo/nss"}) {
+				t.Errorf("nssd RuntimeDirectory = %q, want correo/nss", got)
+			}
+		}
+	}
+}
+
+// daemons.json is read strictly: each mistake below would otherwise pass
+// in silence (the daemon on no host, without a socket, or open to the
+// Internet).
+func TestParseRules(t *testing.T) {
+	good := `{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "cluster", "services": ["lmtp"]}], "tlsOnly": ["pop3s"]}`
+	if _, err := parseRules([]byte(good)); err != nil {
+		t.Fatalf("good rules: %v", err)
+	}
+	for _, c := range []struct{ json, want string }{
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "clsuter"}]}`, `network "clsuter"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storgae"], "network": "any"}]}`, `unknown role "storgae"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "services": ["lmpt"]}]}`, `unknown service "lmpt"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "network": "any"}]}`, `runs on no host`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "evryHost": true}]}`, `unknown key "evryHost"`},
+		{`{"stopMargin": "15s", "daemons": [{"program": "x", "roles": ["storage"], "network": "any", "everyhost": true}]}`, `unknown key "everyhost"`},
+		{`{"stopmargin": "15s"}`, `unknown key "stopmargin"`},
+		{`{"stopMargin": "15s", "tlsOnly": ["pop3z"]}`, `tlsOnly: unknown service "pop3z"`},
+		{`{"stopMargin": "soon"}`, `stopMargin`},
+	} {
+		if _, err := parseRules([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want an error with %q, got %v", c.json, c.want, err)
+		}
 	}
 }
 
@@ -264,5 +306,36 @@ func TestWrite(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(root, "mx1", "/etc/correo/mda")); err == nil {
 		t.Error("mx1 has the local-mailer snippets, which belong to storage hosts")
+	}
+}
+
+// testdata/units holds profiles nix/lib/tests/run.sh renders with both Go
+// and Nix: every host of the good ones has units, and each bad one is
+// refused with the message its first line names ("# error: <substring>").
+func TestUnitsTestdata(t *testing.T) {
+	good, _ := filepath.Glob("testdata/units/*.toml")
+	bad, _ := filepath.Glob("testdata/units/bad/*.toml")
+	if len(good) == 0 || len(bad) == 0 {
+		t.Fatal("no profiles in testdata/units")
+	}
+	for _, f := range append(good, bad...) {
+		p, err := cluster.Load(f, cluster.Options{SkipFiles: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, isBad := strings.CutPrefix(strings.SplitN(string(text), "\n", 2)[0], "# error: ")
+		for _, h := range p.Hosts {
+			_, err := Units(p, h.Name)
+			switch {
+			case !isBad && err != nil:
+				t.Errorf("%s: host %s: %v", f, h.Name, err)
+			case isBad && (err == nil || !strings.Contains(err.Error(), want)):
+				t.Errorf("%s: host %s: want an error with %q, got %v", f, h.Name, want, err)
+			}
+		}
 	}
 }

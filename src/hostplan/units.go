@@ -1,9 +1,14 @@
 package hostplan
 
 import (
+	"bytes"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"path"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +37,7 @@ type Daemon struct {
 
 // Rules is daemons.json: the unit rules Go and Nix share.
 type Rules struct {
+	Comment     []string    `json:"_comment"`
 	BinDir      string      `json:"binDir"`
 	ProfilePath string      `json:"profilePath"`
 	StateRoot   string      `json:"stateRoot"`
@@ -45,14 +51,57 @@ type Rules struct {
 	Hardening   [][2]string `json:"hardening"`
 }
 
-// Data is daemons.json, parsed once.
+// Data is daemons.json, parsed and checked once.
 var Data = func() Rules {
-	var r Rules
-	if err := json.Unmarshal(daemonsJSON, &r); err != nil {
+	r, err := parseRules(daemonsJSON)
+	if err != nil {
 		panic("hostplan: daemons.json: " + err.Error())
 	}
 	return r
 }()
+
+// parseRules reads daemons.json strictly: a misspelt key, role, service or
+// network would otherwise drop a socket, run a daemon nowhere or open a
+// cluster-only daemon to the Internet without a word. nix/lib/units.nix
+// refuses the same mistakes.
+func parseRules(b []byte) (Rules, error) {
+	var r Rules
+	if err := exactKeys(b); err != nil {
+		return r, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, err
+	}
+	if _, err := time.ParseDuration(r.StopMargin); err != nil {
+		return r, fmt.Errorf("stopMargin: %w", err)
+	}
+	for _, d := range r.Daemons {
+		if d.Network != "cluster" && d.Network != "any" {
+			return r, fmt.Errorf("daemon %q: network %q: expected \"cluster\" or \"any\"", d.Program, d.Network)
+		}
+		if !d.EveryHost && len(d.Roles) == 0 {
+			return r, fmt.Errorf("daemon %q runs on no host: give it roles or everyHost", d.Program)
+		}
+		for _, role := range d.Roles {
+			if !slices.Contains(cluster.Roles(), role) {
+				return r, fmt.Errorf("daemon %q: unknown role %q: expected one of %v", d.Program, role, cluster.Roles())
+			}
+		}
+		for _, s := range d.Services {
+			if !slices.Contains(cluster.Services(), s) {
+				return r, fmt.Errorf("daemon %q: unknown service %q: expected one of %v", d.Program, s, cluster.Services())
+			}
+		}
+	}
+	for _, s := range r.TLSOnly {
+		if !slices.Contains(cluster.Services(), cluster.Service(s)) {
+			return r, fmt.Errorf("tlsOnly: unknown service %q: expected one of %v", s, cluster.Services())
+		}
+	}
+	return r, nil
+}
 
 // Runs reports whether d runs on h.
 func (d *Daemon) Runs(h *cluster.Host) bool {
@@ -89,8 +138,9 @@ type socket struct {
 }
 
 // sockets lists the sockets d serves on h: each of its services the host
-// provides, once per address (mx and relay may share port 25), and the
-// TLS-only ones only with a certificate.
+// provides, once per address, and the TLS-only ones only with a
+// certificate. (A valid profile never puts two services of a host on one
+// port and transport, so "once per address" is only a guard.)
 func sockets(p *cluster.Profile, h *cluster.Host, d *Daemon) []socket {
 	var out []socket
 	seen := map[string]bool{}
@@ -241,14 +291,59 @@ func stateMode(d Daemon) string {
 	return "0750"
 }
 
+// exactKeys refuses a key that is not one of Rules' or Daemon's JSON
+// names exactly: encoding/json would take "bindir" for binDir, Nix's
+// builtins.fromJSON would not.
+func exactKeys(b []byte) error {
+	var top map[string]json.RawMessage
+	var ds struct {
+		Daemons []map[string]json.RawMessage `json:"daemons"`
+	}
+	if err := json.Unmarshal(b, &top); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return err
+	}
+	if k := unknownKey(top, reflect.TypeFor[Rules]()); k != "" {
+		return fmt.Errorf("unknown key %q (keys are case-sensitive)", k)
+	}
+	for i, d := range ds.Daemons {
+		if k := unknownKey(d, reflect.TypeFor[Daemon]()); k != "" {
+			return fmt.Errorf("daemon %d: unknown key %q (keys are case-sensitive)", i, k)
+		}
+	}
+	return nil
+}
+
+// unknownKey returns the first key of m, in sorted order, that is no
+// field's JSON name in struct type t, or "".
+func unknownKey(m map[string]json.RawMessage, t reflect.Type) string {
+	known := map[string]bool{}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		known[name] = true
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	for _, k := range keys {
+		if !known[k] {
+			return k
+		}
+	}
+	return ""
+}
+
 // runtimeDir gives each daemon its own /run directory; nssd's is the one
 // that holds the profile's NSS socket, kept across restarts because every
-// process on the host looks the socket up by path.
+// process on the host looks the socket up by path. The path must be clean:
+// "/run//nssd.sock" would give RuntimeDirectory= nothing at all, and
+// "/run/x/../nssd.sock" a directory systemd refuses.
 func runtimeDir(p *cluster.Profile, d *Daemon) ([][2]string, error) {
 	if d.Program == "nssd" {
-		dir := parentDir(p.Cluster.NSS.Socket)
-		if !strings.HasPrefix(dir, "/run/") {
-			return nil, fmt.Errorf("%s: cluster.nss.socket %q: under systemd the NSS socket must live in a directory under /run (the default is /run/correo/nssd.sock)", p.Source, p.Cluster.NSS.Socket)
+		sock := p.Cluster.NSS.Socket
+		dir := parentDir(sock)
+		if path.Clean(sock) != sock || !strings.HasPrefix(dir, "/run/") {
+			return nil, fmt.Errorf("%s: cluster.nss.socket %q: under systemd the NSS socket must live in a directory under /run, written as a clean absolute path (no \"//\", \".\", \"..\" or trailing \"/\"; the default is /run/correo/nssd.sock)", p.Source, sock)
 		}
 		return [][2]string{{"RuntimeDirectory", strings.TrimPrefix(dir, "/run/")}, {"RuntimeDirectoryMode", "0755"}, {"RuntimeDirectoryPreserve", "yes"}}, nil
 	}

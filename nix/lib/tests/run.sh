@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Golden tests for nix/lib against the Go implementation (src/cluster,
-# src/dnszone). Run from the repository root:
+# src/dnszone, src/hostplan). Run from the repository root:
 #
 #   bash nix/lib/tests/run.sh
 #
@@ -9,7 +9,8 @@
 # "N passed, M failed"; exits non-zero when anything failed.
 #
 # To refresh the golden files after a deliberate change to the settings
-# document or the zone, regenerate them from Go and review the diff:
+# document, the zone or the units, regenerate them from Go and review the
+# diff:
 #   UPDATE_GOLDEN=1 bash nix/lib/tests/run.sh
 set -euo pipefail
 
@@ -30,7 +31,7 @@ failed=0
 pass() { passed=$((passed + 1)); echo "ok   $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL $*"; }
 # Show the first lines of a file indented, to explain a failure.
-show() { awk 'NR <= 20 { print "     | " $0 }' "$1"; }
+show() { [ -f "$1" ] || return 0; awk 'NR <= 20 { print "     | " $0 }' "$1"; }
 
 # nix_settings PROFILE OUT ERR: settings as sorted JSON. (On an error,
 # nix-instantiate --json has already printed part of the document: only
@@ -38,6 +39,54 @@ show() { awk 'NR <= 20 { print "     | " $0 }' "$1"; }
 nix_settings() {
 	nix-instantiate --eval --strict --json "$evalnix" --argstr profile "$root/$1" >"$2.raw" 2>"$3" &&
 		jq -S . "$2.raw" >"$2"
+}
+# nix_units PROFILE OUT ERR: every host's units as sorted JSON.
+nix_units() {
+	nix-instantiate --eval --strict --json "$evalnix" --argstr profile "$root/$1" --argstr what units >"$2.raw" 2>"$3" &&
+		jq -S . "$2.raw" >"$2"
+}
+# go_units PROFILE OUT ERR: the same from `correoctl host plan`.
+go_units() {
+	"$tmp/correoctl" host plan --profile "$root/$1" >"$2.raw" 2>"$3" && jq -S . "$2.raw" >"$2"
+}
+# message PROFILE ERR: the error about PROFILE in ERR, from its path on
+# (Go prefixes "correoctl host plan: ", Nix "error: "; both get the
+# absolute path, so the rest must be the same).
+message() {
+	awk -v p="$root/$1: " 'index($0, p) { print substr($0, index($0, p)); exit }' "$2"
+}
+# refused WHAT PROFILE WANT: Go and Nix both refuse PROFILE's units, with
+# the same message, and it contains WANT.
+refused() {
+	local what=$1 toml=$2 want=$3 gomsg nixmsg
+	if [ "$have_go" = 1 ]; then
+		if go_units "$toml" "$tmp/refused.go.json" "$tmp/refused.go.err"; then
+			fail "$what: go host plan $toml accepted it (want: $want)"
+		elif grep -qF -- "$want" "$tmp/refused.go.err"; then
+			pass "$what: go host plan $toml refuses it: $want"
+		else
+			fail "$what: go host plan $toml error lacks: $want"; show "$tmp/refused.go.err"
+		fi
+	fi
+	if nix_units "$toml" "$tmp/refused.nix.json" "$tmp/refused.nix.err"; then
+		fail "$what: nix units $toml accepted it (want: $want)"
+		return
+	elif grep -qF -- "$want" "$tmp/refused.nix.err"; then
+		pass "$what: nix units $toml refuses it: $want"
+	else
+		fail "$what: nix units $toml error lacks: $want"; show "$tmp/refused.nix.err"
+		return
+	fi
+	if [ "$have_go" = 1 ]; then
+		gomsg=$(message "$toml" "$tmp/refused.go.err")
+		nixmsg=$(message "$toml" "$tmp/refused.nix.err")
+		if [ -n "$gomsg" ] && [ "$gomsg" = "$nixmsg" ]; then
+			pass "$what: go and nix refuse $toml with the same message"
+		else
+			fail "$what: go and nix refuse $toml with different messages"
+			echo "     | go:  $gomsg"; echo "     | nix: $nixmsg"
+		fi
+	fi
 }
 # nix_zone PROFILE OUT ERR: the zone text, raw.
 nix_zone() {
@@ -128,7 +177,109 @@ for toml in hosts/*.toml; do
 	fi
 done
 
-# 4. Every bad profile: Nix must refuse it with the message its first line
+# 4. Units: every host's systemd units (src/hostplan/units.go and
+#    nix/lib/units.nix, both from src/hostplan/daemons.json). For every
+#    profile in hosts/ but those listed here, Nix units == golden == Go
+#    `host plan`; the listed ones both sides must refuse, with the same
+#    message (dev.toml's NSS socket is in .dev/, where systemd cannot give
+#    nssd a runtime directory).
+declare -A units_refused=([dev]="under systemd the NSS socket must live in a directory under /run")
+for toml in hosts/*.toml; do
+	name=$(basename "$toml" .toml)
+	gold="$golden/$name.units.json"
+	if [ -n "${units_refused[$name]:-}" ]; then
+		refused "units" "$toml" "${units_refused[$name]}"
+		if [ -e "$gold" ]; then
+			fail "units: $gold exists but $toml is refused: delete it (or drop $name from units_refused in run.sh)"
+		fi
+		continue
+	fi
+	if [ "${UPDATE_GOLDEN:-}" = 1 ] && [ "$have_go" = 1 ]; then
+		"$tmp/correoctl" host plan --profile "$toml" >"$gold"
+		echo "     updated $gold"
+	fi
+	if [ ! -f "$gold" ]; then
+		fail "units: golden $gold exists (UPDATE_GOLDEN=1 creates it; or list $name in units_refused)"
+		continue
+	fi
+	jq -S . "$gold" >"$tmp/$name.units.gold.json"
+	if nix_units "$toml" "$tmp/$name.units.nix.json" "$tmp/$name.units.nix.err"; then
+		if diff -u "$tmp/$name.units.gold.json" "$tmp/$name.units.nix.json" >"$tmp/diff"; then
+			pass "nix units $toml == $gold"
+		else
+			fail "nix units $toml == $gold"; show "$tmp/diff"
+		fi
+	else
+		fail "nix units $toml evaluates"; show "$tmp/$name.units.nix.err"
+	fi
+	if [ "$have_go" = 1 ]; then
+		if go_units "$toml" "$tmp/$name.units.go.json" "$tmp/go.err" &&
+			diff -u "$tmp/$name.units.gold.json" "$tmp/$name.units.go.json" >"$tmp/diff"; then
+			pass "go host plan $toml == $gold"
+		else
+			fail "go host plan $toml == $gold"; show "$tmp/go.err"; show "$tmp/diff"
+		fi
+	fi
+done
+
+# 5. Edge cases of the unit rules no profile in hosts/ has (one host with
+#    nearly every role, no certificate, IPv6, a grace that is not whole
+#    seconds, NSS socket paths systemd cannot use): src/hostplan/testdata/
+#    units, Go and Nix compared directly (no golden); each bad one refused
+#    by both with the message its first line names.
+if [ "$have_go" = 1 ]; then
+	for toml in src/hostplan/testdata/units/*.toml; do
+		if ! go_units "$toml" "$tmp/edge.go.json" "$tmp/go.err"; then
+			fail "units edge case $toml: go host plan"; show "$tmp/go.err"
+		elif ! nix_units "$toml" "$tmp/edge.nix.json" "$tmp/edge.nix.err"; then
+			fail "units edge case $toml: nix units evaluate"; show "$tmp/edge.nix.err"
+		elif diff -u "$tmp/edge.go.json" "$tmp/edge.nix.json" >"$tmp/diff"; then
+			pass "units edge case $toml: nix == go host plan"
+		else
+			fail "units edge case $toml: nix == go host plan"; show "$tmp/diff"
+		fi
+	done
+	for toml in src/hostplan/testdata/units/bad/*.toml; do
+		want=$(head -n 1 "$toml" | sed -n 's/^# error: //p')
+		if [ -z "$want" ]; then
+			fail "units bad $toml: first line is not '# error: <substring>'"
+			continue
+		fi
+		refused "units bad" "$toml" "$want"
+	done
+fi
+
+# 6. Unit files: Nix's unitText of every unit of every host of
+#    example.toml is, byte for byte, the file `correoctl host render`
+#    writes under /etc/systemd/system (every regular file there, so a unit
+#    Go renders that Nix lacks fails too).
+if [ "$have_go" = 1 ]; then
+	toml=hosts/example.toml
+	if nix-instantiate --eval --strict --json "$evalnix" --argstr profile "$root/$toml" --argstr what unitTexts \
+		>"$tmp/texts.json" 2>"$tmp/texts.err"; then
+		for host in $(jq -r 'keys[]' "$tmp/texts.json"); do
+			rm -rf "$tmp/render" "$tmp/units.go" "$tmp/units.nix"
+			mkdir -p "$tmp/units.go" "$tmp/units.nix"
+			if ! "$tmp/correoctl" host render --profile "$toml" --host "$host" --root "$tmp/render" >/dev/null 2>"$tmp/go.err"; then
+				fail "unit files of $host: correoctl host render"; show "$tmp/go.err"
+				continue
+			fi
+			find "$tmp/render/etc/systemd/system" -maxdepth 1 -type f -exec cp {} "$tmp/units.go/" \;
+			for unit in $(jq -r --arg h "$host" '.[$h] | keys[]' "$tmp/texts.json"); do
+				jq -j --arg h "$host" --arg u "$unit" '.[$h][$u]' "$tmp/texts.json" >"$tmp/units.nix/$unit"
+			done
+			if diff -ru "$tmp/units.go" "$tmp/units.nix" >"$tmp/diff"; then
+				pass "unit files of $host ($toml): nix unitText == host render ($(find "$tmp/units.go" -type f | wc -l) files)"
+			else
+				fail "unit files of $host ($toml): nix unitText == host render"; show "$tmp/diff"
+			fi
+		done
+	else
+		fail "nix unitTexts $toml evaluates"; show "$tmp/texts.err"
+	fi
+fi
+
+# 7. Every bad profile: Nix must refuse it with the message its first line
 #    names ("# error: <substring>").
 for toml in src/cluster/testdata/bad/*.toml; do
 	want=$(head -n 1 "$toml" | sed -n 's/^# error: //p')
@@ -145,7 +296,7 @@ for toml in src/cluster/testdata/bad/*.toml; do
 	fi
 done
 
-# 5. The pure-Nix golden check the flake runs (checks.lib-golden), here
+# 8. The pure-Nix golden check the flake runs (checks.lib-golden), here
 #    without the flake: it must agree.
 if nix-instantiate --eval --strict --json nix/lib/tests/golden.nix -A failed >"$tmp/golden.out" 2>"$tmp/golden.err" &&
 	[ "$(cat "$tmp/golden.out")" = "[]" ]; then
@@ -154,7 +305,7 @@ else
 	fail "nix/lib/tests/golden.nix (the flake's lib-golden check)"; show "$tmp/golden.out"; show "$tmp/golden.err"
 fi
 
-# 6. The same check as the derivation the flake builds, built offline with
+# 9. The same check as the derivation the flake builds, built offline with
 #    /bin/sh (no nixpkgs, no substituters). Debian's nix-bin ships no
 #    nix.conf and no nixbld group (nix-setup-systemd would add them): as
 #    root, build without build users, and so without the sandbox, which
@@ -166,7 +317,7 @@ else
 	fail "nix-build nix/lib/tests/check.nix (lib-golden derivation)"; show "$tmp/check.err"
 fi
 
-# 7. flake.nix's outputs evaluate (with a stub nixpkgs: the real one cannot
+# 10. flake.nix's outputs evaluate (with a stub nixpkgs: the real one cannot
 #    be downloaded here) and the package lists every command in src/cmd.
 if nix-instantiate --eval --strict --json nix/lib/tests/flake-stub.nix >"$tmp/flake.json" 2>"$tmp/flake.err"; then
 	want=$(find src/cmd -mindepth 1 -maxdepth 1 -type d -printf 'src/cmd/%f\n' | sort | jq -R . | jq -cs .)
@@ -187,7 +338,7 @@ else
 	fail "flake.nix outputs evaluate (stub nixpkgs)"; show "$tmp/flake.err"
 fi
 
-# 8. vendorHash in nix/packages/correo.nix matches go.mod/go.sum: the NAR
+# 11. vendorHash in nix/packages/correo.nix matches go.mod/go.sum: the NAR
 #    hash of what `go mod vendor` writes, as buildGoModule's goModules
 #    fixed output holds it. Offline: needs the modules in the Go cache.
 if [ "$have_go" = 1 ]; then
