@@ -503,7 +503,7 @@ let
               ++ (if failDelay ? ms && maxFailDelay ? ms && maxFailDelay.ms < failDelay.ms
               then [ (herr "popproxy.max_fail_delay" "${formatDuration maxFailDelay.ms} is shorter than fail_delay ${formatDuration failDelay.ms}: the delay starts at fail_delay and doubles up to max_fail_delay") ]
               else [ ]))
-            (if tlsRaw != null && (cert == "") != (key == "") then [ (herr "tls" "[host.tls] needs both cert and key") ] else [ ])
+            (if tlsRaw != null && (cert == "" || key == "") then [ (herr "tls" "[host.tls] needs both cert and key") ] else [ ])
           ];
           # The host as Go holds it after validateHostTables: every table
           # of a role the host has is complete; others are null.

@@ -625,7 +625,7 @@ func (v *validator) validateHostTables(i int) {
 			v.errAt("host.popproxy.max_fail_delay", i, "%s is shorter than fail_delay %s: the delay starts at fail_delay and doubles up to max_fail_delay", x.MaxFailDelay.Std(), x.FailDelay.Std())
 		}
 	}
-	if h.TLS != nil && (h.TLS.Cert == "") != (h.TLS.Key == "") {
+	if h.TLS != nil && (h.TLS.Cert == "" || h.TLS.Key == "") {
 		v.errAt("host.tls", i, "[host.tls] needs both cert and key")
 	}
 }
