@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -78,8 +79,9 @@ func ExampleClusterBoots(t *testing.T, c Cluster) {
 		if err != nil || !h.HasRole(cluster.RoleStorage) {
 			t.Fatalf("%s has storage host %q: %v", user, stored, err)
 		}
-		if n := maildirCount(t, c, stored, user); n != 1 {
-			t.Errorf("%s: %d messages in %s on %s, want 1", user, n, maildir(t, c, stored, user), stored)
+		// One message, in new/: delivered, not yet seen by a reader.
+		if files := maildirFiles(t, c, stored, user); len(files) != 1 || filepath.Base(filepath.Dir(files[0])) != "new" {
+			t.Errorf("%s: %v in %s on %s, want one message in new", user, files, maildir(t, c, stored, user), stored)
 		}
 	}
 

@@ -91,7 +91,10 @@
 //     runner.Daemons has them: passwdd, pdeliveryd, smtpd, popproxy,
 //     pop3d, nssd). Stop must keep a killed daemon down even if systemd
 //     restarted it meanwhile; Start must return once the unit is active
-//     (Type=notify) and be a no-op for a running one.
+//     (Type=notify) and be a no-op for a running one. Where a daemon is
+//     socket-activated, Stop stops its socket units too and Start starts
+//     them: a listening socket would start the service on the next
+//     connection, and StorageHostDown's mail would never wait in a queue.
 //   - SetLink: ip link set host0 down / up in the container (or the
 //     bridge port vb-<machine> on this machine), restoring its routes.
 //   - CentralLog: the loghost's files, by host and all hosts together,
