@@ -92,9 +92,11 @@
 //     pop3d, nssd). Stop must keep a killed daemon down even if systemd
 //     restarted it meanwhile; Start must return once the unit is active
 //     (Type=notify) and be a no-op for a running one. Where a daemon is
-//     socket-activated, Stop stops its socket units too and Start starts
-//     them: a listening socket would start the service on the next
-//     connection, and StorageHostDown's mail would never wait in a queue.
+//     socket-activated (hostplan renders correo-<program>-<service>.socket
+//     units), Stop stops its socket units too and Start starts them: a
+//     listening socket starts the service again on the next connection or
+//     datagram. PasswdFailover and StorageHostDown check that a stopped
+//     daemon no longer answers, and fail saying so.
 //   - SetLink: ip link set host0 down / up in the container (or the
 //     bridge port vb-<machine> on this machine), restoring its routes.
 //   - CentralLog: the loghost's files, by host and all hosts together,

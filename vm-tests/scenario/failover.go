@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"correo/src/directory"
+	"correo/src/pwclient"
 )
 
 // PasswdFailover (the paper's scenario 3, deliveries): the primary
@@ -50,6 +51,16 @@ func PasswdFailover(t *testing.T, c Cluster) {
 	host := lookup(t, c, "jorge").Storage
 	if n := maildirCount(t, c, host, "jorge"); n != 2 {
 		t.Errorf("jorge has %d messages, want 2", n)
+	}
+	// All of that with the primary really down: were it back (an init
+	// system's socket activation starts a daemon on the first datagram),
+	// nothing above showed a failover.
+	err = withClient(t, c, func(pc *pwclient.Client) error {
+		_, err := pc.Ping(context.Background(), pwclient.Primary)
+		return err
+	})
+	if err == nil {
+		t.Fatalf("passwdd on %s answers while stopped, so the deliveries above did not fail over (does Stop leave its sockets listening?)", prim.Name)
 	}
 
 	if err := c.Start(context.Background(), prim.Name, "passwdd"); err != nil {

@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/smtp"
 	"strings"
 	"testing"
@@ -27,6 +28,18 @@ func StorageHostDown(t *testing.T, c Cluster) {
 		t.Fatalf("amalia and zaida share %s; the scenario needs two storage hosts", down)
 	}
 	stop(t, c, down, "pdeliveryd", false)
+	// Down means no LMTP at all: a socket an init system kept listening
+	// would start the daemon again on the MX's first attempt.
+	lmtp := addr(t, c, down, cluster.SvcLMTP)
+	if err := c.In(operator, func() error {
+		conn, err := net.DialTimeout("tcp", lmtp, 2*time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}); err == nil {
+		t.Fatalf("%s still takes LMTP connections on %s with pdeliveryd stopped (does Stop leave its sockets listening?)", down, lmtp)
+	}
 
 	// An Internet sender talks to mx1 directly.
 	const n = 5
