@@ -65,7 +65,8 @@ type Cluster interface {
 	// (all.log), otherwise host's own file; an error wrapping
 	// fs.ErrNotExist when the loghost has none for host yet. Lines read
 	// "TIMESTAMP HOSTNAME APP-NAME[PROCID] MSGID STRUCTURED-DATA MSG", the
-	// runner's rsyslog template (src/runner/peers.go).
+	// template of the loghost's rsyslog configuration that the runner
+	// writes (and, since the host render, src/peerconf).
 	CentralLog(host string) ([]byte, error)
 }
 

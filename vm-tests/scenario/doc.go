@@ -100,8 +100,8 @@
 //   - SetLink: ip link set host0 down / up in the container (or the
 //     bridge port vb-<machine> on this machine), restoring its routes.
 //   - CentralLog: the loghost's files, by host and all hosts together,
-//     in the line format of the runner's rsyslog template
-//     (src/runner/peers.go): InternetMailToPOP parses it for trace ids.
+//     in the line format of the runner's loghost (Cluster.CentralLog):
+//     InternetMailToPOP parses it for trace ids.
 //   - The hosts' nsswitch.conf with correo on passwd and group, and the
 //     module installed (NSSOnStorageHost runs getent and id on store1).
 package scenario
