@@ -163,6 +163,31 @@ func (n *Netns) wrap(host, resolv string, binds [][2]string, argv []string) []st
 	return append(append(out, args...), argv...)
 }
 
+// SetLink takes a host's link to the cluster network down, as a machine
+// that died or lost its cable: packets to and from it vanish without an
+// answer (no ICMP), so only timeouts tell its peers. up brings the link
+// back with its routes. host may be "outside".
+func (r *Runner) SetLink(host string, up bool) error {
+	if r.Netns == nil {
+		return fmt.Errorf("taking %s's link down: the cluster does not run in network namespaces", host)
+	}
+	ns := r.Netns.Name(host)
+	if !up {
+		return run("ip", "-n", ns, "link", "set", "eth0", "down")
+	}
+	if err := run("ip", "-n", ns, "link", "set", "eth0", "up"); err != nil {
+		return err
+	}
+	// The kernel drops the routes through a link that goes down and does
+	// not restore them: the on-link route to the other side that setup
+	// added must come back, or the host stays cut off from it.
+	route := r.Netns.outside().Masked()
+	if host == outsideName {
+		route = r.Profile.NetworkPrefix()
+	}
+	return run("ip", "-n", ns, "route", "replace", route.String(), "dev", "eth0")
+}
+
 // NSSDir is where a host's nssd keeps its socket in netns mode; mount it
 // over the socket's directory to resolve names as that host does.
 func (r *Runner) NSSDir(host string) string { return filepath.Join(r.StateDir, host, "nss-run") }

@@ -496,13 +496,54 @@ func (r *Runner) Stop(host, program string, kill bool) error {
 	return r.writePids()
 }
 
+// Running reports whether program runs on host: started by Up or Start,
+// not stopped since, and not exited on its own.
+func (r *Runner) Running(host, program string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.procs {
+		if p.spec.Host == host && p.spec.Name == program && !p.exited() {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Start starts one program on one host again, as Up did, and waits until
-// it is ready.
+// it is ready. A program that still runs there is an error (a second one
+// would only fail to bind); one that exited on its own is replaced.
 func (r *Runner) Start(ctx context.Context, host, program string) error {
 	specs, _, err := r.Plan()
 	if err != nil {
 		return err
 	}
+	r.mu.Lock()
+	kept := r.procs[:0:0]
+	for _, p := range r.procs {
+		if p.spec.Host == host && p.spec.Name == program {
+			if !p.exited() {
+				r.mu.Unlock()
+				return fmt.Errorf("%s already runs on %s (pid %d)", program, host, p.cmd.Process.Pid)
+			}
+			// Its exit is already recorded; only its notify socket is left.
+			if p.notify != nil {
+				p.notify.Close()
+			}
+			continue
+		}
+		kept = append(kept, p)
+	}
+	r.procs = kept
+	r.mu.Unlock()
 	for _, s := range specs {
 		if s.Host != host || s.Name != program {
 			continue

@@ -1,240 +1,301 @@
 package netns
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
-
-	"github.com/miekg/dns"
 
 	"correo/internal/clustertest"
 	"correo/internal/testutil"
 	"correo/src/cluster"
-	"correo/src/directory"
-	"correo/src/keyfile"
-	"correo/src/pwadmin"
-	"correo/src/pwclient"
+	"correo/src/nss/nsstest"
 	"correo/src/runner"
+	"correo/vm-tests/scenario"
 )
 
-// prefix names this test process's namespaces and links, so two runs of
-// the suite (two sessions, a developer and CI) cannot trip over each
-// other; it stays short because link names have 15 bytes.
-var prefix = fmt.Sprintf("t%04x", os.Getpid()&0xffff)
+// example is the profile every test boots (adjusted by LoadProfile).
+const example = "../../hosts/example.toml"
 
-// bootExample builds the programs and boots hosts/example.toml in
-// namespaces named with a test prefix, torn down at the end.
-func bootExample(t *testing.T) *runner.Runner {
-	t.Helper()
-	return bootExampleWith(t, nil, nil)
+// Prefixes name this test process's namespaces and links, so two runs of
+// the suite (two sessions, a developer and CI) cannot trip over each
+// other: one for the shared cluster, one for clusters a test boots for
+// itself, which may run beside it. They stay short because link names
+// have 15 bytes.
+var (
+	sharedPrefix = fmt.Sprintf("t%04x", os.Getpid()&0xffff)
+	ownPrefix    = fmt.Sprintf("u%04x", os.Getpid()&0xffff)
+)
+
+// nsCluster is scenario.Cluster over the namespace runner. Every host
+// shares this machine's file system, so a path on a host is a path here;
+// what a real host keeps under /var/lib the runner keeps under its state
+// directory, and its rewritten profile says so.
+type nsCluster struct {
+	r    *runner.Runner
+	logs *clustertest.SyncBuffer
+	// nss holds lib/libnss_correo.so.2 and nsswitch.conf for commands on the
+	// hosts; empty when the module could not be built (no gcc), and then
+	// commands resolve users from /etc/passwd only.
+	nss string
 }
 
-// bootExampleWith lets a scenario adjust the profile (e.g. a short retry
-// ladder) before the cluster boots.
-func bootExampleWith(t *testing.T, adjust func(*cluster.Profile), zones map[string]string) *runner.Runner {
+// boot starts p in namespaces named with prefix, with the given state
+// directory and programs. The caller owns Down.
+func boot(p *cluster.Profile, state, bin, prefix string) (*nsCluster, error) {
+	c := &nsCluster{logs: &clustertest.SyncBuffer{}}
+	c.r = &runner.Runner{Profile: p, StateDir: state, BinDir: bin,
+		Log: slog.New(slog.NewTextHandler(c.logs, nil)), ReadyTimeout: 30 * time.Second,
+		Netns:      &runner.Netns{Prefix: prefix, Outside: scenario.OutsidePrefix},
+		ExtraZones: scenario.ExtraZones()}
+	if err := c.r.Up(context.Background()); err != nil {
+		return nil, fmt.Errorf("booting %s in namespaces %s-*: %v\n%s", p.Source, prefix, err, c.logs.String())
+	}
+	if lib, err := nsstest.Build(); err == nil {
+		c.nss = filepath.Join(state, "nss")
+		err = os.MkdirAll(filepath.Join(c.nss, "lib"), 0o755)
+		if err == nil {
+			var data []byte
+			if data, err = os.ReadFile(lib); err == nil {
+				err = os.WriteFile(filepath.Join(c.nss, "lib", "libnss_correo.so.2"), data, 0o755)
+			}
+		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(c.nss, "nsswitch.conf"), []byte("passwd: files correo\ngroup: files correo\n"), 0o644)
+		}
+		if err != nil {
+			c.r.Down()
+			return nil, fmt.Errorf("installing the NSS module for the hosts' commands: %w", err)
+		}
+	} else {
+		c.r.Log.Warn("commands on the hosts run without libnss_correo", "err", err)
+	}
+	return c, nil
+}
+
+// needs skips (or fails, under CORREO_STRICT) where a cluster cannot boot.
+func needs(t *testing.T) {
 	t.Helper()
 	testutil.NeedRoot(t)
 	for _, c := range []string{"ip", "nsd", "rsyslogd", "unshare"} {
 		testutil.NeedCommand(t, c)
 	}
-	dir := t.TempDir()
-	bin := clustertest.BuildAll(t, false)
-	p, err := cluster.Load("../../hosts/example.toml", cluster.Options{SkipFiles: true})
+}
+
+// bootOwn boots a cluster for one test alone, torn down at its end.
+func bootOwn(t *testing.T) *nsCluster {
+	t.Helper()
+	needs(t)
+	p, err := scenario.LoadProfile(example)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Test users' hashes are not what these scenarios check: bcrypt's
-	// minimum cost keeps logins quick on a loaded machine.
-	p.Cluster.Passwd.BcryptCost = 4
-	if adjust != nil {
-		adjust(p)
+	return bootOwnProfile(t, p, filepath.Join(t.TempDir(), "state"))
+}
+
+func bootOwnProfile(t *testing.T, p *cluster.Profile, state string) *nsCluster {
+	t.Helper()
+	c, err := boot(p, state, clustertest.BuildAll(t, false), ownPrefix)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	r := &runner.Runner{Profile: p, StateDir: filepath.Join(dir, "state"), BinDir: bin,
-		Log: slog.New(slog.NewTextHandler(&logs, nil)), Netns: &runner.Netns{Prefix: prefix}, ReadyTimeout: 30 * time.Second,
-		ExtraZones: zones}
 	t.Cleanup(func() {
-		r.Down()
+		c.r.Down()
 		if t.Failed() {
-			t.Logf("runner log:\n%s", logs.String())
-			filepath.Walk(r.StateDir, func(path string, info os.FileInfo, err error) error {
-				if err == nil && strings.HasSuffix(path, ".log") && !info.IsDir() {
-					b, _ := os.ReadFile(path)
-					if len(b) > 3000 {
-						b = b[len(b)-3000:]
-					}
-					t.Logf("--- %s:\n%s", path, b)
-				}
-				return nil
-			})
+			c.dumpLogs(t)
 		}
 	})
-	if err := r.Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return c
 }
 
-// TestExampleClusterBoots boots the example cluster and checks what the
-// paper's design rests on: the DNS pools as the Internet sees them, the
-// password service replicated between two hosts, delivery from an MX host
-// to the user's storage host, and every host logging to the loghost.
-func TestExampleClusterBoots(t *testing.T) {
-	r := bootExample(t)
-	p := r.Profile
+// shared is the cluster the scenarios of scenario.Shared run on one after
+// the other, as the nspawn suite runs them on its one boot: booted by the
+// first test that needs it, replaced after a test that failed or left it
+// changed, and torn down by TestMain.
+var shared struct {
+	mu  sync.Mutex
+	c   *nsCluster
+	dir string
+}
 
-	// From outside: the MX records and the round-robin pools.
-	var mx []string
-	var pop []string
-	err := runner.InNetns(r.Netns.Name("outside"), func() error {
-		c := &dns.Client{Timeout: 2 * time.Second}
-		ask := func(name string, qt uint16) []dns.RR {
-			m := new(dns.Msg)
-			m.SetQuestion(name, qt)
-			in, _, err := c.Exchange(m, "10.77.0.2:53")
-			if err != nil {
-				t.Fatalf("DNS %s from outside: %v", name, err)
+// sharedCluster returns the shared cluster, booting it if there is none.
+// When the test ends it checks that every daemon still runs: a scenario
+// must leave the cluster as it found it.
+func sharedCluster(t *testing.T) *nsCluster {
+	t.Helper()
+	needs(t)
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.c == nil {
+		p, err := scenario.LoadProfile(example)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir, err := os.MkdirTemp("", "correo-netns-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := boot(p, filepath.Join(dir, "state"), clustertest.BuildAll(t, false), sharedPrefix)
+		if err != nil {
+			os.RemoveAll(dir)
+			t.Fatal(err)
+		}
+		shared.c, shared.dir = c, dir
+	}
+	c := shared.c
+	// Registered before the scenario's own cleanups, so it runs after
+	// them: after they restarted what the scenario stopped.
+	t.Cleanup(func() {
+		if down := c.notRunning(); len(down) > 0 {
+			t.Errorf("the scenario left the shared cluster with %s not running", strings.Join(down, ", "))
+		}
+		if t.Failed() {
+			c.dumpLogs(t)
+			t.Log("the next test boots a fresh cluster")
+			dropShared()
+		}
+	})
+	return c
+}
+
+// dropShared tears the shared cluster down.
+func dropShared() {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.c != nil {
+		shared.c.r.Down()
+		os.RemoveAll(shared.dir)
+		shared.c, shared.dir = nil, ""
+	}
+}
+
+// notRunning lists the runner's processes (as "program on host") that no
+// longer run.
+func (c *nsCluster) notRunning() []string {
+	specs, _, err := c.r.Plan()
+	if err != nil {
+		return []string{"(no plan: " + err.Error() + ")"}
+	}
+	var down []string
+	for _, s := range specs {
+		if !c.r.Running(s.Host, s.Name) {
+			down = append(down, s.Name+" on "+s.Host)
+		}
+	}
+	return down
+}
+
+// dumpLogs logs the runner's log and the end of every daemon's log.
+func (c *nsCluster) dumpLogs(t *testing.T) {
+	t.Logf("runner log:\n%s", c.logs.String())
+	filepath.Walk(c.r.StateDir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && strings.HasSuffix(path, ".log") && !info.IsDir() {
+			b, _ := os.ReadFile(path)
+			if len(b) > 3000 {
+				b = b[len(b)-3000:]
 			}
-			return in.Answer
-		}
-		for _, rr := range ask("correo.example.", dns.TypeMX) {
-			mx = append(mx, rr.(*dns.MX).Mx)
-		}
-		for _, rr := range ask("pop.correo.example.", dns.TypeA) {
-			pop = append(pop, rr.(*dns.A).A.String())
+			t.Logf("--- %s:\n%s", path, b)
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(mx)
-	sort.Strings(pop)
-	if strings.Join(mx, ",") != "mx1.correo.example.,mx2.correo.example." || strings.Join(pop, ",") != "10.77.0.10,10.77.0.11" {
-		t.Fatalf("outside sees MX %v and pop %v", mx, pop)
-	}
+}
 
-	ring, err := keyfile.Load(p.Cluster.KeyFile)
-	if err != nil {
-		t.Fatal(err)
+func (c *nsCluster) Profile() *cluster.Profile { return c.r.Profile }
+func (c *nsCluster) ProfilePath() string       { return c.r.ProfilePath }
+
+func (c *nsCluster) In(host string, f func() error) error {
+	return runner.InNetns(c.r.Netns.Name(host), f)
+}
+
+// Command runs argv under `ip netns exec` in a private mount namespace
+// that gives it the host's view: the host's resolv.conf (the cluster DNS)
+// and, on the profile's hosts, nsswitch.conf with correo, the NSS module
+// overlaid on the library directory, and the host's nssd socket at the
+// module's default path (/run/correo, on a private /run). A correo
+// program's name becomes the runner's build of it.
+func (c *nsCluster) Command(host string, argv ...string) []string {
+	if len(argv) > 0 && !strings.Contains(argv[0], "/") {
+		if bin := filepath.Join(c.r.BinDir, argv[0]); fileExists(bin) {
+			argv = append([]string{bin}, argv[1:]...)
+		}
 	}
-	// An operator on mx1 adds users on the primary (pw1); letters
-	// placement puts juan on store1 and zoe on store3.
-	err = runner.InNetns(r.Netns.Name("mx1"), func() error {
-		a, _ := p.Listen("pw1", cluster.SvcPasswdAdmin)
-		adm, err := pwadmin.Dial(context.Background(), a.String(), ring)
-		if err != nil {
-			return err
-		}
-		defer adm.Close()
-		for _, n := range []string{"juan", "zoe"} {
-			if _, err := adm.Do(pwadmin.Request{Op: pwadmin.OpUserAdd, User: &directory.User{Name: n}}); err != nil {
-				return err
-			}
-		}
+	script := `mount --bind "$1" /etc/resolv.conf && shift`
+	args := []string{filepath.Join(c.r.StateDir, host, "resolv.conf")}
+	if host != scenario.Outside && c.nss != "" {
+		script += ` && mount --bind "$1" /etc/nsswitch.conf` +
+			` && mount -t overlay overlay -o lowerdir="$2":/usr/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu` +
+			` && mount -t tmpfs -o mode=0755 tmpfs /run && mkdir /run/correo && mount --bind "$3" /run/correo` +
+			// The module's default socket, as on a real host.
+			` && unset CORREO_NSS_SOCKET && shift 3`
+		args = append(args, filepath.Join(c.nss, "nsswitch.conf"), filepath.Join(c.nss, "lib"), c.r.NSSDir(host))
+	}
+	script += ` && exec "$@"`
+	line := []string{"ip", "netns", "exec", c.r.Netns.Name(host), "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"}
+	return append(append(line, args...), argv...)
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
+}
+
+func (c *nsCluster) Path(host, path string) string { return path }
+
+func (c *nsCluster) StateDir(host, daemon string) string {
+	return filepath.Join(c.r.StateDir, host, daemon)
+}
+
+// Stop leaves a daemon that no longer runs alone: after a Kill the
+// runner has already reaped it.
+func (c *nsCluster) Stop(host, daemon string) error {
+	if !c.r.Running(host, daemon) {
+		return c.planned(host, daemon)
+	}
+	return c.r.Stop(host, daemon, false)
+}
+
+// Kill kills daemon's process group with SIGKILL; nothing restarts it.
+func (c *nsCluster) Kill(host, daemon string) error { return c.r.Stop(host, daemon, true) }
+
+func (c *nsCluster) Start(ctx context.Context, host, daemon string) error {
+	if c.r.Running(host, daemon) {
 		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-
-	// The secondary must hold the users too: pw2 follows pw1 across hosts.
-	err = runner.InNetns(r.Netns.Name("mx1"), func() error {
-		pc, err := pwclient.FromProfile(p, ring, nil)
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			if info, err := pc.Ping(context.Background(), pwclient.Secondary); err == nil && info.Users == 2 {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("pw2 never replicated the users from pw1")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// mx1 delivers with pdelivery, run as a process in mx1's namespace:
-	// passwdd names each user's storage host, LMTP carries the message
-	// across the namespaces. (A process, not InNetns: src/delivery dials
-	// from several goroutines, and only the calling thread is inside.)
-	bin := filepath.Dir(r.BinDir + "/")
-	for _, user := range []string{"juan", "zoe"} {
-		cmd := exec.Command("ip", "netns", "exec", r.Netns.Name("mx1"), filepath.Join(bin, "pdelivery"),
-			"-profile", r.ProfilePath, "-f", "a@b.example", "-d", user+"@correo.example")
-		cmd.Stdin = strings.NewReader("From: a@b.example\nTo: " + user + "@correo.example\nSubject: across namespaces\nMessage-ID: <ns-" + user + "@b.example>\n\nhola\n")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("pdelivery to %s from mx1: %v\n%s", user, err, out)
-		}
-	}
-	for _, user := range []string{"juan", "zoe"} {
-		var stored string
-		runner.InNetns(r.Netns.Name("mx1"), func() error {
-			pc, err := pwclient.FromProfile(p, ring, nil)
-			if err != nil {
-				return err
-			}
-			defer pc.Close()
-			u, err := pc.LookupName(context.Background(), user)
-			stored = u.Storage
-			return err
-		})
-		h, err := p.Host(stored)
-		if err != nil {
-			t.Fatalf("%s has storage host %q: %v", user, stored, err)
-		}
-		md, _ := p.LayoutScheme().MaildirPath(h.Storage.DataDir, user)
-		entries, _ := os.ReadDir(filepath.Join(md, "new"))
-		if len(entries) != 1 {
-			t.Errorf("%s: %d messages in %s, want 1", user, len(entries), md)
-		}
-	}
-
-	// Every daemon logs to the central loghost, one file per host.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var missing []string
-		for _, h := range []string{"pw1", "pw2", "store1", "store2", "store3", "ns1"} {
-			if _, err := os.Stat(filepath.Join(r.LoghostDir(), "hosts", h+".log")); err != nil {
-				missing = append(missing, h)
-			}
-		}
-		all, _ := os.ReadFile(filepath.Join(r.LoghostDir(), "all.log"))
-		// pdeliveryd logs one "delivered" line per recipient, with its host.
-		if len(missing) == 0 && bytes.Count(all, []byte(`pdeliveryd`)) > 0 && bytes.Count(all, []byte(`msg="delivered"`)) >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the loghost has no file for %v; all.log:\n%s", missing, all)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return c.r.Start(ctx, host, daemon)
 }
 
-// TestTeardownLeavesNothing boots and stops the cluster, then checks no
-// namespace or link of the run remains.
-func TestTeardownLeavesNothing(t *testing.T) {
-	r := bootExample(t)
-	r.Down()
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	if strings.Contains(string(out), prefix+"-") {
-		t.Fatalf("namespaces left after Down:\n%s", out)
+// planned says whether the runner would run daemon on host at all: a
+// misspelt name must not pass for a stopped daemon.
+func (c *nsCluster) planned(host, daemon string) error {
+	specs, _, err := c.r.Plan()
+	if err != nil {
+		return err
 	}
-	if err := exec.Command("ip", "link", "show", prefix+"br").Run(); err == nil {
-		t.Fatal("bridge left after Down")
+	for _, s := range specs {
+		if s.Host == host && s.Name == daemon {
+			return nil
+		}
 	}
+	return fmt.Errorf("the cluster runs no %s on %s", daemon, host)
 }
+
+func (c *nsCluster) SetLink(host string, up bool) error { return c.r.SetLink(host, up) }
+
+func (c *nsCluster) CentralLog(host string) ([]byte, error) {
+	dir := c.r.LoghostDir()
+	if dir == "" {
+		return nil, fmt.Errorf("the profile has no loghost: %w", fs.ErrNotExist)
+	}
+	if host == "" {
+		return os.ReadFile(filepath.Join(dir, "all.log"))
+	}
+	return os.ReadFile(filepath.Join(dir, "hosts", host+".log"))
+}
+
+var _ scenario.Cluster = (*nsCluster)(nil)

@@ -1,4 +1,4 @@
-package netns
+package scenario
 
 import (
 	"crypto/tls"
@@ -14,18 +14,7 @@ import (
 
 	"correo/internal/clustertest"
 	"correo/src/cluster"
-	"correo/src/runner"
 )
-
-// foreignZone is the Internet domain the relay delivers to: its MX is in
-// the outside namespace.
-const foreignZone = `$ORIGIN foreign.example.
-$TTL 60
-@	IN	SOA	ns1.correo.example.	hostmaster.foreign.example.	1 3600 900 1209600 60
-@	IN	NS	ns1.correo.example.
-@	IN	MX	10 mx.foreign.example.
-mx	IN	A	192.0.2.10
-`
 
 // foreignMX is the receiving MTA of foreign.example; msgs renders what it
 // accepted as "from=F to=[R]" and the message on the next line.
@@ -39,17 +28,18 @@ func (f *foreignMX) msgs() []string {
 	return out
 }
 
-// TestRelaySubmission (scenario 5): a customer on the Internet submits
-// through the relay pool with STARTTLS and AUTH to an address at a
-// foreign domain; relay1 finds the foreign MX in DNS and delivers there.
-// Without AUTH, and through an MX host, relaying is refused.
-func TestRelaySubmission(t *testing.T) {
-	r := bootExampleWith(t, nil, map[string]string{"foreign.example": foreignZone})
-	addUserWithPassword(t, r, "juan", "juan-pw")
-	out := r.Netns.Name("outside")
+// RelaySubmission (the paper's scenario 5): a customer on the Internet
+// submits through the relay pool with STARTTLS and AUTH to an address at
+// a foreign domain; the relay finds the foreign MX in DNS (ExtraZones)
+// and delivers there. Without AUTH, with a sender that is not the
+// customer's, and through an MX host, relaying is refused.
+//
+// Users: jimena. Listens on port 25 of Outside's address while it runs.
+func RelaySubmission(t *testing.T, c Cluster) {
+	addUserWithPassword(t, c, "jimena", "jimena-pw")
 
-	// The foreign MX listens in the outside namespace; only the listening
-	// socket must be created there.
+	// The foreign MX listens on Outside; only the listening socket must be
+	// created there.
 	fmx := &foreignMX{clustertest.MX{Domain: "mx.foreign.example", Rcpt: func(to string) error {
 		if !strings.HasSuffix(to, "@foreign.example") {
 			return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "not here"}
@@ -57,20 +47,21 @@ func TestRelaySubmission(t *testing.T) {
 		return nil
 	}}}
 	var ln net.Listener
-	if err := runner.InNetns(out, func() (err error) {
-		ln, err = net.Listen("tcp", "192.0.2.10:25")
+	if err := c.In(Outside, func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(OutsidePrefix.Addr().String(), "25"))
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("the foreign MX on %s: %v", Outside, err)
 	}
 	fmx.Serve(t, ln)
 
 	// The relay pool, as the customer's mail program finds it.
 	var relayAddr string
-	err := runner.InNetns(out, func() error {
+	server := dnsServer(t, c)
+	err := c.In(Outside, func() error {
 		m := new(dns.Msg)
-		m.SetQuestion("relay.correo.example.", dns.TypeA)
-		in, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, "10.77.0.2:53")
+		m.SetQuestion("relay."+c.Profile().Cluster.DNS.Zone+".", dns.TypeA)
+		in, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, server)
 		if err != nil || len(in.Answer) == 0 {
 			return fmt.Errorf("relay pool: %v %v", in, err)
 		}
@@ -80,29 +71,29 @@ func TestRelaySubmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := r.Profile.Port(cluster.SvcSubmission)
+	port := c.Profile().Port(cluster.SvcSubmission)
 	submit := func(auth bool, from, to string) error {
-		return runner.InNetns(out, func() error {
-			c, err := smtp.Dial(fmt.Sprintf("%s:%d", relayAddr, port))
+		return c.In(Outside, func() error {
+			sc, err := smtp.Dial(fmt.Sprintf("%s:%d", relayAddr, port))
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			if err := c.StartTLS(&tls.Config{InsecureSkipVerify: true}); err != nil {
+			defer sc.Close()
+			if err := sc.StartTLS(&tls.Config{InsecureSkipVerify: true}); err != nil {
 				return err
 			}
 			if auth {
-				if err := c.Auth(smtp.PlainAuth("", "juan", "juan-pw", relayAddr)); err != nil {
+				if err := sc.Auth(smtp.PlainAuth("", "jimena", "jimena-pw", relayAddr)); err != nil {
 					return err
 				}
 			}
-			if err := c.Mail(from); err != nil {
+			if err := sc.Mail(from); err != nil {
 				return err
 			}
-			if err := c.Rcpt(to); err != nil {
+			if err := sc.Rcpt(to); err != nil {
 				return err
 			}
-			w, err := c.Data()
+			w, err := sc.Data()
 			if err != nil {
 				return err
 			}
@@ -110,10 +101,10 @@ func TestRelaySubmission(t *testing.T) {
 			if err := w.Close(); err != nil {
 				return err
 			}
-			return c.Quit()
+			return sc.Quit()
 		})
 	}
-	if err := submit(true, "juan@correo.example", "amigo@foreign.example"); err != nil {
+	if err := submit(true, "jimena@correo.example", "amigo@foreign.example"); err != nil {
 		t.Fatalf("authenticated submission: %v", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -124,7 +115,7 @@ func TestRelaySubmission(t *testing.T) {
 		if n > 0 {
 			got = msgs[0]
 		}
-		if n == 1 && strings.Contains(got, "from=juan@correo.example to=[amigo@foreign.example]") && strings.Contains(got, "hola de afuera") {
+		if n == 1 && strings.Contains(got, "from=jimena@correo.example to=[amigo@foreign.example]") && strings.Contains(got, "hola de afuera") {
 			break
 		}
 		if n > 1 || time.Now().After(deadline) {
@@ -134,20 +125,21 @@ func TestRelaySubmission(t *testing.T) {
 	}
 
 	// Unauthenticated: refused on the relay, and an MX is no relay.
-	if err := submit(false, "juan@correo.example", "amigo@foreign.example"); err == nil || !strings.Contains(err.Error(), "530") {
+	if err := submit(false, "jimena@correo.example", "amigo@foreign.example"); err == nil || !strings.Contains(err.Error(), "530") {
 		t.Errorf("unauthenticated submission: %v, want 530", err)
 	}
 	if err := submit(true, "presidente@correo.example", "amigo@foreign.example"); err == nil || !strings.Contains(err.Error(), "553") {
 		t.Errorf("spoofed sender: %v, want 553", err)
 	}
-	err = runner.InNetns(out, func() error {
-		c, err := smtp.Dial("10.77.0.10:25")
+	mx1 := addr(t, c, "mx1", cluster.SvcSMTP)
+	err = c.In(Outside, func() error {
+		sc, err := smtp.Dial(mx1)
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		c.Mail("spammer@outside.example")
-		return c.Rcpt("victim@foreign.example")
+		defer sc.Close()
+		sc.Mail("spammer@outside.example")
+		return sc.Rcpt("victim@foreign.example")
 	})
 	if err == nil || !strings.Contains(err.Error(), "554") {
 		t.Errorf("relaying through mx1: %v, want 554", err)

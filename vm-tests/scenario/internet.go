@@ -1,4 +1,4 @@
-package netns
+package scenario
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/smtp"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,21 +13,20 @@ import (
 
 	"correo/internal/clustertest"
 	"correo/internal/testutil"
-	"correo/src/runner"
 )
 
-// startOutsidePostfix runs a private Postfix in the outside namespace: a
-// sender's relay on the Internet that finds the cluster's MX hosts
-// through the cluster DNS.
-func startOutsidePostfix(t *testing.T, r *runner.Runner) *clustertest.Postfix {
+// startOutsidePostfix runs a private Postfix on Outside: a sender's relay
+// on the Internet that finds the cluster's MX hosts through the cluster
+// DNS. Its files stay on this machine (Command on Outside runs this
+// machine's programs), where the test reads its queue and log.
+func startOutsidePostfix(t *testing.T, c Cluster) *clustertest.Postfix {
 	t.Helper()
-	ns := r.Netns.Name("outside")
 	return clustertest.StartPostfix(t, clustertest.PostfixConfig{
-		Listen: "192.0.2.10",
+		Listen: OutsidePrefix.Addr().String(),
 		Main: map[string]string{
 			"myhostname":             "relay.outside.example",
 			"mydomain":               "outside.example",
-			"mynetworks":             "192.0.2.0/24",
+			"mynetworks":             OutsidePrefix.Masked().String(),
 			"smtp_dns_support_level": "enabled",
 			"smtp_host_lookup":       "dns",
 			// Each message picks an MX afresh, so equal preferences share
@@ -36,15 +34,12 @@ func startOutsidePostfix(t *testing.T, r *runner.Runner) *clustertest.Postfix {
 			"smtp_connection_cache_on_demand": "no",
 			"smtp_tls_security_level":         "may",
 		},
-		Wrap: func(argv []string) []string {
-			return append([]string{"ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private",
-				"sh", "-c", `mount --bind "$1" /etc/resolv.conf && shift && exec "$@"`, "sh", r.OutsideResolv()}, argv...)
-		},
+		Wrap: func(argv []string) []string { return c.Command(Outside, argv...) },
 		Ready: func(addr string) error {
-			return runner.InNetns(ns, func() error {
-				c, err := net.DialTimeout("tcp", addr, time.Second)
+			return c.In(Outside, func() error {
+				conn, err := net.DialTimeout("tcp", addr, time.Second)
 				if err == nil {
-					c.Close()
+					conn.Close()
 				}
 				return err
 			})
@@ -52,42 +47,46 @@ func startOutsidePostfix(t *testing.T, r *runner.Runner) *clustertest.Postfix {
 	})
 }
 
-// TestInternetMailToPOP (scenarios 1 and 2): a real Postfix on the
-// "Internet" sends mail to the cluster's users, finding the MX hosts in
+// InternetMailToPOP (the paper's scenarios 1 and 2): a real Postfix on
+// the Internet sends mail to the cluster's users, finding the MX hosts in
 // the cluster DNS; both MX hosts take some; every message lands in its
 // user's Maildir under the hashed path on the right storage host; it is
-// fetched through the pop pool name with curl and Python's poplib byte
-// for byte; and one message's trace id is in the central log from the MX,
-// the storage host and the POP proxy.
-func TestInternetMailToPOP(t *testing.T) {
+// fetched through the pop pool name with curl and Python's poplib byte for
+// byte; and one message's trace id is in the central log from the MX, the
+// storage host and the POP proxy.
+//
+// Users: andrea, julian, zulema, marta, pablo, sara. Needs postfix, curl
+// and python3 on this machine (Outside's programs).
+func InternetMailToPOP(t *testing.T, c Cluster) {
 	testutil.NeedCommand(t, "postfix")
 	testutil.NeedCommand(t, "curl")
-	r := bootExample(t)
-	users := []string{"ana", "juan", "zoe", "mara", "pedro", "sol"}
+	testutil.NeedCommand(t, "python3")
+	p := c.Profile()
+	mark := logMark(t, c)
+	users := []string{"andrea", "julian", "zulema", "marta", "pablo", "sara"}
 	for _, u := range users {
-		addUserWithPassword(t, r, u, u+"-pw")
+		addUserWithPassword(t, c, u, u+"-pw")
 	}
-	pf := startOutsidePostfix(t, r)
+	pf := startOutsidePostfix(t, c)
 
 	const perUser = 5
-	sent := map[string][]string{} // user → Message-IDs
-	err := runner.InNetns(r.Netns.Name("outside"), func() error {
-		c, err := smtp.Dial(pf.Addr())
+	err := c.In(Outside, func() error {
+		sc, err := smtp.Dial(pf.Addr())
 		if err != nil {
 			return err
 		}
-		defer c.Quit()
+		defer sc.Quit()
 		for i := 0; i < perUser; i++ {
 			for _, u := range users {
 				id := fmt.Sprintf("%s-%d@outside.example", u, i)
 				msg := fmt.Sprintf("From: someone@outside.example\r\nTo: %s@correo.example\r\nSubject: hola %d\r\nMessage-ID: <%s>\r\n\r\nline one\r\n.leading dot\r\nline %d\r\n", u, i, id, i)
-				if err := c.Mail("someone@outside.example"); err != nil {
+				if err := sc.Mail("someone@outside.example"); err != nil {
 					return err
 				}
-				if err := c.Rcpt(u + "@correo.example"); err != nil {
+				if err := sc.Rcpt(u + "@correo.example"); err != nil {
 					return err
 				}
-				w, err := c.Data()
+				w, err := sc.Data()
 				if err != nil {
 					return err
 				}
@@ -95,7 +94,6 @@ func TestInternetMailToPOP(t *testing.T) {
 				if err := w.Close(); err != nil {
 					return err
 				}
-				sent[u] = append(sent[u], id)
 			}
 		}
 		return nil
@@ -107,41 +105,40 @@ func TestInternetMailToPOP(t *testing.T) {
 
 	// Every message in its user's Maildir on the host passwdd names.
 	for _, u := range users {
-		host := lookup(t, r, u).Storage
+		host := lookup(t, c, u).Storage
 		deadline := time.Now().Add(30 * time.Second)
-		for maildirCount(t, r, host, u) < perUser && time.Now().Before(deadline) {
+		for maildirCount(t, c, host, u) < perUser && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
 		}
-		if c := maildirCount(t, r, host, u); c != perUser {
-			t.Fatalf("%s on %s has %d messages, want %d", u, host, c, perUser)
+		if n := maildirCount(t, c, host, u); n != perUser {
+			t.Fatalf("%s on %s has %d messages, want %d", u, host, n, perUser)
 		}
-		h, _ := r.Profile.Host(host)
-		md, _ := r.Profile.LayoutScheme().MaildirPath(h.Storage.DataDir, u)
-		if !strings.Contains(md, "/"+u[:1]+"/"+u[1:2]+"/"+u[2:3]+"/"+u+"/") {
+		if md := maildir(t, c, host, u); !strings.Contains(md, "/"+u[:1]+"/"+u[1:2]+"/"+u[2:3]+"/"+u+"/") {
 			t.Errorf("%s's Maildir %s is not under the first3 hashed path", u, md)
 		}
 	}
 	// Both MX hosts took some, as DNS round robin promises.
 	maillog, _ := os.ReadFile(pf.LogFile)
-	for _, mx := range []string{"mx1.correo.example[10.77.0.10]", "mx2.correo.example[10.77.0.11]"} {
-		if !bytes.Contains(maillog, []byte("relay="+mx)) {
-			t.Errorf("the outside Postfix never delivered to %s", mx)
+	for _, mx := range []string{"mx1", "mx2"} {
+		relay := fmt.Sprintf("relay=%s.%s[%s]", mx, p.Cluster.DNS.Zone, addrOf(t, c, mx))
+		if !bytes.Contains(maillog, []byte(relay)) {
+			t.Errorf("the outside Postfix never delivered to %s (no %q in its log)", mx, relay)
 		}
 	}
 
 	// Fetched through the pop pool from outside, byte for byte.
 	for _, u := range users[:3] {
-		msgs, err := popFetch(t, r, u, u+"-pw")
+		msgs, err := popFetch(c, u, u+"-pw")
 		if err != nil || len(msgs) != perUser {
 			t.Fatalf("poplib for %s: %d messages, %v", u, len(msgs), err)
 		}
-		stored := storedMessages(t, r, u)
+		stored := storedMessages(t, c, u)
 		for i, m := range msgs {
 			if _, ok := stored[string(m)]; !ok {
 				t.Errorf("poplib message %d of %s is not byte-equal to any stored message:\n%s", i+1, u, m)
 			}
 		}
-		out, err := outside(t, r, "curl", "-s", "--ssl-reqd", "-k", "-u", u+":"+u+"-pw", "pop3://pop.correo.example/1")
+		out, err := run(c, Outside, nil, "curl", "-s", "--ssl-reqd", "-k", "-u", u+":"+u+"-pw", "pop3://pop."+p.Cluster.DNS.Zone+"/1")
 		if err != nil {
 			t.Fatalf("curl for %s: %v", u, err)
 		}
@@ -152,19 +149,29 @@ func TestInternetMailToPOP(t *testing.T) {
 
 	// Scenario 2: one message's trace id in the central log from the MX
 	// that took it, the storage host that stored it and the POP proxy
-	// that handed it out.
+	// that handed it out — among this scenario's lines.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		all, _ := os.ReadFile(filepath.Join(r.LoghostDir(), "all.log"))
-		if id, where := followedTrace(all); id != "" {
+		since := logSince(c, mark)
+		if id, where := followedTrace(since); id != "" {
 			t.Logf("trace %s: %s", id, where)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no trace id is logged by smtpd, pdeliveryd and popproxy together:\n%s", all)
+			t.Fatalf("no trace id is logged by smtpd, pdeliveryd and popproxy together; all.log since the scenario began:\n%s", since)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+// addrOf is host's address in the profile.
+func addrOf(t *testing.T, c Cluster, host string) string {
+	t.Helper()
+	h, err := c.Profile().Host(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Addr().String()
 }
 
 // followedTrace finds a trace id logged by smtpd on an MX host, by
@@ -188,24 +195,4 @@ func followedTrace(all []byte) (string, string) {
 		}
 	}
 	return "", ""
-}
-
-// storedMessages reads a user's stored messages as POP3 clients get them
-// (LF line ends), keyed by content.
-func storedMessages(t *testing.T, r *runner.Runner, user string) map[string]bool {
-	t.Helper()
-	host := lookup(t, r, user).Storage
-	h, _ := r.Profile.Host(host)
-	md, _ := r.Profile.LayoutScheme().MaildirPath(h.Storage.DataDir, user)
-	out := map[string]bool{}
-	for _, sub := range []string{"new", "cur"} {
-		entries, _ := os.ReadDir(filepath.Join(md, sub))
-		for _, e := range entries {
-			b, err := os.ReadFile(filepath.Join(md, sub, e.Name()))
-			if err == nil {
-				out[string(b)] = true
-			}
-		}
-	}
-	return out
 }
