@@ -135,7 +135,9 @@ func network(p *cluster.Profile, h *cluster.Host) []byte {
 	for _, a := range dnsServers(p) {
 		out = append(out, "DNS="+a)
 	}
-	out = append(out, "Domains="+p.Cluster.DNS.Zone, "LinkLocalAddressing=no", "IPv6AcceptRA=no")
+	// A switch port that flaps must not take the profile address away
+	// from the daemons' sockets.
+	out = append(out, "Domains="+p.Cluster.DNS.Zone, "LinkLocalAddressing=no", "IPv6AcceptRA=no", "IgnoreCarrierLoss=yes")
 	return lines(out...)
 }
 

@@ -330,8 +330,22 @@ func (c *Cluster) systemctl(host string, args ...string) error {
 	return err
 }
 
+// units are daemon's units on host: its socket units, then its service.
+// Stopping the service alone would leave its sockets listening, and the
+// next connection would start it again.
+func (c *Cluster) units(host, daemon string) []string {
+	us, _ := hostplan.Units(c.profile, host)
+	var out []string
+	for _, u := range us {
+		if strings.HasPrefix(u.Name, "correo-"+daemon+"-") && strings.HasSuffix(u.Name, ".socket") {
+			out = append(out, u.Name)
+		}
+	}
+	return append(out, hostplan.UnitName(daemon))
+}
+
 func (c *Cluster) Stop(host, daemon string) error {
-	return c.systemctl(host, "stop", hostplan.UnitName(daemon))
+	return c.systemctl(host, append([]string{"stop"}, c.units(host, daemon)...)...)
 }
 
 func (c *Cluster) Kill(host, daemon string) error {
@@ -340,8 +354,9 @@ func (c *Cluster) Kill(host, daemon string) error {
 
 func (c *Cluster) Start(ctx context.Context, host, daemon string) error {
 	// A daemon killed over and over may have hit its start limit.
-	c.systemctl(host, "reset-failed", hostplan.UnitName(daemon))
-	return c.systemctl(host, "start", hostplan.UnitName(daemon))
+	units := c.units(host, daemon)
+	c.systemctl(host, append([]string{"reset-failed"}, units...)...)
+	return c.systemctl(host, append([]string{"start"}, units...)...)
 }
 
 func (c *Cluster) SetLink(host string, up bool) error {
