@@ -218,7 +218,7 @@ func Ensure(ctx context.Context, opts Options) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("rootfs: %w", err)
 	}
-	if err := build(ctx, tmp, src, opts.Log); err != nil {
+	if err := runBuild(ctx, tmp, src, opts.Log); err != nil {
 		os.RemoveAll(tmp)
 		return "", err
 	}
@@ -233,6 +233,10 @@ func Ensure(ctx context.Context, opts Options) (string, error) {
 	}
 	return final, nil
 }
+
+// runBuild is build; the tests replace it to check the cache's locking
+// and clean-up without a real (minute-long) build.
+var runBuild = build
 
 // build runs mmdebstrap into dir. mmdebstrap's root mode mounts /proc,
 // /sys and /dev inside the tree; a private mount namespace makes sure
