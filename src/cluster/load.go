@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"correo/hosts"
+	"correo/src/keyfile"
 
 	"github.com/BurntSushi/toml"
 )
@@ -378,13 +379,15 @@ func (v *validator) validateKeyFile() {
 	st, err := os.Stat(kf)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		v.errAt("cluster.key_file", -1, "cluster key file %s does not exist: create it (mode 0600, owned by the daemons' user) before starting correo", kf)
+		v.errAt("cluster.key_file", -1, "cluster key file %s does not exist: create it (mode 0600 owned by the daemons' user, or 0640 with their group) before starting correo", kf)
 	case err != nil:
 		v.errAt("cluster.key_file", -1, "cannot read cluster key file: %v", err)
 	case !st.Mode().IsRegular():
 		v.errAt("cluster.key_file", -1, "cluster key file %s is not a regular file", kf)
-	case st.Mode().Perm()&0o077 != 0:
-		v.errAt("cluster.key_file", -1, "cluster key file %s is readable by group or others (mode %04o): run chmod 600 %s", kf, st.Mode().Perm(), kf)
+	default:
+		if err := keyfile.CheckMode(kf, st.Mode().Perm()); err != nil {
+			v.errAt("cluster.key_file", -1, "%v", err)
+		}
 	}
 }
 

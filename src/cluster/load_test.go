@@ -224,14 +224,18 @@ func TestKeyFileChecks(t *testing.T) {
 	good := filepath.Join(dir, "good.key")
 	open := filepath.Join(dir, "open.key")
 	os.WriteFile(good, []byte("k"), 0o600)
-	os.WriteFile(open, []byte("k"), 0o640)
-	os.Chmod(open, 0o640)
+	os.WriteFile(open, []byte("k"), 0o644)
+	os.Chmod(open, 0o644)
+	shared := filepath.Join(dir, "shared.key")
+	os.WriteFile(shared, []byte("k"), 0o640)
+	os.Chmod(shared, 0o640)
 	tests := []struct {
 		key  string
 		want string
 	}{
 		{good, ""},
-		{open, "readable by group or others (mode 0640): run chmod 600"},
+		{open, "open to others (mode 0644): run chmod 640"},
+		{shared, ""},
 		{filepath.Join(dir, "missing.key"), "does not exist"},
 		{dir, "not a regular file"},
 	}

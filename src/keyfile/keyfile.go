@@ -52,15 +52,26 @@ func (r *Ring) Lookup(id uint8) (Key, bool) {
 	return Key{}, false
 }
 
-// Load reads a key file, refusing one that group or others can read: a
-// leaked cluster key lets anyone forge password answers.
+// CheckMode refuses a key file that others can read or its group can
+// write (see Load).
+func CheckMode(path string, perm fs.FileMode) error {
+	if perm&0o027 != 0 {
+		return fmt.Errorf("cluster key file %s is writable by its group or open to others (mode %04o): run chmod 640 %s (or 600)", path, perm, path)
+	}
+	return nil
+}
+
+// Load reads a key file, refusing one that others can read or the group
+// can write: a leaked cluster key lets anyone forge password answers. The
+// group may read it: on a host, every correo daemon runs as its own
+// account, and they share the key through one group (0640 root:correo-key).
 func Load(path string) (*Ring, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("cluster key file: %w", err)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("cluster key file %s is readable by group or others (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
+	if err := CheckMode(path, st.Mode().Perm()); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -1,6 +1,7 @@
 package keyfile
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,9 +28,21 @@ func TestCreateLoadRoundTrip(t *testing.T) {
 	if _, err := Create(path); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("second Create overwrote or failed oddly: %v", err)
 	}
-	os.Chmod(path, 0o644)
-	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Fatalf("world-readable key accepted: %v", err)
+	for _, c := range []struct {
+		mode fs.FileMode
+		ok   bool
+	}{
+		{0o600, true}, {0o640, true}, {0o400, true}, {0o440, true},
+		{0o644, false}, {0o660, false}, {0o604, false}, {0o641, false}, {0o666, false},
+	} {
+		os.Chmod(path, c.mode)
+		_, err := Load(path)
+		if c.ok && err != nil {
+			t.Errorf("mode %04o refused: %v", c.mode, err)
+		}
+		if !c.ok && (err == nil || !strings.Contains(err.Error(), "chmod 640")) {
+			t.Errorf("mode %04o: want a refusal that says chmod 640, got %v", c.mode, err)
+		}
 	}
 }
 

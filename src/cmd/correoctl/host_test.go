@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"correo/src/hostplan"
+)
+
+const example = "../../../hosts/example.toml"
+
+func TestHostCommands(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	os.Mkdir(bin, 0o755)
+	for _, n := range hostplan.ProgramNames() {
+		os.WriteFile(filepath.Join(bin, n), []byte("program "+n), 0o755)
+	}
+	partial := filepath.Join(dir, "partial")
+	os.Mkdir(partial, 0o755)
+	os.WriteFile(filepath.Join(partial, "passwdd"), nil, 0o755)
+	key := filepath.Join(dir, "cluster.key")
+	os.WriteFile(key, []byte("1 secret\n"), 0o600)
+	root := filepath.Join(dir, "root")
+	tests := []struct {
+		name           string
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{"render", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-bin", bin, "-key", key}, 0, "rendered store1: 5 units", ""},
+		{"render needs host", []string{"host", "render", "-profile", example, "-root", root}, 2, "", "-host and -root are required"},
+		{"render unknown host", []string{"host", "render", "-profile", example, "-host", "nope", "-root", root}, 1, "", `"nope"`},
+		{"render bin lacks programs", []string{"host", "render", "-profile", example, "-host", "pw1", "-root", root, "-bin", partial}, 1, "", "lacks correoctl, libnss_correo.so.2"},
+		{"render dev profile", []string{"host", "render", "-host", "dev", "-root", root}, 1, "", "under /run"},
+		{"install dry run", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root, "-dry-run"}, 0, "run systemctl restart nsd.service", ""},
+		{"install elsewhere", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root}, 2, "", "-root must be /"},
+		{"plan", []string{"host", "plan", "-profile", example, "-host", "pw1"}, 0, `"correo-passwdd.service"`, ""},
+		{"plan unknown host", []string{"host", "plan", "-profile", example, "-host", "nope"}, 1, "", `no host "nope"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb)
+			if code != tt.code || !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errb.String(), tt.stderr) {
+				t.Fatalf("code %d (want %d)\nstdout: %s\nstderr: %s", code, tt.code, out.String(), errb.String())
+			}
+		})
+	}
+	for path, want := range map[string]string{
+		"/usr/libexec/correo/pdeliveryd":               "program pdeliveryd",
+		"/usr/lib/x86_64-linux-gnu/libnss_correo.so.2": "program libnss_correo.so.2",
+		"/var/lib/correo/cluster.key":                  "1 secret\n",
+		"/etc/hostname":                                "store1\n",
+	} {
+		b, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", path, b, err, want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(root, "/var/lib/correo/cluster.key")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("installed key: %v %v, want mode 0640", fi.Mode(), err)
+	}
+}
+
+func TestHostPlanJSON(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"host", "plan", "-profile", example}, &out, os.Stderr); code != 0 {
+		t.Fatal(code)
+	}
+	var plan map[string][]hostplan.Unit
+	if err := json.Unmarshal(out.Bytes(), &plan); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan) != 9 || len(plan["store1"]) != 5 || plan["store1"][0].Sections[1].Name != "Service" {
+		t.Fatalf("plan: %d hosts, store1 %+v", len(plan), plan["store1"])
+	}
+}
+
+// install writes the tree, then runs the steps in order; the first that
+// fails stops it.
+func TestHostInstallSteps(t *testing.T) {
+	var ran [][]string
+	fail := ""
+	orig := runCommand
+	t.Cleanup(func() { runCommand = orig })
+	runCommand = func(argv []string, _, _ io.Writer) error {
+		ran = append(ran, argv)
+		if strings.Join(argv, " ") == fail {
+			return os.ErrPermission
+		}
+		return nil
+	}
+	f := newHostFlags("host install", "/")
+	root := t.TempDir()
+	p, err := f.parse([]string{"-profile", example, "-host", "store1", "-root", root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := install(f, p, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"systemd-sysusers", "/etc/sysusers.d/correo.conf"},
+		{"systemd-tmpfiles", "--create", "/etc/tmpfiles.d/correo.conf"},
+		{"systemctl", "daemon-reload"},
+		{"systemctl", "stop", "nsd.service"},
+		{"systemctl", "restart", "rsyslog.service"},
+		{"systemctl", "enable", "--now", "correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd.service",
+			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service"},
+	}
+	if !slices.EqualFunc(ran, want, slices.Equal) {
+		t.Fatalf("ran\n%v\nwant\n%v", ran, want)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc/systemd/system/correo-pop3d.service")); err != nil {
+		t.Fatal(err)
+	}
+	ran, fail = nil, "systemctl daemon-reload"
+	if err := install(f, p, &out, &out); err == nil || len(ran) != 3 {
+		t.Fatalf("a failed step: err %v after %d steps, want an error after 3", err, len(ran))
+	}
+}
