@@ -1,11 +1,12 @@
 # correo: the two entry points README.md promises, and their parts.
 #   make dev   — run the dev cluster described by hosts/dev.toml
 #   make test  — every test: formatting, vet, go test -race, the Nix checks
+#   make image PROFILE=hosts/example.toml HOST=store1 — one host's bootable disk image
 SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: all build nss nss-bench lmtp-bench pop3-bench login-bench deps test fmt-check vet gotest nix-check dev clean
+.PHONY: all build nss nss-bench lmtp-bench pop3-bench login-bench deps test fmt-check vet gotest nix-check dev rootfs image clean
 
 all: build
 
@@ -86,6 +87,24 @@ nix-check:
 # The dev cluster: state under .dev/, everything on 127.0.0.1 high ports.
 dev: deps build
 	bin/correoctl cluster up --profile hosts/dev.toml --state .dev/run --bin bin --echo --demo demo
+
+# The Debian bookworm root file system every booted host runs on
+# (internal/rootfs): built once with mmdebstrap from this machine's apt
+# source into /var/cache/correo/rootfs (CORREO_ROOTFS_CACHE overrides),
+# then taken from there. Root.
+rootfs: deps
+	$(GO) run ./internal/cmd/mkimage -rootfs-only
+
+# A raw disk image of one host of a profile (internal/appliance), to write
+# to a disk with dd or boot under QEMU: the host's tree rendered by
+# correoctl host render, with the programs from `make build` and the
+# cluster key KEY (created on first use: build every host of a cluster
+# with the same one), over the cached rootfs. Root.
+PROFILE ?= hosts/example.toml
+KEY ?= images/cluster.key
+image: deps build
+	@if [ -z "$(HOST)" ]; then echo "usage: make image PROFILE=hosts/example.toml HOST=store1 [OUT=images/store1.img] [KEY=images/cluster.key]" >&2; exit 2; fi
+	$(GO) run ./internal/cmd/mkimage -profile $(PROFILE) -host $(HOST) -bin bin -key $(KEY) -out $(or $(OUT),images/$(HOST).img)
 
 clean:
 	rm -rf bin .dev
