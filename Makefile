@@ -75,11 +75,11 @@ vet:
 # fails with "network is unreachable" instead of leaving the machine. The
 # namespace clusters boot inside it. Modules are downloaded first, since
 # nothing can be fetched from inside.
-gotest: nss
+gotest: nss rootfs
 	$(GO) mod download
 	unshare -n -m --propagation private sh -c 'ip link set lo up && exec "$$0" "$$@"' \
 		env CORREO_STRICT=1 CORREO_NSS_LIB=$(CURDIR)/bin/libnss_correo.so.2 GOPROXY=off \
-		$(GO) test -race -count=1 ./...
+		$(GO) test -race -count=1 -timeout 30m ./...
 
 nix-check:
 	bash nix/lib/tests/run.sh

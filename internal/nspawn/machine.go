@@ -172,8 +172,17 @@ func (m *Machine) WaitBooted(ctx context.Context) (string, error) {
 		case state == "running":
 			return state, nil
 		case state == "degraded":
-			failed, _ := m.Run(ctx, "systemctl", "--failed", "--no-legend", "--no-pager")
-			return state + ": " + strings.TrimSpace(string(failed)), nil
+			failed, _ := m.Run(ctx, "systemctl", "--failed", "--no-legend", "--no-pager", "--plain")
+			report := state + ": " + strings.TrimSpace(string(failed))
+			// Each failed unit's own words, so a failure seen once in CI
+			// can be understood from its log.
+			for _, line := range strings.Split(strings.TrimSpace(string(failed)), "\n") {
+				if f := strings.Fields(line); len(f) > 0 {
+					log, _ := m.Run(ctx, "journalctl", "-b", "--no-pager", "-n", "15", "-u", f[0])
+					report += "\n" + strings.TrimSpace(string(log))
+				}
+			}
+			return report, nil
 		}
 		select {
 		case <-ctx.Done():

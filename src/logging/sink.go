@@ -2,12 +2,15 @@ package logging
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -231,7 +234,27 @@ func (s *netSink) deliver(m []byte) {
 		s.setConn(c)
 	}
 	s.conn.SetWriteDeadline(s.deadline(writeTimeout))
-	if _, err := s.conn.Write(m); err != nil {
+	_, err := s.conn.Write(m)
+	if err != nil && s.staleRefusal(err) {
+		// A datagram socket reports the ICMP refusal of an earlier
+		// datagram on this write, which was therefore never sent: the
+		// loghost was down then (hosts boot in any order) and may be up
+		// now. One fresh socket and one more try, so a loghost's restart
+		// costs no record when it is already back.
+		s.setConn(nil)
+		ctx, cancel := context.WithDeadline(s.ctx, s.deadline(dialTimeout))
+		var d net.Dialer
+		c, derr := d.DialContext(ctx, s.network, s.address)
+		cancel()
+		if derr != nil {
+			s.fail(fmt.Sprintf("connect: %v", derr))
+			return
+		}
+		s.setConn(c)
+		c.SetWriteDeadline(s.deadline(writeTimeout))
+		_, err = c.Write(m)
+	}
+	if err != nil {
 		// A partial write leaves a TCP stream mid-frame, so the connection
 		// is unusable; UDP/unixgram errors (ICMP refused, no listener) are
 		// just as good a reason to re-resolve and redial later.
@@ -241,6 +264,12 @@ func (s *netSink) deliver(m []byte) {
 	}
 	s.backoff = 0
 	s.episode.Store(false)
+}
+
+// staleRefusal tells whether a write failed only because an earlier
+// datagram was refused.
+func (s *netSink) staleRefusal(err error) bool {
+	return (strings.HasPrefix(s.network, "udp") || s.network == "unixgram") && errors.Is(err, syscall.ECONNREFUSED)
 }
 
 func (s *netSink) fail(why string) {

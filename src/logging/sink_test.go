@@ -206,6 +206,44 @@ func TestUDPTarget(t *testing.T) {
 	}
 }
 
+// A loghost that was down when the previous datagram went out and is up
+// now gets the next record: the refusal the socket reports belongs to the
+// earlier datagram.
+func TestUDPLoghostBackAfterRefusal(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	var stderr lockedBuffer
+	l, err := New(Config{Target: TargetSyslog, Network: "udp", Address: addr,
+		AppName: "pdeliveryd", Hostname: "store3", stderr: &stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Info("while the loghost is down")
+	// The ICMP port unreachable comes back over loopback at once; give it
+	// time to be queued on the socket.
+	time.Sleep(300 * time.Millisecond)
+	pc, err = net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("listening again on %s: %v", addr, err)
+	}
+	defer pc.Close()
+	l.Info("delivered", "rcpt", "zoe@correo.example")
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 65536)
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("the record after the loghost came back was lost: %v (stderr: %s)", err, stderr.String())
+	}
+	if !strings.Contains(string(buf[:n]), `msg="delivered"`) {
+		t.Errorf("got %q", buf[:n])
+	}
+}
+
 func TestUnixTarget(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})

@@ -113,6 +113,13 @@ func (s *Server) sendSnapshot(send func(pwadmin.Repl) error) (epoch, seq uint64,
 	return epoch, seq, send(pwadmin.Repl{Type: pwadmin.ReplSnapshotEnd, Epoch: epoch, Seq: seq})
 }
 
+// isFollowing tells whether the replication stream from the primary is up.
+func (s *Server) isFollowing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.following
+}
+
 // FollowPrimary keeps a secondary's store in step with the primary at
 // addr until ctx ends, reconnecting with backoff whenever the link drops.
 // Meanwhile the secondary answers reads from what it has.

@@ -3,6 +3,7 @@ package pwserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -313,6 +314,10 @@ func TestSecondaryFollowsAndRefusesWrites(t *testing.T) {
 		}
 		return nil
 	})
+	// Following, it knows who does not exist.
+	if resp := tc.nodes["pw2"].srv.answer(&pwproto.Request{Op: pwproto.OpLookupName, Name: "nobody"}); resp.Status != pwproto.StatusNotFound {
+		t.Fatalf("following secondary on an unknown name: %v, want NotFound", resp.Status)
+	}
 	// Writes to the secondary name the primary.
 	_, err := tc.admin("pw2").Do(pwadmin.Request{Op: pwadmin.OpUserAdd, User: &directory.User{Name: "x", UID: 9}})
 	var e *pwadmin.Error
@@ -347,6 +352,27 @@ func TestSecondaryFollowsAndRefusesWrites(t *testing.T) {
 	if err != nil || resp.Status != pwproto.StatusOK || resp.User.Name != "carla" {
 		t.Fatalf("secondary answer: %+v, %v", resp, err)
 	}
+	// ...but cannot say that a user does not exist: it may have been
+	// added on the primary since the link dropped. (Restarted, so that it
+	// has certainly lost the stream: the stopped in-process primary's
+	// sessions live on.)
+	tc.stop("pw2")
+	tc.start("pw2")
+	eventually(t, "secondary without its primary tempfails unknown names", func() error {
+		b, _ := codec.SealRequest(nil, &pwproto.Request{Op: pwproto.OpLookupName, ID: 78, Name: "added-meanwhile"}, time.Now())
+		ans := rawExchange(t, sa.String(), b, time.Second)
+		if ans == nil {
+			return errors.New("no answer")
+		}
+		resp, err := codec.OpenResponse(ans)
+		if err != nil {
+			return err
+		}
+		if resp.Status != pwproto.StatusTempFail {
+			return fmt.Errorf("status %v, want TempFail", resp.Status)
+		}
+		return nil
+	})
 }
 
 func TestSecondaryWithoutDataSaysTempFail(t *testing.T) {

@@ -272,6 +272,14 @@ func pageCursor(ix *directory.Index, cursor uint64, n int, fallback uint64) uint
 
 func (s *Server) userReply(req *pwproto.Request, u directory.User, ok bool) pwproto.Response {
 	if !ok {
+		// A secondary cut off from its primary may lack users added
+		// since: its "no such user" would make an MX or a storage host
+		// bounce mail for a user who exists (seconds after the user was
+		// created, clients still on the secondary after a failover). It
+		// can vouch for the users it has, not for the absence of others.
+		if s.role == Secondary && !s.isFollowing() {
+			return req.Reply(pwproto.StatusTempFail)
+		}
 		return req.Reply(pwproto.StatusNotFound)
 	}
 	resp := req.Reply(pwproto.StatusOK)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 	"correo/src/keyfile"
 	"correo/src/nss/nsstest"
 	"correo/src/runner"
+	"correo/src/tlsconf"
 	"correo/vm-tests/scenario"
 )
 
@@ -99,8 +101,16 @@ func bootCluster(t *testing.T) *Cluster {
 	layers := map[string][]string{}
 	for _, h := range p.Hosts {
 		tree := filepath.Join(dir, "trees", h.Name)
-		out, err := exec.Command(filepath.Join(bin, "correoctl"), "host", "render", "-profile", profPath, "-host", h.Name,
-			"-root", tree, "-bin", bin, "-key", key).CombinedOutput()
+		args := []string{"host", "render", "-profile", profPath, "-host", h.Name, "-root", tree, "-bin", bin, "-key", key}
+		if h.TLS != nil {
+			// What an operator brings from their CA; self-signed here.
+			crt, crtKey := filepath.Join(dir, "tls", h.Name+".crt"), filepath.Join(dir, "tls", h.Name+".key")
+			if err := tlsconf.SelfSigned(crt, crtKey, []string{h.Name + "." + p.Cluster.DNS.Zone}, []net.IP{h.Addr().AsSlice()}); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "-tls-cert", crt, "-tls-key", crtKey)
+		}
+		out, err := exec.Command(filepath.Join(bin, "correoctl"), args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("correoctl host render %s: %v\n%s", h.Name, err, out)
 		}
@@ -246,6 +256,10 @@ func (c *Cluster) waitDaemons(ctx context.Context, host string) error {
 		return err
 	}
 	m := c.machines[host]
+	// Bounded well inside the test's own timeout, so a daemon that never
+	// becomes ready is reported with its journal instead of a goroutine
+	// dump.
+	deadline := time.Now().Add(daemonReadyTimeout)
 	for _, u := range units {
 		for {
 			out, _ := m.Run(ctx, "systemctl", "is-active", u.Name)
@@ -253,15 +267,21 @@ func (c *Cluster) waitDaemons(ctx context.Context, host string) error {
 			if state == "active" {
 				break
 			}
-			if state == "failed" || ctx.Err() != nil {
-				log, _ := m.Run(context.Background(), "journalctl", "-b", "--no-pager", "-n", "40", "-u", u.Name)
-				return fmt.Errorf("%s: %s is %q:\n%s", host, u.Name, state, log)
+			if state == "failed" || ctx.Err() != nil || time.Now().After(deadline) {
+				diag := context.Background()
+				list, _ := m.Run(diag, "systemctl", "list-units", "--all", "--no-pager", "correo-*")
+				log, _ := m.Run(diag, "journalctl", "-b", "--no-pager", "-n", "60", "-u", u.Name)
+				return fmt.Errorf("%s: %s is %q after %s:\n%s\n%s", host, u.Name, state, daemonReadyTimeout, list, log)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	return nil
 }
+
+// daemonReadyTimeout bounds one host's wait for its daemons after
+// systemd reports the boot finished.
+const daemonReadyTimeout = 3 * time.Minute
 
 func (c *Cluster) down() {
 	var wg sync.WaitGroup
@@ -349,7 +369,10 @@ func (c *Cluster) Stop(host, daemon string) error {
 }
 
 func (c *Cluster) Kill(host, daemon string) error {
-	return c.systemctl(host, "kill", "--signal=KILL", hostplan.UnitName(daemon))
+	// The main process only, as a crash would: the daemons fork nothing,
+	// and a kill of the whole control group fails inside nspawn on a
+	// cgroup v1 machine (EIO), which would fail the step.
+	return c.systemctl(host, "kill", "--kill-whom=main", "--signal=KILL", hostplan.UnitName(daemon))
 }
 
 func (c *Cluster) Start(ctx context.Context, host, daemon string) error {

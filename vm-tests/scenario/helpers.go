@@ -244,7 +244,20 @@ func waitCount(t *testing.T, c Cluster, host, user string, want int) {
 	deadline := time.Now().Add(30 * time.Second)
 	for maildirCount(t, c, host, user) < want {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s on %s has %d messages, want %d", user, host, maildirCount(t, c, host, user), want)
+			// What the cluster said about the user tells a lost message
+			// from a slow or stuck queue.
+			all, _ := c.CentralLog("")
+			var about []string
+			for _, l := range strings.Split(string(all), "\n") {
+				if strings.Contains(l, user) {
+					about = append(about, l)
+				}
+			}
+			if len(about) > 40 {
+				about = about[len(about)-40:]
+			}
+			t.Fatalf("%s on %s has %d messages, want %d; the central log about %s ends:\n%s",
+				user, host, maildirCount(t, c, host, user), want, user, strings.Join(about, "\n"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +20,7 @@ import (
 type hostFlags struct {
 	fs                            *flag.FlagSet
 	profile, host, root, bin, key string
+	tlsCert, tlsKey               string
 }
 
 func newHostFlags(name, rootDefault string) *hostFlags {
@@ -28,6 +30,8 @@ func newHostFlags(name, rootDefault string) *hostFlags {
 	f.fs.StringVar(&f.root, "root", rootDefault, "directory the host's files are written under (install: / or, with -dry-run, any)")
 	f.fs.StringVar(&f.bin, "bin", "", "also install the programs and libnss_correo.so.2 from this directory (make build's bin/)")
 	f.fs.StringVar(&f.key, "key", "", "also install this cluster key file at the profile's key_file")
+	f.fs.StringVar(&f.tlsCert, "tls-cert", "", "also install this certificate (PEM chain) at the host's [host.tls] cert (with -tls-key)")
+	f.fs.StringVar(&f.tlsKey, "tls-key", "", "also install this private key (PEM) at the host's [host.tls] key (with -tls-cert)")
 	return f
 }
 
@@ -61,7 +65,46 @@ func (f *hostFlags) render(p *cluster.Profile) (*hostplan.Plan, error) {
 		// Group-readable: the host's tmpfiles.d gives it to the key group at boot.
 		pl.Files = append(pl.Files, hostplan.File{Path: p.Cluster.KeyFile, Mode: 0o640, Data: data})
 	}
+	if f.tlsCert != "" || f.tlsKey != "" {
+		files, err := tlsFiles(p, f.host, f.tlsCert, f.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		pl.Files = append(pl.Files, files...)
+	}
 	return pl, pl.Write(f.root)
+}
+
+// tlsFiles are the host's certificate and key, checked to be a matching
+// pair before they go where [host.tls] says: a host rendered with a broken
+// pair would boot with its TLS daemons failing.
+func tlsFiles(p *cluster.Profile, host, certPath, keyPath string) ([]hostplan.File, error) {
+	h, err := p.Host(host)
+	if err != nil {
+		return nil, err
+	}
+	if h.TLS == nil {
+		return nil, fmt.Errorf("-tls-cert/-tls-key: host %s has no [host.tls] in %s: add cert and key paths there first", host, p.Source)
+	}
+	if certPath == "" || keyPath == "" {
+		return nil, fmt.Errorf("%w: -tls-cert and -tls-key go together", errUsage)
+	}
+	cert, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading the TLS certificate to install: %w", err)
+	}
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading the TLS key to install: %w", err)
+	}
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return nil, fmt.Errorf("-tls-cert %s and -tls-key %s are not a usable pair: %w", certPath, keyPath, err)
+	}
+	// The key group-readable: tmpfiles.d gives it to the TLS group at boot.
+	return []hostplan.File{
+		{Path: h.TLS.Cert, Mode: 0o644, Data: cert},
+		{Path: h.TLS.Key, Mode: 0o640, Data: key},
+	}, nil
 }
 
 // addPrograms adds the programs the host runs (and the tools and NSS

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"correo/src/hostplan"
+	"correo/src/tlsconf"
 )
 
 const example = "../../../hosts/example.toml"
@@ -28,16 +29,24 @@ func TestHostCommands(t *testing.T) {
 	key := filepath.Join(dir, "cluster.key")
 	os.WriteFile(key, []byte("1 secret\n"), 0o600)
 	root := filepath.Join(dir, "root")
+	crt, crtKey := filepath.Join(dir, "mx1.crt"), filepath.Join(dir, "mx1.key")
+	if err := tlsconf.SelfSigned(crt, crtKey, []string{"mx1.correo.example"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name           string
 		args           []string
 		code           int
 		stdout, stderr string
 	}{
-		{"render", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-bin", bin, "-key", key}, 0, "rendered store1: 5 units", ""},
 		{"render needs host", []string{"host", "render", "-profile", example, "-root", root}, 2, "", "-host and -root are required"},
 		{"render unknown host", []string{"host", "render", "-profile", example, "-host", "nope", "-root", root}, 1, "", `"nope"`},
 		{"render bin lacks programs", []string{"host", "render", "-profile", example, "-host", "pw1", "-root", root, "-bin", partial}, 1, "", "lacks correoctl, libnss_correo.so.2"},
+		{"render with TLS", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt, "-tls-key", crtKey}, 0, "rendered mx1", ""},
+		{"render TLS not a pair", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt, "-tls-key", key}, 1, "", "not a usable pair"},
+		{"render TLS half", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt}, 2, "", "go together"},
+		{"render TLS without host.tls", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-tls-cert", crt, "-tls-key", crtKey}, 1, "", "has no [host.tls]"},
+		{"render", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-bin", bin, "-key", key}, 0, "rendered store1: 5 units", ""},
 		{"render dev profile", []string{"host", "render", "-host", "dev", "-root", root}, 1, "", "under /run"},
 		{"install dry run", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root, "-dry-run"}, 0, "run systemctl restart nsd.service", ""},
 		{"install elsewhere", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root}, 2, "", "-root must be /"},
@@ -64,8 +73,15 @@ func TestHostCommands(t *testing.T) {
 			t.Errorf("%s = %q, %v; want %q", path, b, err, want)
 		}
 	}
-	if fi, err := os.Stat(filepath.Join(root, "/var/lib/correo/cluster.key")); err != nil || fi.Mode().Perm() != 0o640 {
-		t.Errorf("installed key: %v %v, want mode 0640", fi.Mode(), err)
+	for path, mode := range map[string]os.FileMode{
+		"/var/lib/correo/cluster.key": 0o640,
+		"/var/lib/correo/tls/mx1.crt": 0o644,
+		"/var/lib/correo/tls/mx1.key": 0o640,
+	} {
+		if fi, err := os.Stat(filepath.Join(root, path)); err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("installed %s: %v, want mode %04o", path, err, mode)
+			continue
+		}
 	}
 }
 

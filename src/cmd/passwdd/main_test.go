@@ -147,7 +147,7 @@ func TestRefusesReadableKey(t *testing.T) {
 	os.Chmod(e.p.Cluster.KeyFile, 0o644)
 	out, err := exec.Command(passwdd(e.t), "-profile", e.profile, "-host", "pw1", "-state", filepath.Join(e.dir, "pw1")).CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "chmod 600") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "chmod 640") {
 		t.Fatalf("passwdd with a world-readable key: %v\n%s", err, out)
 	}
 	os.Chmod(e.p.Cluster.KeyFile, 0o600)
