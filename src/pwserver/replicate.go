@@ -17,7 +17,10 @@ import (
 // secondary that hears nothing for replTimeout knows the primary is gone
 // (or cut off) and reconnects.
 const (
-	heartbeatEvery   = 2 * time.Second
+	heartbeatEvery = 2 * time.Second
+	// heartbeatSlack is how late a heartbeat may be before a secondary
+	// stops vouching that it is in step.
+	heartbeatSlack   = time.Second
 	replTimeout      = 3 * heartbeatEvery
 	snapshotChunk    = 5000
 	entriesChunk     = 1000
@@ -113,11 +116,15 @@ func (s *Server) sendSnapshot(send func(pwadmin.Repl) error) (epoch, seq uint64,
 	return epoch, seq, send(pwadmin.Repl{Type: pwadmin.ReplSnapshotEnd, Epoch: epoch, Seq: seq})
 }
 
-// isFollowing tells whether the replication stream from the primary is up.
-func (s *Server) isFollowing() bool {
+// inStep tells whether this secondary can vouch for holding everything
+// the primary has: the stream is up and the primary spoke within a
+// heartbeat. A stream that is up but silent longer (a link that dropped
+// and came back: TCP is still retransmitting what the primary sent
+// meanwhile) may lag by any number of changes.
+func (s *Server) inStep(now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.following
+	return s.following && now.Sub(s.lastContact) <= heartbeatEvery+heartbeatSlack
 }
 
 // FollowPrimary keeps a secondary's store in step with the primary at

@@ -314,7 +314,12 @@ func TestSecondaryFollowsAndRefusesWrites(t *testing.T) {
 		}
 		return nil
 	})
-	// Following, it knows who does not exist.
+	// Following, it knows who does not exist; a stream silent past a
+	// heartbeat (a link that flapped: TCP still retransmitting) vouches
+	// for nothing.
+	if sec := tc.nodes["pw2"].srv; !sec.inStep(time.Now()) || sec.inStep(time.Now().Add(heartbeatEvery+heartbeatSlack+time.Second)) {
+		t.Fatal("inStep: want true now and false after a missed heartbeat")
+	}
 	if resp := tc.nodes["pw2"].srv.answer(&pwproto.Request{Op: pwproto.OpLookupName, Name: "nobody"}); resp.Status != pwproto.StatusNotFound {
 		t.Fatalf("following secondary on an unknown name: %v, want NotFound", resp.Status)
 	}

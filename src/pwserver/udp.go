@@ -277,7 +277,7 @@ func (s *Server) userReply(req *pwproto.Request, u directory.User, ok bool) pwpr
 		// bounce mail for a user who exists (seconds after the user was
 		// created, clients still on the secondary after a failover). It
 		// can vouch for the users it has, not for the absence of others.
-		if s.role == Secondary && !s.isFollowing() {
+		if s.role == Secondary && !s.inStep(time.Now()) {
 			return req.Reply(pwproto.StatusTempFail)
 		}
 		return req.Reply(pwproto.StatusNotFound)
