@@ -73,8 +73,9 @@ vet:
 # (and a private mount namespace): a dial toward any address outside it —
 # a profile's 10.77.0.x from the wrong namespace, a forgotten real host —
 # fails with "network is unreachable" instead of leaving the machine. The
-# namespace clusters boot inside it. Modules are downloaded first, since
-# nothing can be fetched from inside.
+# namespace clusters boot inside it. Modules are downloaded, and the
+# Debian rootfs the booted hosts run on is built (once, from the apt
+# mirror), first, since nothing can be fetched from inside.
 gotest: nss rootfs
 	$(GO) mod download
 	unshare -n -m --propagation private sh -c 'ip link set lo up && exec "$$0" "$$@"' \
@@ -99,12 +100,14 @@ rootfs: deps
 # to a disk with dd or boot under QEMU: the host's tree rendered by
 # correoctl host render, with the programs from `make build` and the
 # cluster key KEY (created on first use: build every host of a cluster
-# with the same one), over the cached rootfs. Root.
+# with the same one) and, for hosts with [host.tls], the certificate
+# TLS_CERT and key TLS_KEY, over the cached rootfs. Root.
 PROFILE ?= hosts/example.toml
 KEY ?= images/cluster.key
 image: deps build
-	@if [ -z "$(HOST)" ]; then echo "usage: make image PROFILE=hosts/example.toml HOST=store1 [OUT=images/store1.img] [KEY=images/cluster.key]" >&2; exit 2; fi
-	$(GO) run ./internal/cmd/mkimage -profile $(PROFILE) -host $(HOST) -bin bin -key $(KEY) -out $(or $(OUT),images/$(HOST).img)
+	@if [ -z "$(HOST)" ]; then echo "usage: make image PROFILE=hosts/example.toml HOST=store1 [OUT=images/store1.img] [KEY=images/cluster.key] [TLS_CERT=mx1.crt TLS_KEY=mx1.key]" >&2; exit 2; fi
+	$(GO) run ./internal/cmd/mkimage -profile $(PROFILE) -host $(HOST) -bin bin -key $(KEY) -out $(or $(OUT),images/$(HOST).img) \
+		$(if $(TLS_CERT),-tls-cert $(TLS_CERT) -tls-key $(TLS_KEY))
 
 clean:
 	rm -rf bin .dev

@@ -49,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	host := fl.String("host", "", "host of the profile the image is for")
 	bin := fl.String("bin", "bin", "directory of the built programs and libnss_correo.so.2 (make build), put into the image")
 	keyPath := fl.String("key", "", "cluster key file put into the image; created if missing (every host of a cluster needs the same one)")
+	tlsCert := fl.String("tls-cert", "", "the host's TLS certificate (PEM), put at its [host.tls] cert; hosts with [host.tls] need one")
+	tlsKey := fl.String("tls-key", "", "the host's TLS private key (PEM), put at its [host.tls] key")
 	tree := fl.String("tree", "", "an already rendered tree to use instead of rendering one (-profile, -host, -bin and -key are then ignored)")
 	out := fl.String("out", "", "image file to write (default HOST.img)")
 	sizeMB := fl.Int("size", 0, "image size in MiB (0: the content plus 512 MiB)")
@@ -99,7 +101,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		if err := render(ctx, *bin, *profile, *host, dir, *keyPath); err != nil {
+		var extra []string
+		if *tlsCert != "" || *tlsKey != "" {
+			extra = []string{"--tls-cert", *tlsCert, "--tls-key", *tlsKey}
+		}
+		if err := render(ctx, *bin, *profile, *host, dir, *keyPath, extra...); err != nil {
 			return err
 		}
 		*tree = dir
@@ -146,12 +152,13 @@ func ensureKey(path string, log io.Writer) error {
 
 // render writes the host's tree with the correoctl built into bin, which
 // also copies the programs, the NSS module and the key into it.
-func render(ctx context.Context, bin, profile, host, dir, key string) error {
+func render(ctx context.Context, bin, profile, host, dir, key string, extra ...string) error {
 	correoctl := filepath.Join(bin, "correoctl")
 	if _, err := os.Stat(correoctl); err != nil {
 		return fmt.Errorf("%s: %w (run make build first)", correoctl, err)
 	}
-	cmd := exec.CommandContext(ctx, correoctl, "host", "render", "--profile", profile, "--host", host, "--root", dir, "--bin", bin, "--key", key)
+	args := append([]string{"host", "render", "--profile", profile, "--host", host, "--root", dir, "--bin", bin, "--key", key}, extra...)
+	cmd := exec.CommandContext(ctx, correoctl, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("rendering %s from %s: %v\n%s", host, profile, err, b)
 	}
