@@ -8,7 +8,7 @@ cfg:
 let
   inherit (builtins) filter head elem map;
   correo = import ../lib;
-  svcs = correo.services;
+  svcs = import ../lib/services.nix;
   p = correo.loadProfile cfg.profile;
   found = filter (h: h.name == cfg.host) p.hosts;
   known = found != [ ];
