@@ -288,5 +288,38 @@ else
 	fail "modules: the unit comparison reports an added key and a changed value"; show "$tmp/cmp.err"; show "$tmp/cmp.json"
 fi
 
+# 8. drift.sh cannot compare the stub with NixOS here (no nixpkgs); check
+#    its machinery at least: against a stand-in "nixpkgs" whose NixOS is
+#    the stub itself every option agrees, and with one type changed that
+#    option, and only it, is reported. Then drift.sh itself, which without
+#    NIXPKGS says it checked nothing.
+fake=$tmp/fake-nixpkgs
+mkdir -p "$fake/nixos/lib"
+ln -s "$lib" "$fake/lib"
+cp nix/modules/tests/stub.nix "$fake/nixos/stub.nix"
+echo '{ system, modules }: (import ../../lib).evalModules { modules = [ ../stub.nix ] ++ modules; }' >"$fake/nixos/lib/eval-config.nix"
+if NIXPKGS=$fake bash nix/modules/tests/drift.sh >"$tmp/drift.out" 2>&1; then
+	pass "modules: drift.sh against the stub itself: $(tail -n 1 "$tmp/drift.out")"
+else
+	fail "modules: drift.sh against the stub itself"; show "$tmp/drift.out"
+fi
+sed -i 's/allowedUDPPorts = mkOption { type = types.listOf types.port;/allowedUDPPorts = mkOption { type = types.listOf types.int;/' "$fake/nixos/stub.nix"
+if ! NIXPKGS=$fake bash nix/modules/tests/drift.sh >"$tmp/drift.out" 2>&1 &&
+	[ "$(grep -c '^FAIL' "$tmp/drift.out")" = 1 ] &&
+	grep -q '^FAIL drift: networking.firewall.allowedUDPPorts: stub "list of 16 bit unsigned integer' "$tmp/drift.out"; then
+	pass "modules: drift.sh reports a type that differs (networking.firewall.allowedUDPPorts), and only it"
+else
+	fail "modules: drift.sh reports a type that differs"; show "$tmp/drift.out"
+fi
+if [ -n "${NIXPKGS:-}" ]; then
+	if bash nix/modules/tests/drift.sh >"$tmp/drift.out" 2>&1; then
+		pass "modules: drift.sh against $NIXPKGS: $(tail -n 1 "$tmp/drift.out")"
+	else
+		fail "modules: drift.sh against $NIXPKGS"; grep '^FAIL' "$tmp/drift.out" | head -20 | sed 's/^/     | /'
+	fi
+else
+	skip "modules: drift against a real nixpkgs: NIXPKGS unset (see nix/modules/tests/drift.sh): the stub's types were NOT compared with NixOS"
+fi
+
 echo "$passed passed, $failed failed, $skipped skipped ($(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s)"
 [ "$failed" -eq 0 ]
