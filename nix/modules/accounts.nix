@@ -10,10 +10,12 @@
 #   account, /var/log/correo), plus, with keyFile, a line that copies the
 #   key into place before the one that sets its owner and mode;
 # - /etc/correo/profile.toml, where every daemon reads the profile;
-# - the host name (Go's /etc/hostname), as a default.
+# - the host name (Go's /etc/hostname): the loghost files each host's log
+#   by it. Above mkDefault, so that the NixOS test framework's default
+#   (the node's name) does not conflict with it; a plain definition wins.
 { config, lib, ... }:
 let
-  inherit (lib) mkIf mkDefault filter head elemAt hasSuffix removePrefix removeSuffix
+  inherit (lib) mkIf filter head elemAt hasSuffix removePrefix removeSuffix
     foldl' listToAttrs optional optionals;
   cfg = config.services.correo;
   plan = import ./plan.nix cfg;
@@ -74,6 +76,6 @@ in
 
     environment.etc.${removePrefix "/etc/" rules.profilePath}.source = cfg.profile;
 
-    networking.hostName = mkDefault cfg.host;
+    networking.hostName = lib.mkOverride 900 cfg.host;
   };
 }

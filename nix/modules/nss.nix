@@ -4,17 +4,22 @@
 # with mkBefore and systemd last with mkAfter, so a plain definition lands
 # between them).
 #
-# NixOS does not load NSS modules into every process: glibc there only
-# reads the modules of system.nssModules through nscd's socket, and the
-# nscd service (nsncd by default since NixOS 23.11) is the one process that
-# loads them (nixpkgs' nsswitch.nix asserts services.nscd.enable when
+# NixOS does not load NSS modules into every process: glibc there reads the
+# modules of system.nssModules only through nscd's socket, and the nscd
+# service (nsncd by default since NixOS 23.11) is the one process that
+# loads them, with LD_LIBRARY_PATH = system.nssModules.path (nixpkgs'
+# nscd.nix; nsswitch.nix asserts services.nscd.enable when
 # system.nssModules is set). So on NixOS it is nsncd, not the calling
-# process, that opens nssd's Unix socket (cluster.nss.socket, by default
-# /run/correo/nssd.sock). nssd's unit makes that directory 0755 and keeps
-# it across restarts, and the socket itself must be connectable by nsncd's
-# (dynamic) user; nssd's IPAddressAllow= does not apply to Unix sockets.
-# Nothing at boot waits for nssd: `files` answers the service accounts and
-# root first, and libnss_correo answers "unavailable" while nssd is down.
+# process, that connects to nssd's Unix socket (cluster.nss.socket, by
+# default /run/correo/nssd.sock). That socket must be reachable from
+# nsncd's unit: nsncd runs as the static user nscd under
+# ProtectSystem=strict, which leaves /run read-only but still lets it
+# connect to a socket there; nssd makes the directory 0755 (its unit's
+# RuntimeDirectoryMode, kept across restarts) and the socket 0666, and its
+# IPAddressAllow= does not apply to Unix sockets. nsncd starts before
+# nss-user-lookup.target, long before nssd: until nssd is up
+# libnss_correo answers "unavailable" and `files` (the service accounts,
+# root) answers alone, so nothing at boot waits for the cluster.
 { config, lib, ... }:
 let
   cfg = config.services.correo;

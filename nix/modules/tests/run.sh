@@ -254,6 +254,20 @@ else
 	fail "modules: without openFirewall no port is opened"
 fi
 
+# A host that imports the module but leaves it off gets nothing from it,
+# and needs no profile or host (everything but the unset services.correo
+# options forced).
+expr="let lib = import $lib; e = lib.evalModules { modules = [ $root/nix/modules/tests/stub.nix $root/nix/modules { _module.args.pkgs = { }; } ]; };
+  c = removeAttrs e.config [ \"_module\" \"services\" ] // { services = removeAttrs e.config.services [ \"correo\" ]; };
+  in builtins.deepSeq c { services = builtins.attrNames c.systemd.services; sockets = builtins.attrNames c.systemd.sockets; users = builtins.attrNames c.users.users;
+    tmpfiles = c.systemd.tmpfiles.rules; rsyslog = c.services.rsyslogd.enable; nss = c.system.nssModules.list; etc = builtins.attrNames c.environment.etc; }"
+if nix-instantiate --eval --strict --json -E "$expr" >"$tmp/off.json" 2>"$tmp/off.err" &&
+	[ "$(jq -c . "$tmp/off.json")" = '{"etc":[],"nss":[],"rsyslog":false,"services":[],"sockets":[],"tmpfiles":[],"users":[]}' ]; then
+	pass "modules: imported but not enabled: no unit, account, file or service, and no profile needed"
+else
+	fail "modules: imported but not enabled: sets nothing"; show "$tmp/off.err"; show "$tmp/off.json"
+fi
+
 # 6. Negative tests: each must fail, with a message that says what is wrong.
 refused "a misspelled option (services.correo.hots)" "The option \`services.correo.hots' does not exist" \
 	"${ex[@]}" --argstr host mx1 --arg extra '{ services.correo.hots = "mx1"; }' --argstr what force
