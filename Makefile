@@ -82,8 +82,12 @@ gotest: nss rootfs
 		env CORREO_STRICT=1 CORREO_NSS_LIB=$(CURDIR)/bin/libnss_correo.so.2 GOPROXY=off \
 		$(GO) test -race -count=1 -timeout 30m ./...
 
+# nix/lib against Go's goldens; the NixOS module (nix/modules) evaluated
+# offline with nixpkgs' lib (NIXPKGS_LIB, default ../shared/nixpkgs-lib/lib)
+# and a stub of the NixOS options it touches.
 nix-check:
 	bash nix/lib/tests/run.sh
+	bash nix/modules/tests/run.sh
 
 # The dev cluster: state under .dev/, everything on 127.0.0.1 high ports.
 dev: deps build
