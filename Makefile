@@ -88,6 +88,7 @@ gotest: nss rootfs
 nix-check:
 	bash nix/lib/tests/run.sh
 	bash nix/modules/tests/run.sh
+	bash nix/nixos/tests/run.sh
 
 # The dev cluster: state under .dev/, everything on 127.0.0.1 high ports.
 dev: deps build

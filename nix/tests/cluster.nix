@@ -57,7 +57,8 @@ let
     };
 
     # The cluster key where the profile says, then owned as on every host.
-    systemd.tmpfiles.rules = [ "C ${p.cluster.key_file} - - - - ${testKey}" ];
+    # Copied first, then given its mode by the module's own line.
+    systemd.tmpfiles.rules = lib.mkBefore [ "C ${p.cluster.key_file} - - - - ${testKey}" ];
 
     # What an operator brings from their CA, self-signed here, before the
     # daemons that read it start.

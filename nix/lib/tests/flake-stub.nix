@@ -23,9 +23,18 @@ let
         ({ lib = stubLib; buildGoModule = a: a; stdenv.mkDerivation = a: a; } // args));
   };
   flake = import ../../../flake.nix;
+  # The nixpkgs lib functions flake.nix itself calls; the NixOS systems
+  # are stood in for here (nix/nixos/tests/eval.nix evaluates them
+  # against NixOS option stubs).
+  nixpkgsLib = {
+    listToAttrs = builtins.listToAttrs;
+    nameValuePair = name: value: { inherit name value; };
+    genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+    nixosSystem = args: { config.system.build.images.raw-efi = "raw-efi image of a stub system"; };
+  };
   outputs = flake.outputs {
-    self = { };
-    nixpkgs.legacyPackages.x86_64-linux = pkgs;
+    self = outputs;
+    nixpkgs = { lib = nixpkgsLib; legacyPackages.x86_64-linux = pkgs; };
   };
   pkg = outputs.packages.x86_64-linux.correo;
   nss = outputs.packages.x86_64-linux.nss;
@@ -38,4 +47,8 @@ in
   nssPname = nss.pname;
   nssSources = map baseNameOf nss.src.fileset;
   checkDrv = outputs.checks.x86_64-linux.lib-golden.drvPath;
+  # One image and one nixosConfiguration per host of hosts/example.toml.
+  images = builtins.filter (n: builtins.substring 0 6 n == "image-") (builtins.attrNames outputs.packages.x86_64-linux);
+  nixosConfigurations = builtins.attrNames outputs.nixosConfigurations;
+  hasModule = outputs ? nixosModules.default;
 }
