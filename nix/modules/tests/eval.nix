@@ -46,7 +46,7 @@ let
       }
       # Storage hosts also run Postfix with pdelivery as its local MDA, so
       # mda.nix is evaluated too.
-      (if builtins.elem "storage" (correo.roles) && builtins.any (x: x.name == h && builtins.elem "storage" x.roles) p.hosts
+      (if builtins.any (x: x.name == h && builtins.elem "storage" x.roles) p.hosts
        then { services.postfix.enable = true; services.correo.mda.enable = true; } else { })
       extra
     ];
