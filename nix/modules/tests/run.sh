@@ -42,10 +42,11 @@ for f in nix/modules/*.nix nix/modules/tests/*.nix; do
 done
 
 if [ ! -f "$lib/default.nix" ]; then
-	skip "modules: no nixpkgs lib at $lib (set NIXPKGS_LIB to nixpkgs' lib/): the module was NOT evaluated"
+	# Under the test command the module must be evaluated: a missing lib
+	# is a failure, not a silent pass.
+	fail "modules: no nixpkgs lib at $lib (set NIXPKGS_LIB to nixpkgs' lib/): the module was NOT evaluated"
 	echo "$passed passed, $failed failed, $skipped skipped"
-	[ "$failed" -eq 0 ]
-	exit
+	exit 1
 fi
 
 # ev OUT ERR ARGS...: evaluate eval.nix; the JSON on OUT, errors on ERR.
