@@ -83,7 +83,7 @@ gotest: nss rootfs
 		$(GO) test -race -count=1 -timeout 30m ./...
 
 # nix/lib against Go's goldens; the NixOS module (nix/modules) evaluated
-# offline with nixpkgs' lib (NIXPKGS_LIB, default ../shared/nixpkgs-lib/lib)
+# offline with nixpkgs' lib (NIXPKGS_LIB, default nix/vendor/nixpkgs-lib/lib)
 # and a stub of the NixOS options it touches.
 nix-check:
 	bash nix/lib/tests/run.sh

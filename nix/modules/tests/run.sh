@@ -5,8 +5,8 @@
 #
 #   bash nix/modules/tests/run.sh
 #
-# NIXPKGS_LIB: nixpkgs' lib/ (default: ../shared/nixpkgs-lib/lib next to the
-# repository). CORREOCTL: a built correoctl (default: built here with go);
+# NIXPKGS_LIB: nixpkgs' lib/ (default: the vendored copy,
+# nix/vendor/nixpkgs-lib/lib). CORREOCTL: a built correoctl (default: built here with go);
 # without one the comparisons with `correoctl host render` are skipped and
 # say so. Prints one line per check and "N passed, M failed, K skipped";
 # exits non-zero when anything failed. What it cannot check here (the real
@@ -30,7 +30,7 @@ skip() { skipped=$((skipped + 1)); echo "skip $*"; }
 show() { [ -f "$1" ] || return 0; grep -v "build-users-group' does not exist" "$1" | awk 'NR <= 20 { print "     | " $0 }'; }
 
 evalnix=nix/modules/tests/eval.nix
-lib=${NIXPKGS_LIB:-$root/../shared/nixpkgs-lib/lib}
+lib=${NIXPKGS_LIB:-$root/nix/vendor/nixpkgs-lib/lib}
 
 # 1. Every file of the module and its tests parses.
 for f in nix/modules/*.nix nix/modules/tests/*.nix; do

@@ -1,5 +1,5 @@
 # A small stub of the NixOS options nix/modules touches, so the modules
-# evaluate offline with nixpkgs' real lib (../shared/nixpkgs-lib) and Nix
+# evaluate offline with nixpkgs' real lib (nix/vendor/nixpkgs-lib) and Nix
 # 2.8, without nixpkgs. Each option is declared with the type nixpkgs gives
 # it, in the file named next to it (paths in NixOS/nixpkgs); only the
 # options the modules set or read are here, and a submodule holds only the

@@ -8,8 +8,8 @@
 # script compiles and names only nodes the test defines. Builds, the VM
 # and the VM test need Nix, nixpkgs and KVM (README, "NixOS").
 #
-# NIXPKGS_LIB: nixpkgs' lib/ (default: ../shared/nixpkgs-lib/lib next to
-# the repository).
+# NIXPKGS_LIB: nixpkgs' lib/ (default: the vendored copy,
+# nix/vendor/nixpkgs-lib/lib).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
@@ -20,7 +20,7 @@ failed=0
 pass() { passed=$((passed + 1)); echo "ok   $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL $*"; }
 show() { [ -f "$1" ] || return 0; grep -v "build-users-group' does not exist" "$1" | awk 'NR <= 20 { print "     | " $0 }'; }
-lib=${NIXPKGS_LIB:-$root/../shared/nixpkgs-lib/lib}
+lib=${NIXPKGS_LIB:-$root/nix/vendor/nixpkgs-lib/lib}
 evalnix=nix/nixos/tests/eval.nix
 
 for f in flake.nix nix/nixos/*.nix nix/nixos/tests/*.nix nix/tests/*.nix; do
