@@ -385,6 +385,9 @@ func (r *Reader) discardLine() error {
 	for {
 		chunk, err := r.br.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
 			return err
 		}
 		r.skipped += int64(len(chunk))
@@ -471,6 +474,9 @@ func (r *Reader) parseCommand() (*Command, *parseErr) {
 		return nil, bad(skipFromLine, syntaxErr("Invalid command name"))
 	}
 	r.pos++
+	if r.pos == len(r.buf) {
+		return nil, bad(skipFromLine, syntaxErr("Expected an argument after the space"))
+	}
 	args, perr := r.parseList(0, false)
 	if perr != nil {
 		return nil, perr
