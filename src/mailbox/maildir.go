@@ -594,19 +594,47 @@ func (m *Maildir) MoveToCur(msg Message) (Message, error) {
 	return Message{}, fmt.Errorf("moving message %s to cur/ in %s: %w", msg.Name, m.Path, err)
 }
 
-// Open opens a message for reading.
+// Open opens a message for reading, also when its file was renamed since it
+// was listed (a flag set over IMAP).
 func (m *Maildir) Open(msg Message) (*os.File, error) {
 	if err := checkMessage(msg); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(filepath.Join(m.Path, msg.Dir, msg.Name))
+	if errors.Is(err, fs.ErrNotExist) {
+		if now, ok := m.relocate(msg); ok {
+			f, err = os.Open(filepath.Join(m.Path, now.Dir, now.Name))
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening message in %s: %w", m.Path, err)
 	}
 	return f, nil
 }
 
-// Delete removes a message. A message already gone is not an error: two POP3
+// relocate finds a message whose file was renamed since it was listed: an
+// IMAP session that sets a flag renames cur/key:2,S to cur/key:2,RS, and a
+// POP3 session that listed it before must still read and delete it. The
+// key (the name up to ':') never changes, so it identifies the message.
+// Only called when the listed name is gone: one directory read, on a rare
+// path.
+func (m *Maildir) relocate(msg Message) (Message, bool) {
+	for _, dir := range []string{"cur", "new"} {
+		names, err := readNames(filepath.Join(m.Path, dir))
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			if n == msg.Key || strings.HasPrefix(n, msg.Key+":") {
+				return parseName(dir, n), true
+			}
+		}
+	}
+	return Message{}, false
+}
+
+// Delete removes a message, also when its file was renamed since it was
+// listed (a flag set over IMAP). A message already gone is not an error: two POP3
 // sessions may both delete it, and the user's wish is met either way. The
 // removal is not fsynced; call Sync once after a batch if a crash must not
 // bring deleted messages back.
@@ -615,6 +643,12 @@ func (m *Maildir) Delete(msg Message) error {
 		return err
 	}
 	err := os.Remove(filepath.Join(m.Path, msg.Dir, msg.Name))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Renamed by a flag change since it was listed, or already gone.
+		if now, ok := m.relocate(msg); ok {
+			err = os.Remove(filepath.Join(m.Path, now.Dir, now.Name))
+		}
+	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting message in %s: %w", m.Path, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -497,8 +498,11 @@ func TestMoveOpenDelete(t *testing.T) {
 	if string(b) != "hello\n" {
 		t.Fatalf("Open read %q", b)
 	}
-	if _, err := m.Open(msg); err == nil {
-		t.Fatal("Open of the moved-away new/ name succeeded")
+	// A stale view (listed in new/, moved since) still opens it.
+	if f, err := m.Open(msg); err != nil {
+		t.Fatalf("Open of the moved-away new/ name: %v", err)
+	} else {
+		f.Close()
 	}
 	if err := m.Delete(list[0]); err != nil {
 		t.Fatal(err)
@@ -517,6 +521,58 @@ func TestMoveOpenDelete(t *testing.T) {
 	}
 	if err := New(filepath.Join(t.TempDir(), "none")).Sync(); err != nil {
 		t.Fatalf("Sync of a missing Maildir: %v", err)
+	}
+}
+
+// An IMAP session setting a flag renames cur/key:2,S to cur/key:2,FS; a
+// POP3 session that listed the old name must still read and delete it, and
+// a message another session deleted stays "already gone", not an error.
+func TestOpenDeleteAfterFlagRename(t *testing.T) {
+	m := New(filepath.Join(t.TempDir(), "Maildir"))
+	if _, err := m.Deliver(strings.NewReader("flagged\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Deliver(strings.NewReader("other\n")); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := m.List()
+	for i := range list {
+		moved, err := m.MoveToCur(list[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		list[i] = moved
+	}
+	var msg Message
+	for _, l := range list {
+		if b, _ := os.ReadFile(filepath.Join(m.Path, l.Dir, l.Name)); string(b) == "flagged\n" {
+			msg = l
+		}
+	}
+	renamed := filepath.Join(m.Path, "cur", msg.Key+":2,FS")
+	if err := os.Rename(filepath.Join(m.Path, "cur", msg.Name), renamed); err != nil {
+		t.Fatal(err)
+	}
+	f, err := m.Open(msg)
+	if err != nil {
+		t.Fatalf("Open after a flag rename: %v", err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "flagged\n" {
+		t.Fatalf("read %q", b)
+	}
+	if err := m.Delete(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(renamed); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the renamed file survived Delete: %v", err)
+	}
+	if err := m.Delete(msg); err != nil {
+		t.Fatalf("Delete of a message already gone: %v", err)
+	}
+	if left, _ := m.List(); len(left) != 1 || left[0].Key == msg.Key {
+		t.Fatalf("after delete List = %+v", left)
 	}
 }
 
