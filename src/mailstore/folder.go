@@ -106,7 +106,12 @@ func (s *Store) begin(names ...string) ([]*op, error) {
 }
 
 func (o *op) lock() error {
-	if fi, err := os.Stat(filepath.Join(o.dir, "cur")); err != nil || !fi.IsDir() {
+	// Lstat: a folder that is a symbolic link could lead out of the
+	// user's mailbox; List does not show one either.
+	if fi, err := os.Lstat(o.dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("folder %q: %w", o.name, ErrNoFolder)
+	}
+	if fi, err := os.Lstat(filepath.Join(o.dir, "cur")); err != nil || !fi.IsDir() {
 		return fmt.Errorf("folder %q: %w", o.name, ErrNoFolder)
 	}
 	o.fc = o.s.cacheFor(o.dir)

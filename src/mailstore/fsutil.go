@@ -79,7 +79,23 @@ func (l *flock) unlock() {
 // hold the lock that covers name, so one fixed tmp name suffices and a
 // leftover from a crash is simply truncated by the next write.
 func writeDurable(dir, name string, data []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
+	return writeDurableAs(dir, name, name+".tmp", data)
+}
+
+// writeDurableUnlocked is writeDurable for small files written without a
+// lock (a folder's special use, the defaults marker): two sessions logging
+// in at once must not share a tmp file. A crash may leave a uniquely
+// named tmp behind, which nothing reads.
+func writeDurableUnlocked(dir, name string, data []byte) error {
+	var rb [6]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		return err
+	}
+	return writeDurableAs(dir, name, name+".tmp."+hex.EncodeToString(rb[:]), data)
+}
+
+func writeDurableAs(dir, name, tmpName string, data []byte) error {
+	tmp := filepath.Join(dir, tmpName)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, fileMode)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Join(dir, name), err)

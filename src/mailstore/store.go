@@ -489,7 +489,7 @@ func (s *Store) EnsureDefaults() error {
 			return fmt.Errorf("creating the default folders: %w", err)
 		}
 	}
-	return writeDurable(s.root, defaultsFile, []byte("Sent Drafts Trash Junk\n"))
+	return writeDurableUnlocked(s.root, defaultsFile, []byte("Sent Drafts Trash Junk\n"))
 }
 
 // SetSpecialUse gives a folder a special-use attribute (CREATE with USE,
@@ -528,7 +528,7 @@ func (s *Store) SetSpecialUse(name, use string) error {
 			return fmt.Errorf("special use %s for %q: %q has it: %w", use, canon, f.Name, ErrSpecialInUse)
 		}
 	}
-	return writeDurable(dir, specialUseFile, []byte(use+"\n"))
+	return writeDurableUnlocked(dir, specialUseFile, []byte(use+"\n"))
 }
 
 // Usage is the quota usage: the sum of the S= sizes (bytes on disk) of the

@@ -193,11 +193,10 @@ func (h *hub) read() {
 				for ch := range e.subs {
 					signal(ch)
 				}
-				if ev.Mask&unix.IN_IGNORED != 0 {
-					// The directory is gone (folder deleted): the
-					// kernel dropped the watch already.
-					delete(h.wds, ev.Wd)
-				}
+				// IN_IGNORED (the folder was deleted) leaves the entry:
+				// its watchers still call stop, and forgetting it here
+				// would let their stop decrement a new watch that the
+				// kernel gave the same number.
 			}
 		}
 		h.mu.Unlock()
