@@ -835,3 +835,33 @@ func TestReadOnlyExamine(t *testing.T) {
 		t.Fatal("EXAMINE moved new/ to cur/")
 	}
 }
+
+func TestKeywordLimitAndTable(t *testing.T) {
+	s := newStore(t)
+	deliver(t, s.Root(), "m\n")
+	mb := mustSelect(t, s, Inbox)
+	for i := 0; i < maxKeywords; i++ {
+		if _, err := mb.Store([]uint32{1}, OpAdd, []string{fmt.Sprintf("kw%02d", i)}, 0); err != nil {
+			t.Fatalf("keyword %d: %v", i, err)
+		}
+	}
+	if mb.CanCreateKeywords() {
+		t.Fatal("CanCreateKeywords with 26 keywords")
+	}
+	if _, err := mb.Store([]uint32{1}, OpAdd, []string{"one-too-many"}, 0); !errors.Is(err, ErrTooManyKeywords) {
+		t.Fatalf("27th keyword: %v", err)
+	}
+	// Existing keywords still work, in any case.
+	if _, err := mb.Store([]uint32{1}, OpRemove, []string{"KW00"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := Open(s.Root())
+	mb2 := mustSelect(t, s2, Inbox)
+	if got := len(mb2.Keywords()); got != maxKeywords {
+		t.Fatalf("%d keywords after reopen", got)
+	}
+	m := mb2.Messages()[0]
+	if n := len(mb2.Flags(&m)); n != maxKeywords-1 {
+		t.Fatalf("%d flags, want %d", n, maxKeywords-1)
+	}
+}
