@@ -61,6 +61,15 @@
 // regardless, which the reader discards (within MaxSkip) and then goes on
 // skipping until the command's last line.
 //
+// After a Fatal error or a connection error the Reader is out of step:
+// do not call it again.
+//
+// What the reader forgives and what it does not: a bare LF ends a line as
+// CRLF does (people type IMAP by hand when something is wrong), but
+// arguments are separated by exactly one space, a trailing space is BAD,
+// atoms are 7-bit, a quoted string holds 8-bit only after SetUTF8 and
+// only as valid UTF-8, and NUL is refused everywhere but in literal8.
+//
 // # Parsing arguments
 //
 // [ParseSeqSet], [ParseSearch], [ParseFetchAtts] and [ParseFetchModifiers]

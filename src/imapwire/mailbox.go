@@ -91,6 +91,12 @@ func DecodeMailbox(s string) (string, error) {
 		if prevEncoded {
 			return "", errMUTF7
 		}
+		// Go's base64 skips CR and LF; the name must not.
+		for j := 0; j < len(enc); j++ {
+			if c := enc[j]; !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == ',') {
+				return "", errMUTF7
+			}
+		}
 		raw, err := mutf7.DecodeString(enc)
 		if err != nil || len(raw)%2 != 0 {
 			return "", errMUTF7

@@ -199,8 +199,8 @@ func NewReader(br *bufio.Reader, lim Limits, cont ContinueFunc) *Reader {
 // 7-bit there: 8-bit text must come as a literal.
 func (r *Reader) SetUTF8(on bool) { r.utf8 = on }
 
-// errLong marks a line over budget; the rest of it is still unread unless
-// longEnded.
+// errLong marks a line over budget; readLine says whether its end was
+// read.
 var errLong = errors.New("line too long")
 
 // tail keeps the last octets of a line that was discarded, enough to see a
@@ -233,7 +233,12 @@ func (r *Reader) readLine() (ended bool, err error) {
 				r.buf = r.buf[:len(r.buf)-1]
 			}
 		}
-		if len(r.buf)+n > budget {
+		limit := budget
+		if !ended {
+			// Room for a CR whose LF is in the next read.
+			limit++
+		}
+		if len(r.buf)+n > limit {
 			r.buf = append(r.buf, chunk[:n]...)
 			if r.used == 0 && r.tag == "" {
 				// Keep the tag so the client can match the BAD.
@@ -266,7 +271,14 @@ func (r *Reader) ReadLine() (string, error) {
 	r.reset()
 	ended, err := r.readLine()
 	if err == errLong {
-		return "", r.resync(&parseErr{Error: &Error{Code: "TOOBIG", Text: "Line too long"}, skip: longSkip(ended)})
+		// No literals here: the line is all there is to skip.
+		e := &Error{Code: "TOOBIG", Text: "Line too long"}
+		if !ended {
+			if err := r.discardLine(); err != nil {
+				return "", r.skipFailed(e, err)
+			}
+		}
+		return "", e
 	}
 	if err != nil {
 		return "", err

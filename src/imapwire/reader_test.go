@@ -307,6 +307,35 @@ func TestOneByteReads(t *testing.T) {
 	}
 }
 
+// TestLimitExactAcrossReads: a line of exactly MaxLine octets is taken
+// however its CR and LF arrive.
+func TestLimitExactAcrossReads(t *testing.T) {
+	for k := 8; k < 40; k++ {
+		testLimitExact(t, "a X "+strings.Repeat("y", k))
+	}
+}
+
+func testLimitExact(t *testing.T, line string) {
+	for _, end := range []string{"\r\n", "\n"} {
+		r := NewReader(bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(line+end+line+"y"+end+"b NOOP"+end)), 16), Limits{MaxLine: len(line)}, nil)
+		got := strings.Join(transcript(r), "|")
+		if want := line + "|BAD tag=a [TOOBIG]|b NOOP"; got != want {
+			t.Errorf("%q: got %s want %s", end, got, want)
+		}
+	}
+}
+
+func TestReadLineIgnoresLiterals(t *testing.T) {
+	r, _ := newTestReader(strings.Repeat("A", 100)+"{5+}\r\nDONE\r\n", Limits{MaxLine: 50})
+	var e *Error
+	if _, err := r.ReadLine(); !errors.As(err, &e) || e.Fatal {
+		t.Fatalf("long line: %v", err)
+	}
+	if s, err := r.ReadLine(); err != nil || s != "DONE" {
+		t.Fatalf("%q %v", s, err)
+	}
+}
+
 func TestTagKeptOnLongLine(t *testing.T) {
 	r, _ := newTestReader("x7 APPEND "+strings.Repeat("y", 100000)+"\r\n", Limits{})
 	_, err := r.ReadCommand()

@@ -130,6 +130,8 @@ func TestModifiedUTF7(t *testing.T) {
 		"caf\xc3\xa9", // 8-bit
 		"a\x00b",      // NUL
 		"a\nb",
+		"&00\n0-", // base64 with a line break in it
+		"&00\r0-",
 		"&-&AOk--", // fine until the stray "-"... which is ASCII: valid
 	} {
 		if bad == "&-&AOk--" {
