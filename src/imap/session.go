@@ -16,6 +16,7 @@ import (
 	"correo/src/imapwire"
 	"correo/src/logging"
 	"correo/src/mailbox"
+	"correo/src/mailstore"
 	"correo/src/proxyproto"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
@@ -51,8 +52,12 @@ type session struct {
 	state  state
 	bad    int
 
-	user pwproto.User
-	root string // the user's Maildir
+	user  pwproto.User
+	root  string // the user's Maildir
+	store *mailstore.Store
+	mb    *mailstore.Mailbox // the selected folder
+	// saved is SEARCH RETURN (SAVE)'s result, "$" (RFC 5182).
+	saved imapwire.SeqSet
 	// utf8: the client enabled UTF8=ACCEPT or IMAP4rev2 (mailbox names in
 	// UTF-8, not modified UTF-7).
 	utf8    bool
@@ -209,7 +214,8 @@ func (ss *session) capabilities() string {
 		}
 		return strings.Join(caps, " ")
 	}
-	caps = append(caps, "NAMESPACE", "UTF8=ACCEPT")
+	caps = append(caps, "NAMESPACE", "UTF8=ACCEPT", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
+		"ESEARCH", "SEARCHRES", "LIST-STATUS", "UNSELECT", "CONDSTORE", "STATUS=SIZE")
 	return strings.Join(caps, " ")
 }
 
@@ -304,8 +310,7 @@ func (ss *session) dispatch(cmd *imapwire.Command) bool {
 		if len(cmd.Args) != 0 {
 			return ss.bad1(cmd, "NOOP takes no arguments.")
 		}
-		ss.w.Tagged(cmd.Tag, "OK", "", "NOOP completed.")
-		return false
+		return ss.refreshAndTag(cmd, true)
 	case "LOGOUT":
 		ss.w.Tagged("*", "BYE", "", "correo IMAP server logging out.")
 		ss.w.Tagged(cmd.Tag, "OK", "", "LOGOUT completed.")
@@ -344,6 +349,9 @@ func (ss *session) dispatch(cmd *imapwire.Command) bool {
 		ss.w.Untagged(`NAMESPACE (("" "/")) NIL NIL`)
 		ss.w.Tagged(cmd.Tag, "OK", "", "NAMESPACE completed.")
 		return false
+	}
+	if done, ok := ss.authCommand(cmd); ok {
+		return done
 	}
 	return ss.bad1(cmd, "Unknown command "+cmd.Name+".")
 }
@@ -399,6 +407,11 @@ func (ss *session) enable(cmd *imapwire.Command) bool {
 			}
 			ss.utf8 = true
 			ss.r.SetUTF8(true)
+		case "CONDSTORE":
+			if !ss.enabled[c] {
+				ss.enabled[c] = true
+				on = append(on, c)
+			}
 		}
 	}
 	ss.w.Untagged(strings.TrimSpace("ENABLED " + strings.Join(on, " ")))
@@ -570,6 +583,12 @@ func (ss *session) login(cmd *imapwire.Command, user, pw string) bool {
 		return false
 	}
 	ss.user, ss.root = u, root
+	if err := ss.openStore(); err != nil {
+		ss.result = "mailbox unusable"
+		ss.s.log.Error("opening the user's mailbox", "trace", ss.trace, "user", u.Name, "err", err)
+		ss.w.Tagged(cmd.Tag, "NO", "SERVERBUG", "Your mailbox cannot be opened now; try again later.")
+		return false
+	}
 	ss.state = stateAuth
 	ss.result = "logged in"
 	ss.w.Tagged(cmd.Tag, "OK", "CAPABILITY "+ss.capabilities(), "Logged in.")
