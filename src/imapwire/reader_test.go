@@ -132,6 +132,11 @@ func TestReadCommand(t *testing.T) {
 			[]string{`a FETCH 1 (BODY.PEEK[HEADER.FIELDS (From "To")]<0.100> UID)`}},
 		{"fetch empty section", "a FETCH 1 BODY[]\r\n", Limits{}, false, []string{"a FETCH 1 BODY[]"}},
 		{"unclosed bracket atom", "a SELECT a[b\r\n", Limits{}, false, []string{"a SELECT a[b"}},
+		{"brackets only after a section name", "a RENAME a[ b]\r\n", Limits{}, false, []string{"a RENAME a[ b]"}},
+		{"lower-case section name", "a FETCH 1 body.peek[header.fields (a b)]\r\n", Limits{}, false,
+			[]string{"a FETCH 1 body.peek[header.fields (a b)]"}},
+		// Left for ParseFetchAtts to refuse.
+		{"unclosed section", "a FETCH 1 BODY[HEADER.FIELDS (a b)\r\n", Limits{}, false, []string{"a FETCH 1 BODY[HEADER.FIELDS (a b)"}},
 		{"resp-special in atom", "a SELECT a]b\r\n", Limits{}, false, []string{"a SELECT a]b"}},
 		{"list wildcards", "a LIST \"\" %/*\r\n", Limits{}, false, []string{`a LIST "" %/*`}},
 
