@@ -725,6 +725,11 @@ func (r *Reader) parseAtom() (Arg, *parseErr) {
 }
 
 func sectionToken(name []byte) bool {
+	// Checked at every "[" of a token: the length test keeps a token of
+	// 60 000 "[" linear.
+	if len(name) < 4 || len(name) > len("BINARY.SIZE") {
+		return false
+	}
 	switch strings.ToUpper(string(name)) {
 	case "BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE":
 		return true

@@ -341,6 +341,33 @@ func TestReadLineIgnoresLiterals(t *testing.T) {
 	}
 }
 
+// TestLinearWork: hostile lines within MaxLine cost work in proportion to
+// their length. Measured in bytes allocated, not time: a token of 60 000
+// "[" once copied its growing prefix at every "[" (gigabytes).
+func TestLinearWork(t *testing.T) {
+	for _, in := range []string{
+		"a X a" + strings.Repeat("[", 60000),
+		"a X " + strings.Repeat("BODY[", 12000),
+		"a X BODY[" + strings.Repeat("\"[", 30000),
+		"a X " + strings.Repeat("a]", 30000),
+		"a X " + strings.Repeat("(", 60000),
+		"a X " + strings.Repeat("\"\\\"", 20000),
+		"a SEARCH " + strings.Repeat("NOT ", 8000) + "ALL",
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r := NewReader(bufio.NewReader(strings.NewReader(in+"\r\n")), Limits{}, nil)
+		if cmd, err := r.ReadCommand(); err == nil && cmd.Name == "SEARCH" {
+			ParseSearch(cmd.Args, 0)
+		}
+		runtime.ReadMemStats(&after)
+		if d := after.TotalAlloc - before.TotalAlloc; d > 8<<20 {
+			t.Errorf("%.20q...: %d bytes allocated for %d octets", in, d, len(in))
+		}
+	}
+}
+
 func TestTagKeptOnLongLine(t *testing.T) {
 	r, _ := newTestReader("x7 APPEND "+strings.Repeat("y", 100000)+"\r\n", Limits{})
 	_, err := r.ReadCommand()

@@ -139,7 +139,8 @@ func Literal(s string) string {
 }
 
 // String returns s as a quoted string when it can be one, else a literal.
-// utf8ok: the client has enabled IMAP4rev2 or UTF8=ACCEPT.
+// utf8ok: the client has enabled IMAP4rev2 or UTF8=ACCEPT. No IMAP string
+// may hold NUL: content with NUL goes as literal8 through LiteralFrom.
 func String(s string, utf8ok bool) string {
 	if quotable(s, utf8ok) {
 		return Quote(s)
