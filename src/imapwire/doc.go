@@ -81,7 +81,8 @@
 //
 // [Writer] writes tagged, untagged and continuation responses and removes
 // CR, LF and NUL from texts, so nothing a client supplied (a mailbox name
-// echoed in a text) can forge a response. [Quote], [Astring], [NString] and
+// echoed in a text) can forge a response; [Writer.LiteralFrom] streams a
+// message body into a FETCH response. [Quote], [Astring], [NString] and
 // [Literal] choose the representation a string needs; [EncodeMailbox] and
 // [DecodeMailbox] are modified UTF-7 (RFC 3501 section 5.1.3) for
 // IMAP4rev1 clients, [MailboxFromWire] and [MailboxToWire] pick it or UTF-8

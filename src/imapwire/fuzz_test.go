@@ -263,3 +263,28 @@ func FuzzDecodeMailbox(f *testing.F) {
 		}
 	})
 }
+
+// FuzzQuoteReadBack: whatever String and Astring write, the reader reads
+// back as the same string.
+func FuzzQuoteReadBack(f *testing.F) {
+	for _, s := range []string{"", "INBOX", "NIL", "a b", `a"b\c`, "café", "caf\xe9", "a\r\nb", "x]y", "{5}", "~{1}", "a[b c]", "BODY[x y]", "\\Seen"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, s string, utf8ok bool) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return
+		}
+		for _, enc := range []string{String(s, utf8ok), Astring(s, utf8ok)} {
+			r := NewReader(bufio.NewReader(strings.NewReader("t X "+enc+"\r\n")), Limits{MaxLine: 1 << 20, MaxLiteral: 1 << 20}, nil)
+			r.SetUTF8(utf8ok)
+			cmd, err := r.ReadCommand()
+			if err != nil {
+				t.Fatalf("%q written as %q: %v", s, enc, err)
+			}
+			if got, _ := cmd.Args[0].AString(); len(cmd.Args) != 1 || got != s {
+				t.Fatalf("%q written as %q read back as %q (%d args)", s, enc, got, len(cmd.Args))
+			}
+		}
+	})
+}

@@ -689,10 +689,12 @@ func isAtomChar(c byte) bool {
 	return true
 }
 
-// parseAtom reads a bare token. A "[" opens a section that runs to its
-// "]" and may hold spaces, lists and quoted strings, as FETCH's
-// BODY[HEADER.FIELDS (From To)] does; a "[" without its "]" on the line is
-// an ordinary character, as in a mailbox atom "a[b".
+// parseAtom reads a bare token. After BODY, BODY.PEEK, BINARY,
+// BINARY.PEEK or BINARY.SIZE a "[" opens a section that runs to its "]"
+// and may hold spaces, lists and quoted strings, as in
+// BODY[HEADER.FIELDS (From To)]; that is the only place the grammar nests
+// a list in a token. Anywhere else "[" is an ordinary character, so a
+// mailbox atom "a[b" stays one.
 func (r *Reader) parseAtom() (Arg, *parseErr) {
 	start := r.pos
 	if r.buf[r.pos] == '\\' {
@@ -701,7 +703,7 @@ func (r *Reader) parseAtom() (Arg, *parseErr) {
 	}
 	for r.pos < len(r.buf) {
 		c := r.buf[r.pos]
-		if c == '[' {
+		if c == '[' && sectionToken(r.buf[start:r.pos]) {
 			if end := sectionEnd(r.buf[r.pos:]); end > 0 {
 				r.pos += end
 				continue
@@ -720,6 +722,19 @@ func (r *Reader) parseAtom() (Arg, *parseErr) {
 		return Arg{}, bad(skipFromLine, syntaxErr("Expected an argument"))
 	}
 	return Arg{Kind: KindAtom, Str: string(r.buf[start:r.pos])}, nil
+}
+
+func sectionToken(name []byte) bool {
+	// Checked at every "[" of a token: the length test keeps a token of
+	// 60 000 "[" linear.
+	if len(name) < 4 || len(name) > len("BINARY.SIZE") {
+		return false
+	}
+	switch strings.ToUpper(string(name)) {
+	case "BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE":
+		return true
+	}
+	return false
 }
 
 // sectionEnd returns the length of the "[...]" at the start of b, or 0

@@ -132,6 +132,11 @@ func TestReadCommand(t *testing.T) {
 			[]string{`a FETCH 1 (BODY.PEEK[HEADER.FIELDS (From "To")]<0.100> UID)`}},
 		{"fetch empty section", "a FETCH 1 BODY[]\r\n", Limits{}, false, []string{"a FETCH 1 BODY[]"}},
 		{"unclosed bracket atom", "a SELECT a[b\r\n", Limits{}, false, []string{"a SELECT a[b"}},
+		{"brackets only after a section name", "a RENAME a[ b]\r\n", Limits{}, false, []string{"a RENAME a[ b]"}},
+		{"lower-case section name", "a FETCH 1 body.peek[header.fields (a b)]\r\n", Limits{}, false,
+			[]string{"a FETCH 1 body.peek[header.fields (a b)]"}},
+		// Left for ParseFetchAtts to refuse.
+		{"unclosed section", "a FETCH 1 BODY[HEADER.FIELDS (a b)\r\n", Limits{}, false, []string{"a FETCH 1 BODY[HEADER.FIELDS (a b)"}},
 		{"resp-special in atom", "a SELECT a]b\r\n", Limits{}, false, []string{"a SELECT a]b"}},
 		{"list wildcards", "a LIST \"\" %/*\r\n", Limits{}, false, []string{`a LIST "" %/*`}},
 
@@ -333,6 +338,33 @@ func TestReadLineIgnoresLiterals(t *testing.T) {
 	}
 	if s, err := r.ReadLine(); err != nil || s != "DONE" {
 		t.Fatalf("%q %v", s, err)
+	}
+}
+
+// TestLinearWork: hostile lines within MaxLine cost work in proportion to
+// their length. Measured in bytes allocated, not time: a token of 60 000
+// "[" once copied its growing prefix at every "[" (gigabytes).
+func TestLinearWork(t *testing.T) {
+	for _, in := range []string{
+		"a X a" + strings.Repeat("[", 60000),
+		"a X " + strings.Repeat("BODY[", 12000),
+		"a X BODY[" + strings.Repeat("\"[", 30000),
+		"a X " + strings.Repeat("a]", 30000),
+		"a X " + strings.Repeat("(", 60000),
+		"a X " + strings.Repeat("\"\\\"", 20000),
+		"a SEARCH " + strings.Repeat("NOT ", 8000) + "ALL",
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r := NewReader(bufio.NewReader(strings.NewReader(in+"\r\n")), Limits{}, nil)
+		if cmd, err := r.ReadCommand(); err == nil && cmd.Name == "SEARCH" {
+			ParseSearch(cmd.Args, 0)
+		}
+		runtime.ReadMemStats(&after)
+		if d := after.TotalAlloc - before.TotalAlloc; d > 8<<20 {
+			t.Errorf("%.20q...: %d bytes allocated for %d octets", in, d, len(in))
+		}
 	}
 }
 

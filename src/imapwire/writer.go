@@ -2,6 +2,8 @@ package imapwire
 
 import (
 	"bufio"
+	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -45,6 +47,30 @@ func (w *Writer) Untagged(data string) error {
 	w.w.WriteString(data)
 	_, err := w.w.WriteString("\r\n")
 	return err
+}
+
+// Raw writes s as it is, for a response built in pieces (a FETCH whose
+// body comes from LiteralFrom); the caller ends it with "\r\n".
+func (w *Writer) Raw(s string) error {
+	_, err := w.w.WriteString(s)
+	return err
+}
+
+// LiteralFrom writes a literal of exactly size octets read from r, so a
+// message body goes from its file to the client without being held whole.
+// A binary literal (~{n}, for FETCH BINARY with NUL in it) when binary.
+// If r ends early the response cannot be completed: the error says so and
+// the session must be closed.
+func (w *Writer) LiteralFrom(size int64, r io.Reader, binary bool) error {
+	if binary {
+		w.w.WriteByte('~')
+	}
+	fmt.Fprintf(w.w, "{%d}\r\n", size)
+	n, err := io.CopyN(w.w, r, size)
+	if err != nil {
+		return fmt.Errorf("literal of %d octets: wrote %d: %w", size, n, err)
+	}
+	return nil
 }
 
 // Continue writes a continuation request "+ text".
@@ -113,7 +139,8 @@ func Literal(s string) string {
 }
 
 // String returns s as a quoted string when it can be one, else a literal.
-// utf8ok: the client has enabled IMAP4rev2 or UTF8=ACCEPT.
+// utf8ok: the client has enabled IMAP4rev2 or UTF8=ACCEPT. No IMAP string
+// may hold NUL: content with NUL goes as literal8 through LiteralFrom.
 func String(s string, utf8ok bool) string {
 	if quotable(s, utf8ok) {
 		return Quote(s)

@@ -33,6 +33,30 @@ func TestWriter(t *testing.T) {
 	}
 }
 
+func TestWriterLiteralFrom(t *testing.T) {
+	var sb strings.Builder
+	bw := bufio.NewWriterSize(&sb, 16)
+	w := NewWriter(bw)
+	w.Raw("* 1 FETCH (UID 7 BODY[] ")
+	body := strings.Repeat("line\r\n", 100)
+	if err := w.LiteralFrom(int64(len(body)), strings.NewReader(body+"extra"), false); err != nil {
+		t.Fatal(err)
+	}
+	w.Raw(" BINARY[1] ")
+	if err := w.LiteralFrom(2, strings.NewReader("\x00x"), true); err != nil {
+		t.Fatal(err)
+	}
+	w.Raw(")\r\n")
+	w.Flush()
+	want := "* 1 FETCH (UID 7 BODY[] {600}\r\n" + body + " BINARY[1] ~{2}\r\n\x00x)\r\n"
+	if sb.String() != want {
+		t.Errorf("got %q", sb.String())
+	}
+	if err := w.LiteralFrom(10, strings.NewReader("short"), false); err == nil {
+		t.Error("a short body was not reported")
+	}
+}
+
 func TestQuoting(t *testing.T) {
 	tests := []struct {
 		s            string
