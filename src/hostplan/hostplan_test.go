@@ -56,7 +56,7 @@ func TestUnitsPerHost(t *testing.T) {
 		{"relay1", []string{"correo-nssd.service", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
 			"correo-smtpd-submissions.socket", "correo-smtpd.service"}},
 		{"store1", []string{"correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd.service",
-			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service"}},
+			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service", "correo-imapd-imap-backend.socket", "correo-imapd.service"}},
 	} {
 		us, err := Units(p, c.host)
 		if err != nil {

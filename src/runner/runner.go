@@ -72,6 +72,7 @@ var Daemons = []struct {
 	{cluster.RolePasswdSecondary, "passwdd"},
 	{cluster.RoleStorage, "pdeliveryd"},
 	{cluster.RoleStorage, "pop3d"},
+	{cluster.RoleStorage, "imapd"},
 	{cluster.RoleMX, "smtpd"},
 	{cluster.RoleRelay, "smtpd"},
 	{cluster.RolePOPProxy, "popproxy"},

@@ -231,8 +231,8 @@ func TestPlanStartsBuiltDaemonsOncePerHost(t *testing.T) {
 	if strings.Join(names, ",") != "nsd,rsyslogd,passwdd,smtpd" {
 		t.Errorf("planned %v", names)
 	}
-	if len(missing) != 4 {
-		t.Errorf("missing = %v, want pdeliveryd, pop3d, popproxy, nssd", missing)
+	if len(missing) != 5 {
+		t.Errorf("missing = %v, want pdeliveryd, pop3d, imapd, popproxy, nssd", missing)
 	}
 	for _, s := range specs {
 		// The dev host is also a storage host: smtpd reaches its

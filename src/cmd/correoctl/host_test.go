@@ -41,12 +41,12 @@ func TestHostCommands(t *testing.T) {
 	}{
 		{"render needs host", []string{"host", "render", "-profile", example, "-root", root}, 2, "", "-host and -root are required"},
 		{"render unknown host", []string{"host", "render", "-profile", example, "-host", "nope", "-root", root}, 1, "", `"nope"`},
-		{"render bin lacks programs", []string{"host", "render", "-profile", example, "-host", "pw1", "-root", root, "-bin", partial}, 1, "", "lacks correoctl, libnss_correo.so.2"},
+		{"render bin lacks programs", []string{"host", "render", "-profile", example, "-host", "pw1", "-root", root, "-bin", partial}, 1, "", "lacks correoctl, imapd, libnss_correo.so.2"},
 		{"render with TLS", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt, "-tls-key", crtKey}, 0, "rendered mx1", ""},
 		{"render TLS not a pair", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt, "-tls-key", key}, 1, "", "not a usable pair"},
 		{"render TLS half", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt}, 2, "", "go together"},
 		{"render TLS without host.tls", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-tls-cert", crt, "-tls-key", crtKey}, 1, "", "has no [host.tls]"},
-		{"render", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-bin", bin, "-key", key}, 0, "rendered store1: 5 units", ""},
+		{"render", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-bin", bin, "-key", key}, 0, "rendered store1: 7 units", ""},
 		{"render dev profile", []string{"host", "render", "-host", "dev", "-root", root}, 1, "", "under /run"},
 		{"install dry run", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root, "-dry-run"}, 0, "run systemctl restart nsd.service", ""},
 		{"install elsewhere", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root}, 2, "", "-root must be /"},
@@ -94,7 +94,7 @@ func TestHostPlanJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &plan); err != nil {
 		t.Fatal(err)
 	}
-	if len(plan) != 9 || len(plan["store1"]) != 5 || plan["store1"][0].Sections[1].Name != "Service" {
+	if len(plan) != 9 || len(plan["store1"]) != 7 || plan["store1"][0].Sections[1].Name != "Service" {
 		t.Fatalf("plan: %d hosts, store1 %+v", len(plan), plan["store1"])
 	}
 }
@@ -130,7 +130,7 @@ func TestHostInstallSteps(t *testing.T) {
 		{"systemctl", "stop", "nsd.service"},
 		{"systemctl", "restart", "rsyslog.service"},
 		{"systemctl", "enable", "--now", "correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd.service",
-			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service"},
+			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service", "correo-imapd-imap-backend.socket", "correo-imapd.service"},
 	}
 	if !slices.EqualFunc(ran, want, slices.Equal) {
 		t.Fatalf("ran\n%v\nwant\n%v", ran, want)
