@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -117,10 +118,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuthTimeout <= 0 {
 		cfg.AuthTimeout = 2*cfg.Profile.Cluster.Passwd.Timeout.Std() + time.Second
 	}
+	// A profile's relative data_dir (the dev cluster's) is relative to the
+	// daemon's working directory, fixed at start; the store wants it
+	// absolute.
+	dataDir, err := filepath.Abs(cfg.Host.Storage.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("imap: data_dir %q of host %s: %w", cfg.Host.Storage.DataDir, cfg.Host.Name, err)
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Log,
-		dataDir: cfg.Host.Storage.DataDir,
+		dataDir: dataDir,
 		scheme:  cfg.Profile.LayoutScheme(),
 		network: cfg.Profile.NetworkPrefix(),
 		proxies: map[netip.Addr]bool{},

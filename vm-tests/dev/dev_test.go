@@ -20,7 +20,8 @@ import (
 )
 
 // TestDevCluster starts the dev cluster, mails its demo user with Python's
-// smtplib, reads the message back with poplib through popproxy and pop3d,
+// smtplib, reads the message back with poplib through popproxy and pop3d
+// and with imaplib from imapd,
 // and stops everything with Ctrl-C (SIGINT).
 func TestDevCluster(t *testing.T) {
 	for _, c := range []string{"nsd", "rsyslogd"} {
@@ -96,6 +97,29 @@ text = b"\n".join(lines).decode()
 head, _, got = text.partition("\n\n")
 assert got + "\n" == body, repr(got)
 assert "Message-ID: <dev-1@example.org>" in head, head
+# The same message over IMAP, straight from imapd (the dev network is
+# trusted): POP left it in place, IMAP sees it, flags it, and POP's UIDL
+# does not change.
+import imaplib
+uidl = poplib.POP3("127.0.0.1", 10110, timeout=20)
+uidl.user("demo"); uidl.pass_(pw)
+before = uidl.uidl()[1]
+uidl.quit()
+m = imaplib.IMAP4("127.0.0.1", 11143)
+m.login("demo", pw)
+typ, data = m.select("INBOX")
+assert data[0] == b"1", data
+typ, data = m.fetch("1", "(BODY.PEEK[TEXT])")
+assert data[0][1].replace(b"\r\n", b"\n").decode() == body, data
+m.store("1", "+FLAGS", "\\Flagged")
+typ, data = m.list()
+assert any(b"\\Sent" in l for l in data), data
+m.logout()
+uidl = poplib.POP3("127.0.0.1", 10110, timeout=20)
+uidl.user("demo"); uidl.pass_(pw)
+after = uidl.uidl()[1]
+uidl.quit()
+assert before == after, (before, after)
 print("ok")
 `
 	out, err := exec.Command(python, "-c", script, password).CombinedOutput()
