@@ -56,7 +56,7 @@ func envelopeOf(h *header) Envelope {
 func (m *Message) HeaderValues(name string) []string {
 	var out []string
 	for i := range m.h.fields {
-		if strings.EqualFold(m.h.fields[i].Name, name) {
+		if m.h.fields[i].Name != "" && strings.EqualFold(m.h.fields[i].Name, name) {
 			out = append(out, decode2047(unfold(m.h.fields[i].Value)))
 		}
 	}

@@ -50,11 +50,16 @@ func parseHeader(raw []byte) header {
 		}
 		cur = nil
 		c := bytes.IndexByte(line, ':')
-		if c <= 0 {
-			continue
+		var name []byte
+		if c >= 0 {
+			name = bytes.TrimRight(line[:c], " \t")
 		}
-		name := bytes.TrimRight(line[:c], " \t")
 		if len(name) == 0 || !validFieldName(name) {
+			// Not a field, but part of the header: HEADER.FIELDS.NOT gives it
+			// back (as Dovecot does), no name lookup ever finds it.
+			h.fields = append(h.fields, field{Raw: line})
+			cur = &h.fields[len(h.fields)-1]
+			curStart, curCol = lineStart, len(line)-1
 			continue
 		}
 		h.fields = append(h.fields, field{Name: string(name), Raw: line, Value: line[c+1:]})
@@ -76,7 +81,7 @@ func validFieldName(b []byte) bool {
 // get returns the first field called name (case-insensitive), or nil.
 func (h *header) get(name string) *field {
 	for i := range h.fields {
-		if strings.EqualFold(h.fields[i].Name, name) {
+		if h.fields[i].Name != "" && strings.EqualFold(h.fields[i].Name, name) {
 			return &h.fields[i]
 		}
 	}

@@ -32,9 +32,13 @@ func sec(path []int, spec string, fields []string) func(*Message) (string, error
 		if int64(len(b)) != n {
 			return "", fmt.Errorf("size %d but %d bytes", n, len(b))
 		}
-		return string(appendString(nil, string(b), false)), nil
+		return literal(b), nil
 	}
 }
+
+// literal is how a server sends section data: never quoted, so NUL and
+// 8-bit bytes go through unchanged.
+func literal(b []byte) string { return "{" + strconv.Itoa(len(b)) + "}\r\n" + string(b) }
 
 func binSize(path []int) func(*Message) (string, error) {
 	return func(m *Message) (string, error) {
@@ -53,7 +57,7 @@ func bin(path []int) func(*Message) (string, error) {
 		if int64(len(b)) != n {
 			return "", fmt.Errorf("size %d but %d bytes", n, len(b))
 		}
-		return string(appendString(nil, string(b), false)), nil
+		return literal(b), nil
 	}
 }
 
@@ -117,7 +121,8 @@ func render(m *Message) string {
 		if err != nil {
 			v = "NO " + err.Error()
 		}
-		fmt.Fprintf(&b, "%s %s\n", it.name, strings.ReplaceAll(v, "\r\n", "\\r\\n"))
+		v = strings.NewReplacer("\r\n", "\\r\\n", "\n", "\\n", "\x00", "\\0").Replace(v)
+		fmt.Fprintf(&b, "%s %s\n", it.name, v)
 	}
 	return b.String()
 }

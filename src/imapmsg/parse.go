@@ -386,6 +386,13 @@ func (p *Part) fill(h *header, digest bool) {
 			p.ct = mt
 		}
 	}
+	if p.ct.is("text", "") {
+		if _, ok := p.ct.param("charset"); !ok {
+			// Clients pick a charset from BODYSTRUCTURE; RFC 2045's default is
+			// us-ascii and Dovecot says so explicitly, after the others.
+			p.ct.Params = append(p.ct.Params[:len(p.ct.Params):len(p.ct.Params)], Param{"charset", "us-ascii"})
+		}
+	}
 	if p.ct.Type == "" {
 		if digest {
 			p.ct = mediaType{Type: "message", Subtype: "rfc822"}

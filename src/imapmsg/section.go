@@ -71,17 +71,13 @@ func (m *Message) SectionBytes(path []int, spec string, fields []string, not boo
 // its part 1, so that part is the message itself.
 func (m *Message) resolve(path []int) *Part {
 	p := m.tree()
-	inMsg := true // p is a message whose numbers we are about to take
+	inMsg := true // p is already the message whose numbers we take
 	for _, n := range path {
 		if n < 1 {
 			return nil
 		}
-		if !inMsg {
-			if p.msg != nil {
-				p = p.msg
-			} else if !p.isMultipart() {
-				return nil
-			}
+		if !inMsg && p.msg != nil {
+			p = p.msg
 		}
 		switch {
 		case p.isMultipart():
@@ -89,7 +85,10 @@ func (m *Message) resolve(path []int) *Part {
 				return nil
 			}
 			p = p.children[n-1]
-		case n == 1 && (inMsg || p.h != nil):
+		case n == 1:
+			// A non-multipart part has only part 1, itself: Dovecot answers
+			// BODY[2.1] for a leaf 2 so, and clients that number every leaf
+			// as x.1 rely on it.
 		default:
 			return nil
 		}
@@ -116,6 +115,9 @@ func headerFields(h *header, names []string, not bool) (io.Reader, int64) {
 		for _, f := range h.fields {
 			in := false
 			for _, n := range names {
+				if f.Name == "" {
+					break
+				}
 				if strings.EqualFold(n, f.Name) {
 					in = true
 					break

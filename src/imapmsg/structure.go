@@ -74,6 +74,12 @@ func structureOf(p *Part) Structure {
 		body := structureOf(p.msg)
 		s.Envelope, s.Body = &env, &body
 		s.Lines = p.end.lf - p.body.lf
+	case p.ct.is("message", "rfc822") || p.ct.is("message", "global"):
+		// Not parsed (encoded, or too deep): IMAP's grammar still wants an
+		// envelope and a body here, and Dovecot sends empty ones.
+		env, body := Envelope{}, emptyPart
+		s.Envelope, s.Body = &env, &body
+		s.Lines = p.end.lf - p.body.lf
 	case strings.EqualFold(p.ct.Type, "text"):
 		s.Lines = p.end.lf - p.body.lf
 	}
