@@ -165,9 +165,8 @@ func (q *qpReader) Read(p []byte) (int, error) {
 	for len(q.out) == 0 {
 		if q.err != nil {
 			switch q.st {
-			case 1:
-				q.out = append(q.out, '=')
-			case 2:
+			case 2: // a lone '=' at the very end is a soft break: nothing
+
 				q.out = append(q.out, '=', q.first)
 			}
 			q.st = 0
