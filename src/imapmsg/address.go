@@ -31,6 +31,7 @@ func ParseAddressList(v string) []Address {
 	var out []Address
 	inGroup := false
 	for !l.done() && len(out) < maxAddresses {
+		before := l.i
 		comment := l.skipCFWS()
 		switch l.peek() {
 		case ',':
@@ -42,8 +43,6 @@ func ParseAddressList(v string) []Address {
 				out = append(out, Address{})
 				inGroup = false
 			}
-			continue
-		case 0:
 			continue
 		}
 		start := l.i
@@ -91,9 +90,9 @@ func ParseAddressList(v string) []Address {
 				}
 				out = append(out, a)
 			}
-			if l.i == start && !l.done() && !strings.ContainsRune(",;", rune(l.peek())) {
-				l.i++ // a stray special such as '>' or '"': skip it, always progress
-			}
+		}
+		if l.i == before {
+			l.i++ // a stray special such as '>': skip it; every turn must progress
 		}
 	}
 	if inGroup && len(out) < maxAddresses+1 {
@@ -128,6 +127,9 @@ func (l *lexer) phrase() ([]string, string) {
 			for !l.done() && strings.IndexByte("()<>@,;:\\\".[] \t\r\n", l.s[l.i]) < 0 {
 				l.i++
 			}
+			if l.i == st {
+				l.i++ // a stray backslash: part of the word, and progress
+			}
 			w := l.s[st:l.i]
 			if n := len(words); n > 0 && strings.HasSuffix(words[n-1], ".") && l.i > 0 && st > 0 && l.s[st-1] == '.' {
 				words[n-1] += w
@@ -145,11 +147,12 @@ func localPart(s string) string {
 	l := &lexer{s: s}
 	var b strings.Builder
 	for !l.done() {
-		l.skipCFWS()
+		if l.skipCFWS(); l.done() {
+			break
+		}
 		switch l.peek() {
 		case '"':
 			b.WriteString(l.quoted())
-		case 0:
 		default:
 			b.WriteByte(l.s[l.i])
 			l.i++

@@ -305,6 +305,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 		if part.ct.is("multipart", "") {
 			part.children = []*Part{}
 		}
+		p.endAt = part.end
 		return bi, cl
 	}
 
