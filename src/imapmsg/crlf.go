@@ -1,6 +1,19 @@
 package imapmsg
 
-import "io"
+import (
+	"io"
+	"sync"
+)
+
+// crlfBufs pools the reader's buffers, given back at the end of the stream:
+// a FETCH of BODY[] for every message of a folder would otherwise allocate
+// 24 KB per message.
+var crlfBufs = sync.Pool{New: func() any { return new(crlfBuf) }}
+
+type crlfBuf struct {
+	in  [8 * 1024]byte
+	out [16 * 1024]byte
+}
 
 // CRLFSize is the size of b once every lone LF becomes CRLF. prevCR says
 // whether the byte before b was a CR, so a CRLF split across two calls is not
@@ -22,6 +35,7 @@ func CRLFSize(b []byte, prevCR bool) int64 {
 // costs no more memory than a small one.
 type CRLFReader struct {
 	r      io.Reader
+	bufs   *crlfBuf
 	in     []byte
 	out    []byte // converted bytes
 	off    int    // next byte of out to return
@@ -40,11 +54,15 @@ func (c *CRLFReader) Read(p []byte) (int, error) {
 	}
 	for c.off == len(c.out) {
 		if c.err != nil {
+			if c.bufs != nil {
+				crlfBufs.Put(c.bufs)
+				c.bufs, c.in, c.out, c.off = nil, nil, nil, 0
+			}
 			return 0, c.err
 		}
 		if c.in == nil {
-			c.in = make([]byte, 8*1024)
-			c.out = make([]byte, 0, 16*1024)
+			c.bufs = crlfBufs.Get().(*crlfBuf)
+			c.in, c.out = c.bufs.in[:], c.bufs.out[:0]
 		}
 		n, err := c.r.Read(c.in)
 		c.err = err

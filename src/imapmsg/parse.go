@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 )
 
 // Limits bound the work and memory of parsing one message. Past a limit the
@@ -89,6 +90,7 @@ func ParseLimits(r io.ReaderAt, size int64, lim Limits) (*Message, error) {
 		}
 		raw = append(raw, line...)
 	}
+	sc.release()
 	if sc.err != nil {
 		return nil, sc.err
 	}
@@ -114,6 +116,7 @@ func (m *Message) tree() *Part {
 	p := &parser{sc: newScanner(m.r, m.size), lim: m.lim}
 	root := &Part{}
 	p.parsePart(root, 0, false, true)
+	p.sc.release()
 	if p.sc.err != nil {
 		// A read error midway: keep what was parsed, ending at the file's end,
 		// rather than leave the session without a structure.
@@ -137,8 +140,22 @@ type scanner struct {
 	eof     bool
 }
 
+// readerPool keeps the scanners' buffers: FETCH over a folder parses
+// thousands of messages, and a fresh 32 KB buffer each was most of the
+// garbage.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32*1024) }}
+
 func newScanner(r io.ReaderAt, size int64) *scanner {
-	return &scanner{br: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 32*1024)}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(io.NewSectionReader(r, 0, size))
+	return &scanner{br: br}
+}
+
+// release gives the buffer back; the scanner must not be used again.
+func (s *scanner) release() {
+	s.br.Reset(nil)
+	readerPool.Put(s.br)
+	s.br = nil
 }
 
 // next reads one line and returns at most keep bytes of it (the slice is
