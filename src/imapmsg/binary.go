@@ -146,6 +146,7 @@ type qpReader struct {
 	out   []byte
 	st    int // 0 normal, 1 after '=', 2 after '=' and a hex digit, 3 soft break (whitespace after '=')
 	first byte
+	ws    []byte // spaces and tabs not yet known to be inside a line
 	err   error
 }
 
@@ -181,6 +182,20 @@ func (q *qpReader) Read(p []byte) (int, error) {
 		for _, c := range q.in[:n] {
 			switch q.st {
 			case 0:
+				switch c {
+				case ' ', '\t':
+					// RFC 2045: whitespace at the end of a line was added in
+					// transport and is dropped; keep it until the line goes on.
+					if len(q.ws) < 1024 {
+						q.ws = append(q.ws, c)
+					}
+					continue
+				case '\r', '\n':
+					q.ws = q.ws[:0]
+				default:
+					out = append(out, q.ws...)
+					q.ws = q.ws[:0]
+				}
 				if c == '=' {
 					q.st = 1
 				} else {

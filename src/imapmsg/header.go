@@ -3,6 +3,8 @@ package imapmsg
 import (
 	"bytes"
 	"mime"
+	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -218,7 +220,62 @@ func parseMediaType(v string, withSubtype bool) (mediaType, bool) {
 		}
 		m.Params = append(m.Params, Param{name, val})
 	}
+	m.Params = merge2231(m.Params)
 	return m, true
+}
+
+// merge2231 joins RFC 2231 continuations (name*0*=..., name*1=...) into one
+// parameter, "name*" when any piece is extended and "name" otherwise, after
+// the ordinary parameters, as Dovecot does; the value stays encoded, as
+// everything in BODYSTRUCTURE does. Clients then see one filename, not
+// pieces.
+func merge2231(ps []Param) []Param {
+	type piece struct {
+		n   int
+		ext bool
+		v   string
+	}
+	var order []string
+	groups := map[string][]piece{}
+	names := map[string]string{}
+	out := ps[:0:0]
+	for _, p := range ps {
+		i := strings.IndexByte(p.Name, '*')
+		if i <= 0 {
+			out = append(out, p)
+			continue
+		}
+		base, rest := p.Name[:i], p.Name[i+1:]
+		ext := strings.HasSuffix(rest, "*")
+		rest = strings.TrimSuffix(rest, "*")
+		n, err := strconv.Atoi(rest)
+		if rest == "" || err != nil || n < 0 || n > 999 {
+			out = append(out, p) // name* alone, or not a continuation
+			continue
+		}
+		key := strings.ToLower(base)
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+			names[key] = base
+		}
+		groups[key] = append(groups[key], piece{n, ext, p.Value})
+	}
+	for _, key := range order {
+		g := groups[key]
+		sort.SliceStable(g, func(a, b int) bool { return g[a].n < g[b].n })
+		var v strings.Builder
+		ext := false
+		for _, pc := range g {
+			v.WriteString(pc.v)
+			ext = ext || pc.ext
+		}
+		name := names[key]
+		if ext {
+			name += "*"
+		}
+		out = append(out, Param{name, v.String()})
+	}
+	return out
 }
 
 // lexer walks RFC 5322/2045 structured values, always making progress and

@@ -352,7 +352,10 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 		}
 		p.bounds = p.bounds[:mine]
 		if bi == mine && cl {
-			bi, cl = p.skipBody(part.body) // epilogue
+			// The epilogue starts after the close delimiter's line end, so a
+			// delimiter right after it cannot take that line end: the part
+			// keeps it, as in Dovecot.
+			bi, cl = p.skipBody(p.sc.p)
 		}
 		part.end = p.endAt
 		return bi, cl
