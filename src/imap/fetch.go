@@ -2,18 +2,21 @@ package imap
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
+	"correo/src/imapmsg"
 	"correo/src/imapwire"
 	"correo/src/mailstore"
 )
 
-// maxFetchMessage bounds the message a FETCH of a body section reads
-// into memory; larger ones are served by BODY[]<partial> a piece at a
-// time by every real client, and refused whole.
+// maxFetchMessage bounds the section a FETCH reads into memory; larger
+// ones are served by BODY[]<partial> a piece at a time by every real
+// client, and refused whole.
 const maxFetchMessage = 64 << 20
 
 // fetch is FETCH / UID FETCH set items [(CHANGEDSINCE n [VANISHED])].
@@ -71,6 +74,10 @@ func (ss *session) fetch(cmd *imapwire.Command) bool {
 			continue
 		}
 		data, setSeen, err := ss.fetchOne(cmd, m, atts, mods.ChangedSince > 0)
+		if errors.Is(err, errUnknownCTE) {
+			ss.w.Tagged(cmd.Tag, "NO", "UNKNOWN-CTE", "A part's content-transfer-encoding is unknown: fetch it with BODY instead of BINARY.")
+			return false
+		}
 		if err != nil {
 			// Expunged by another session meanwhile: RFC 9051 allows
 			// leaving it out.
@@ -124,16 +131,24 @@ func asked(atts []imapwire.FetchAtt, name string) bool {
 
 func fetchSupported(a imapwire.FetchAtt) bool {
 	switch a.Name {
-	case "UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT":
+	case "UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+		"ENVELOPE", "BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE":
 		return true
-	case "BODY":
-		if a.Section == nil {
-			return false
-		}
-		s := a.Section
-		return len(s.Part) == 0 && (s.Specifier == "" || s.Specifier == "HEADER" || s.Specifier == "TEXT")
 	}
 	return false
+}
+
+// parsed is one message file opened for FETCH: the parse is lazy (ENVELOPE
+// reads the header only) and shared by every item of the message.
+type parsed struct {
+	f   *os.File
+	msg *imapmsg.Message
+}
+
+func (p *parsed) close() {
+	if p.f != nil {
+		p.f.Close()
+	}
 }
 
 // fetchOne renders one message's items; setSeen: a non-peek body item on
@@ -142,25 +157,28 @@ func fetchSupported(a imapwire.FetchAtt) bool {
 func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []imapwire.FetchAtt, modseq bool) (string, bool, error) {
 	var parts []string
 	hasUID, hasModSeq := false, false
-	var body []byte
-	load := func() error {
-		if body != nil {
-			return nil
-		}
-		if m.Size > maxFetchMessage {
-			return fmt.Errorf("message of %d octets is larger than FETCH serves whole", m.Size)
+	var pm parsed
+	defer pm.close()
+	load := func() (*imapmsg.Message, error) {
+		if pm.msg != nil {
+			return pm.msg, nil
 		}
 		f, err := ss.mb.Open(m.UID)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer f.Close()
-		b, err := io.ReadAll(io.LimitReader(f, maxFetchMessage+1))
+		fi, err := f.Stat()
 		if err != nil {
-			return err
+			f.Close()
+			return nil, err
 		}
-		body = toCRLF(b)
-		return nil
+		msg, err := imapmsg.Parse(f, fi.Size())
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		pm = parsed{f: f, msg: msg}
+		return msg, nil
 	}
 	flags := ss.mb.Flags(m)
 	for _, a := range atts {
@@ -177,16 +195,28 @@ func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []
 		case "MODSEQ":
 			hasModSeq = true
 			parts = append(parts, fmt.Sprintf("MODSEQ (%d)", m.ModSeq))
-		default:
-			peek := a.Peek || a.Name == "RFC822.HEADER"
-			if !peek && !ss.mb.ReadOnly() && !hasFlag(flags, mailstore.FlagSeen) {
-				return "", true, nil
-			}
-			if err := load(); err != nil {
+		case "ENVELOPE":
+			msg, err := load()
+			if err != nil {
 				return "", false, err
 			}
-			name, data := section(a, body)
-			parts = append(parts, name+" "+imapwire.Literal(data))
+			parts = append(parts, "ENVELOPE "+string(imapmsg.AppendEnvelope(nil, msg.Envelope(), ss.utf8)))
+		case "BODYSTRUCTURE", "BODY":
+			if a.Name == "BODY" && a.Section != nil {
+				if done, err := ss.bodyItem(a, flags, load, &parts); err != nil || done {
+					return "", done, err
+				}
+				continue
+			}
+			msg, err := load()
+			if err != nil {
+				return "", false, err
+			}
+			parts = append(parts, a.Name+" "+string(imapmsg.AppendBodyStructure(nil, msg.BodyStructure(), a.Name == "BODYSTRUCTURE", ss.utf8)))
+		default:
+			if done, err := ss.bodyItem(a, flags, load, &parts); err != nil || done {
+				return "", done, err
+			}
 		}
 	}
 	if cmd.UID && !hasUID {
@@ -198,6 +228,100 @@ func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []
 	return strings.Join(parts, " "), false, nil
 }
 
+// errUnknownCTE is BINARY of a part whose encoding correo cannot undo:
+// NO [UNKNOWN-CTE] (RFC 3516).
+var errUnknownCTE = imapmsg.ErrUnknownCTE
+
+// bodyItem renders the items that carry message octets: BODY[...],
+// BINARY[...], BINARY.SIZE[...] and RFC822(.HEADER/.TEXT). setSeen is
+// true when the item would set \Seen first.
+func (ss *session) bodyItem(a imapwire.FetchAtt, flags []string, load func() (*imapmsg.Message, error), parts *[]string) (setSeen bool, err error) {
+	peek := a.Peek || a.Name == "RFC822.HEADER" || a.Name == "BINARY.SIZE"
+	if !peek && !ss.mb.ReadOnly() && !hasFlag(flags, mailstore.FlagSeen) {
+		return true, nil
+	}
+	msg, err := load()
+	if err != nil {
+		return false, err
+	}
+	var path []int
+	spec, fieldsNot := "", false
+	var fields []string
+	name := a.Name
+	switch a.Name {
+	case "RFC822":
+	case "RFC822.HEADER":
+		spec = "HEADER"
+	case "RFC822.TEXT":
+		spec = "TEXT"
+	default:
+		sec := a.Section
+		for _, n := range sec.Part {
+			path = append(path, int(n))
+		}
+		spec, fields = sec.Specifier, sec.Fields
+		if spec == "HEADER.FIELDS.NOT" {
+			spec, fieldsNot = "HEADER.FIELDS", true
+		}
+		name += "[" + sectionText(sec) + "]"
+	}
+	if a.Name == "BINARY.SIZE" {
+		n, err := msg.BinarySize(path)
+		if err != nil {
+			return false, err
+		}
+		*parts = append(*parts, name+" "+strconv.FormatInt(n, 10))
+		return false, nil
+	}
+	var r io.Reader
+	var size int64
+	if a.Name == "BINARY" {
+		if r, size, err = msg.Binary(path); err != nil {
+			return false, err
+		}
+	} else {
+		r, size = msg.Section(path, spec, fields, fieldsNot)
+	}
+	if p := a.Partial; p != nil {
+		name += "<" + strconv.FormatUint(uint64(p.Offset), 10) + ">"
+		r, size = imapmsg.Partial(r, size, int64(p.Offset), int64(p.Count))
+	}
+	if size > maxFetchMessage {
+		return false, fmt.Errorf("section of %d octets is larger than FETCH serves at once; fetch it in partials", size)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return false, err
+	}
+	lit := imapwire.Literal(string(b))
+	if a.Name == "BINARY" && bytes.IndexByte(b, 0) >= 0 {
+		lit = "~" + lit // literal8: the octets hold NUL (RFC 3516)
+	}
+	*parts = append(*parts, name+" "+lit)
+	return false, nil
+}
+
+// sectionText writes a section back as the client asked for it.
+func sectionText(sec *imapwire.Section) string {
+	var b strings.Builder
+	for i, n := range sec.Part {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(strconv.FormatUint(uint64(n), 10))
+	}
+	if sec.Specifier != "" {
+		if len(sec.Part) > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(sec.Specifier)
+	}
+	if len(sec.Fields) > 0 {
+		b.WriteString(" (" + strings.Join(sec.Fields, " ") + ")")
+	}
+	return b.String()
+}
+
 func hasFlag(flags []string, f string) bool {
 	for _, x := range flags {
 		if strings.EqualFold(x, f) {
@@ -205,68 +329,4 @@ func hasFlag(flags []string, f string) bool {
 		}
 	}
 	return false
-}
-
-// section returns the response item name and its octets for the
-// whole-message, header and text items.
-func section(a imapwire.FetchAtt, msg []byte) (string, string) {
-	header, text := splitHeader(msg)
-	var name, data string
-	switch a.Name {
-	case "RFC822":
-		return "RFC822", string(msg)
-	case "RFC822.HEADER":
-		return "RFC822.HEADER", string(header)
-	case "RFC822.TEXT":
-		return "RFC822.TEXT", string(text)
-	}
-	switch a.Section.Specifier {
-	case "":
-		name, data = "BODY[]", string(msg)
-	case "HEADER":
-		name, data = "BODY[HEADER]", string(header)
-	case "TEXT":
-		name, data = "BODY[TEXT]", string(text)
-	}
-	if p := a.Partial; p != nil {
-		name += "<" + strconv.FormatUint(uint64(p.Offset), 10) + ">"
-		if int(p.Offset) >= len(data) {
-			data = ""
-		} else {
-			data = data[p.Offset:]
-		}
-		if uint64(len(data)) > uint64(p.Count) {
-			data = data[:p.Count]
-		}
-	}
-	return name, data
-}
-
-// splitHeader splits a CRLF message after the blank line that ends its
-// header (the blank line belongs to the header, RFC 9051 6.4.5).
-func splitHeader(msg []byte) ([]byte, []byte) {
-	if bytes.HasPrefix(msg, []byte("\r\n")) {
-		return msg[:2], msg[2:]
-	}
-	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
-		return msg[:i+4], msg[i+4:]
-	}
-	return msg, nil
-}
-
-// toCRLF turns the stored LF line ends into the CRLF the wire carries,
-// leaving existing CRLF alone, so sizes match RFC822.SIZE.
-func toCRLF(b []byte) []byte {
-	n := bytes.Count(b, []byte("\n")) - bytes.Count(b, []byte("\r\n"))
-	if n == 0 {
-		return b
-	}
-	out := make([]byte, 0, len(b)+n)
-	for i, c := range b {
-		if c == '\n' && (i == 0 || b[i-1] != '\r') {
-			out = append(out, '\r')
-		}
-		out = append(out, c)
-	}
-	return out
 }

@@ -107,7 +107,16 @@ func TestSelectFetchStoreExpunge(t *testing.T) {
 		t.Fatalf("UID FETCH of an absent UID: %q", r)
 	}
 	c.cmd("a15", "FETCH 4294967296 FLAGS", "BAD")
-	c.cmd("a16", "FETCH 1 BODY[1.2.MIME]", "BAD")
+	// A part that does not exist is empty, not an error.
+	if r := c.cmd("a16", "FETCH 1 BODY.PEEK[1.2.MIME]", "OK"); !has(r, `BODY\[1\.2\.MIME\] \{0\}`) {
+		t.Fatalf("absent part: %q", r)
+	}
+	env := c.cmd("a16b", "FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (Subject)])", "OK")
+	if !has(env, `ENVELOPE \("Mon, 02 Nov 2026 10:00:00 \+0000" "dos" \(\("Juan" NIL "juan" "correo.test"\)\)`) ||
+		!has(env, `BODYSTRUCTURE \("text" "plain" \("charset" "us-ascii"\) NIL NIL "7bit" \d+ 1 `) ||
+		!has(env, `BODY\[HEADER.FIELDS \(Subject\)\] \{\d+\}`) {
+		t.Fatalf("ENVELOPE/BODYSTRUCTURE: %q", env)
+	}
 	c.cmd("a17", "CLOSE", "OK")
 	c.cmd("a18", "FETCH 1 FLAGS", "BAD")
 }
@@ -222,4 +231,22 @@ print("imaplib ok")
 	if err != nil || !strings.Contains(string(out), "imaplib ok") {
 		t.Fatalf("imaplib: %v\n%s", err, out)
 	}
+}
+
+// SEARCH compares decoded header text: an encoded-word subject is found
+// by its UTF-8 text; BODY looks inside the decoded parts.
+func TestSearchDecodesHeadersAndParts(t *testing.T) {
+	e := newEnv(t)
+	e.deliver("ana",
+		"From: a@b\nSubject: =?UTF-8?Q?Feliz_A=C3=B1o?=\n\nhola\n",
+		"From: a@b\nSubject: otro\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\nY2FmZXRlcsOtYQo=\n")
+	c := e.loggedIn()
+	c.cmd("s1", "SELECT INBOX", "OK")
+	if r := c.cmd("s2", "SEARCH CHARSET UTF-8 SUBJECT {4+}\r\nAño", "OK"); len(r) != 1 || r[0] != "* SEARCH 1" {
+		t.Fatalf("SEARCH SUBJECT Año: %q", r)
+	}
+	if r := c.cmd("s3", "SEARCH CHARSET UTF-8 BODY {10+}\r\ncafetería", "OK"); len(r) != 1 || r[0] != "* SEARCH 2" {
+		t.Fatalf("SEARCH BODY in a base64 part: %q", r)
+	}
+	c.cmd("s4", "SEARCH CHARSET KOI8-R ALL", "NO [BADCHARSET")
 }

@@ -1,16 +1,12 @@
 package imap
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"io"
-	"net/mail"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
 
+	"correo/src/imapmsg"
 	"correo/src/imapwire"
 	"correo/src/mailstore"
 )
@@ -18,7 +14,7 @@ import (
 // maxSearchDepth bounds NOT/OR/parentheses in SEARCH.
 const maxSearchDepth = 32
 
-// searchMsg is one message under evaluation; its file is read only when
+// searchMsg is one message under evaluation; its file is parsed only when
 // a key needs the header or the body, and once.
 type searchMsg struct {
 	ss     *session
@@ -26,54 +22,50 @@ type searchMsg struct {
 	seq    int
 	flags  []string
 	loaded bool
-	header textproto.MIMEHeader
-	body   []byte
-	raw    []byte
+	msg    *imapmsg.Message
 }
 
-func (sm *searchMsg) load() {
+func (sm *searchMsg) load() *imapmsg.Message {
 	if sm.loaded {
-		return
+		return sm.msg
 	}
 	sm.loaded = true
 	f, err := sm.ss.mb.Open(sm.m.UID)
 	if err != nil {
-		return
+		return nil
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxFetchMessage))
+	fi, err := f.Stat()
 	if err != nil {
-		return
+		f.Close()
+		return nil
 	}
-	sm.raw = b
-	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(b)))
-	h, _ := tr.ReadMIMEHeader()
-	sm.header = h
-	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
-		sm.body = b[i+2:]
-	} else if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
-		sm.body = b[i+4:]
+	msg, err := imapmsg.Parse(f, fi.Size())
+	if err != nil {
+		f.Close()
+		return nil
 	}
+	sm.ss.searchFiles = append(sm.ss.searchFiles, f)
+	sm.msg = msg
+	return msg
 }
 
 func containsFold(hay, needle string) bool {
 	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
 }
 
-// sameDay compares calendar days in the server's zone (RFC 9051 allows
-// it; the parsed day is midnight UTC).
+// day is the calendar day of t in its own zone (RFC 9051 allows the
+// server's; the parsed day is midnight UTC).
 func day(t time.Time) time.Time {
 	y, m, d := t.Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
 func (sm *searchMsg) sentDate() (time.Time, bool) {
-	sm.load()
-	if sm.header == nil {
+	msg := sm.load()
+	if msg == nil {
 		return time.Time{}, false
 	}
-	t, err := mail.ParseDate(sm.header.Get("Date"))
-	return t, err == nil
+	return msg.Date()
 }
 
 func (sm *searchMsg) eval(k imapwire.SearchKey) bool {
@@ -97,19 +89,20 @@ func (sm *searchMsg) eval(k imapwire.SearchKey) bool {
 		}
 		return hasFlag(sm.flags, k.Value)
 	case imapwire.SearchHeader:
-		sm.load()
-		for _, v := range sm.header.Values(k.Field) {
+		msg := sm.load()
+		if msg == nil {
+			return false
+		}
+		// Decoded (RFC 2047) values: "Año" finds =?UTF-8?Q?A=C3=B1o?=.
+		for _, v := range msg.HeaderValues(k.Field) {
 			if containsFold(v, k.Value) {
 				return true
 			}
 		}
 		return false
-	case imapwire.SearchBody:
-		sm.load()
-		return containsFold(string(sm.body), k.Value)
-	case imapwire.SearchText:
-		sm.load()
-		return containsFold(string(sm.raw), k.Value)
+	case imapwire.SearchBody, imapwire.SearchText:
+		msg := sm.load()
+		return msg != nil && msg.Contains(k.Value, k.Op == imapwire.SearchText)
 	case imapwire.SearchBefore:
 		return day(sm.m.InternalDate()).Before(k.Date)
 	case imapwire.SearchOn:
@@ -157,8 +150,9 @@ func (sm *searchMsg) eval(k imapwire.SearchKey) bool {
 func (ss *session) search(cmd *imapwire.Command) bool {
 	req, err := imapwire.ParseSearch(cmd.Args, maxSearchDepth)
 	if err != nil {
-		if we, ok := err.(*imapwire.Error); ok && we.Code == "BADCHARSET" {
-			ss.w.Tagged(cmd.Tag, "NO", "BADCHARSET (UTF-8 US-ASCII)", capitalize(we.Text))
+		// An unknown charset is NO, not BAD (RFC 9051 6.4.4).
+		if we, ok := err.(*imapwire.Error); ok && strings.HasPrefix(we.Code, "BADCHARSET") {
+			ss.w.Tagged(cmd.Tag, "NO", we.Code, capitalize(we.Text))
 			return false
 		}
 		return ss.bad1(cmd, capitalize(err.Error())+".")
@@ -167,9 +161,12 @@ func (ss *session) search(cmd *imapwire.Command) bool {
 	var hits []uint32 // UIDs or sequence numbers, as asked
 	var maxModSeq uint64
 	usesModSeq := usesModSeqKey(req.Key)
+	defer ss.closeSearchFiles()
 	for i := range msgs {
 		sm := &searchMsg{ss: ss, m: &msgs[i], seq: i + 1, flags: ss.mb.Flags(&msgs[i])}
-		if !sm.eval(req.Key) {
+		matched := sm.eval(req.Key)
+		ss.closeSearchFiles()
+		if !matched {
 			continue
 		}
 		if cmd.UID {
@@ -231,6 +228,13 @@ func (ss *session) search(cmd *imapwire.Command) bool {
 	}
 	ss.w.Tagged(cmd.Tag, "OK", "", cmd.Name+" completed.")
 	return false
+}
+
+func (ss *session) closeSearchFiles() {
+	for _, f := range ss.searchFiles {
+		f.Close()
+	}
+	ss.searchFiles = ss.searchFiles[:0]
 }
 
 func usesModSeqKey(k imapwire.SearchKey) bool {

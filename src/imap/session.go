@@ -58,6 +58,8 @@ type session struct {
 	mb    *mailstore.Mailbox // the selected folder
 	// saved is SEARCH RETURN (SAVE)'s result, "$" (RFC 5182).
 	saved imapwire.SeqSet
+	// searchFiles are the message files one SEARCH step opened.
+	searchFiles []*os.File
 	// utf8: the client enabled UTF8=ACCEPT or IMAP4rev2 (mailbox names in
 	// UTF-8, not modified UTF-7).
 	utf8    bool
