@@ -43,9 +43,13 @@ type env struct {
 	logs *clustertest.SyncBuffer
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvSpec(t, false) }
+
+// newEnvSpec with trusted: the profile's trusted_network, so real clients
+// log in without TLS.
+func newEnvSpec(t *testing.T, trusted bool) *env {
 	t.Helper()
-	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", Hosts: []clustertest.HostSpec{
+	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", TrustedNetwork: trusted, Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, TLS: true},
 		{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
 		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
