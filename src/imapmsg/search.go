@@ -74,13 +74,16 @@ func (m *Message) partContains(p *Part, s *searcher) bool {
 		d = r // unknown encoding: search the bytes as they are
 	}
 	cs, _ := p.ct.param("charset")
-	latin1 := strings.EqualFold(cs, "iso-8859-1") || strings.EqualFold(cs, "windows-1252") || strings.EqualFold(cs, "latin1")
-	return s.stream(d, latin1)
+	var conv func(byte) rune
+	if !strings.EqualFold(cs, "us-ascii") {
+		conv = singleByte(cs) // nil for UTF-8 and for what is not known
+	}
+	return s.stream(d, conv)
 }
 
 // stream searches r chunk by chunk, keeping the last len(needle) bytes of
 // each chunk so a match across chunks is found.
-func (s *searcher) stream(r io.Reader, latin1 bool) bool {
+func (s *searcher) stream(r io.Reader, conv func(byte) rune) bool {
 	if s.buf == nil {
 		s.buf = make([]byte, 32*1024)
 	}
@@ -90,8 +93,8 @@ func (s *searcher) stream(r io.Reader, latin1 bool) bool {
 		s.budget -= int64(n)
 		if n > 0 {
 			chunk := s.buf[:n]
-			if latin1 {
-				chunk = latin1ToUTF8(chunk)
+			if conv != nil {
+				chunk = toUTF8(chunk, conv)
 			}
 			text := bytes.ToLower(append(s.carry, chunk...))
 			if bytes.Contains(text, s.needle) {
@@ -105,16 +108,4 @@ func (s *searcher) stream(r io.Reader, latin1 bool) bool {
 		}
 	}
 	return false
-}
-
-func latin1ToUTF8(b []byte) []byte {
-	out := make([]byte, 0, len(b)+len(b)/8)
-	for _, c := range b {
-		if c < 0x80 {
-			out = append(out, c)
-		} else {
-			out = utf8.AppendRune(out, rune(c))
-		}
-	}
-	return out
 }
