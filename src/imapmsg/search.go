@@ -48,7 +48,7 @@ type searcher struct {
 	carry       []byte
 }
 
-func (m *Message) partContains(p *Part, s *searcher) bool {
+func (m *Message) partContains(p *node, s *searcher) bool {
 	if s.budget <= 0 {
 		return false
 	}
