@@ -85,7 +85,7 @@ func ParseLimits(r io.ReaderAt, size int64, lim Limits) (*Message, error) {
 		if !ok {
 			break
 		}
-		if isBlank(line, sc) {
+		if isBlank(sc) {
 			break
 		}
 		raw = append(raw, line...)
@@ -100,7 +100,7 @@ func ParseLimits(r io.ReaderAt, size int64, lim Limits) (*Message, error) {
 }
 
 // isBlank reports whether the scanner's current line is an empty line.
-func isBlank(line []byte, sc *scanner) bool {
+func isBlank(sc *scanner) bool {
 	return sc.lineLen == int64(sc.term) && sc.term > 0
 }
 
@@ -305,7 +305,7 @@ func (p *parser) parsePart(part *node, depth int, digest, isMsg bool) (int, bool
 			bi, cl, ended = i, c, true
 			break
 		}
-		if isBlank(line, p.sc) {
+		if isBlank(p.sc) {
 			part.body = p.sc.p
 			break
 		}
