@@ -75,6 +75,7 @@ type base64Reader struct {
 	in   [4096]byte
 	quad [4]byte
 	nq   int
+	obuf [3 * 1024]byte // decoded bytes of one input buffer: at most 3/4 of it
 	out  []byte
 	err  error
 }
@@ -101,7 +102,7 @@ func (b *base64Reader) Read(p []byte) (int, error) {
 		}
 		n, err := b.r.Read(b.in[:])
 		b.err = err
-		out := b.out[:0]
+		out := b.obuf[:0]
 		for _, c := range b.in[:n] {
 			if c == '=' {
 				b.out = out
@@ -143,6 +144,7 @@ func (b *base64Reader) flush() {
 type qpReader struct {
 	r     io.Reader
 	in    [4096]byte
+	obuf  []byte // reused: decoding never grows the input but for held spaces
 	out   []byte
 	st    int // 0 normal, 1 after '=', 2 after '=' and a hex digit, 3 soft break (whitespace after '=')
 	first byte
@@ -178,7 +180,10 @@ func (q *qpReader) Read(p []byte) (int, error) {
 		}
 		n, err := q.r.Read(q.in[:])
 		q.err = err
-		out := q.out[:0]
+		if q.obuf == nil {
+			q.obuf = make([]byte, 0, len(q.in)+1024+8)
+		}
+		out := q.obuf[:0]
 		for _, c := range q.in[:n] {
 			switch q.st {
 			case 0:

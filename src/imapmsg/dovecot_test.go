@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -150,12 +151,15 @@ func dovecotAnswers(t *testing.T, out []byte) map[int]string {
 	for i, it := range fetchItems {
 		if no, ok := failed[i]; ok {
 			res[i] = no
-		} else if v, ok := byName[it.name]; ok {
+		} else if v, ok := byName[partialName.ReplaceAllString(it.name, "<$1>")]; ok {
 			res[i] = v
 		}
 	}
 	return res
 }
+
+// partialName: a reply names BODY[]<5.10> as BODY[]<5>.
+var partialName = regexp.MustCompile(`<(\d+)\.\d+>`)
 
 // itemNameEnd finds the space after a FETCH item name such as
 // BODY[HEADER.FIELDS (FROM)]<0>.

@@ -118,10 +118,10 @@ func unfold(v []byte) string {
 	return strings.Trim(b.String(), " \t")
 }
 
-// wordDecoder decodes the charsets the standard library knows (UTF-8,
-// ISO-8859-1, US-ASCII); a word in any other charset is left encoded, which
-// still lets SEARCH match its ASCII parts.
-var wordDecoder = &mime.WordDecoder{}
+// wordDecoder decodes UTF-8 and the single-byte charsets of charset.go; a
+// word in any other charset is left encoded, which still lets SEARCH match
+// its ASCII parts.
+var wordDecoder = &mime.WordDecoder{CharsetReader: charsetReader}
 
 // decode2047 decodes encoded words, word by word so that one bad word does not
 // leave the whole value undecoded.
@@ -132,15 +132,23 @@ func decode2047(s string) string {
 	if d, err := wordDecoder.DecodeHeader(s); err == nil {
 		return d
 	}
-	var out []string
-	for _, w := range strings.Fields(s) {
-		if d, err := wordDecoder.Decode(w); err == nil {
-			out = append(out, d)
-		} else {
-			out = append(out, w)
+	var b strings.Builder
+	prevWord := false
+	for i, w := range strings.Fields(s) {
+		d, err := wordDecoder.Decode(w)
+		isWord := err == nil
+		// RFC 2047: the space between two encoded words is not text.
+		if i > 0 && !(isWord && prevWord) {
+			b.WriteByte(' ')
 		}
+		if isWord {
+			b.WriteString(d)
+		} else {
+			b.WriteString(w)
+		}
+		prevWord = isWord
 	}
-	return strings.Join(out, " ")
+	return b.String()
 }
 
 // Param is one Content-Type or Content-Disposition parameter as written.

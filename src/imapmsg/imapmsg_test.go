@@ -40,6 +40,23 @@ func sec(path []int, spec string, fields []string) func(*Message) (string, error
 // 8-bit bytes go through unchanged.
 func literal(b []byte) string { return "{" + strconv.Itoa(len(b)) + "}\r\n" + string(b) }
 
+// partial cuts a literal answer to <off.count>.
+func partial(get func(*Message) (string, error), off, count int) func(*Message) (string, error) {
+	return func(m *Message) (string, error) {
+		v, err := get(m)
+		if err != nil {
+			return "", err
+		}
+		data := v[strings.Index(v, "\r\n")+2:]
+		r, n := Partial(strings.NewReader(data), int64(len(data)), int64(off), int64(count))
+		b, _ := io.ReadAll(r)
+		if int64(len(b)) != n {
+			return "", fmt.Errorf("partial size %d, %d bytes", n, len(b))
+		}
+		return literal(b), nil
+	}
+}
+
 func binSize(path []int) func(*Message) (string, error) {
 	return func(m *Message) (string, error) {
 		n, err := m.BinarySize(path)
@@ -85,6 +102,9 @@ var fetchItems = []fetchItem{
 	{"BODY[HEADER.FIELDS (FROM SUBJECT)]", sec(nil, "HEADER.FIELDS", []string{"FROM", "SUBJECT"})},
 	{"BODY[HEADER.FIELDS.NOT (FROM SUBJECT RECEIVED)]", sec(nil, "HEADER.FIELDS.NOT", []string{"FROM", "SUBJECT", "RECEIVED"})},
 	{"BODY[2.HEADER.FIELDS (SUBJECT)]", sec([]int{2}, "HEADER.FIELDS", []string{"SUBJECT"})},
+	{"BODY[TEXT]<5.10>", partial(sec(nil, "TEXT", nil), 5, 10)},
+	{"BODY[1]<0.3>", partial(sec([]int{1}, "", nil), 0, 3)},
+	{"BODY[]<100000.5>", partial(sec(nil, "", nil), 100000, 5)},
 	{"BINARY.SIZE[1]", binSize([]int{1})},
 	{"BINARY.SIZE[2]", binSize([]int{2})},
 	{"BINARY[1]", bin([]int{1})},

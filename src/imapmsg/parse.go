@@ -31,8 +31,8 @@ const maxBoundaryLine = 256
 // of LFs before it (lines of text/* parts are counted as LFs, as Dovecot does).
 type pos struct{ raw, crlf, lf int64 }
 
-// Part is one node of the MIME tree. Offsets only: bodies stay in the file.
-type Part struct {
+// node is one part of the MIME tree. Offsets only: bodies stay in the file.
+type node struct {
 	hdr, body, end pos
 
 	ct       mediaType
@@ -43,12 +43,12 @@ type Part struct {
 	hasDisp  bool
 	lang     []string
 
-	children []*Part // multipart
-	msg      *Part   // message/rfc822: the encapsulated message
+	children []*node // multipart
+	msg      *node   // message/rfc822: the encapsulated message
 	h        *header // only for messages (the root and msg parts): ENVELOPE, HEADER.FIELDS
 }
 
-func (p *Part) isMultipart() bool { return p.children != nil }
+func (p *node) isMultipart() bool { return p.children != nil }
 
 // Message is one stored message.
 type Message struct {
@@ -57,7 +57,7 @@ type Message struct {
 	lim  Limits
 	h    header
 	body pos // start of the top-level body, from the header-only pass
-	root *Part
+	root *node
 }
 
 // Parse reads the top-level header of the size-byte message in r, enough for
@@ -85,7 +85,7 @@ func ParseLimits(r io.ReaderAt, size int64, lim Limits) (*Message, error) {
 		if !ok {
 			break
 		}
-		if isBlank(line, sc) {
+		if isBlank(sc) {
 			break
 		}
 		raw = append(raw, line...)
@@ -100,7 +100,7 @@ func ParseLimits(r io.ReaderAt, size int64, lim Limits) (*Message, error) {
 }
 
 // isBlank reports whether the scanner's current line is an empty line.
-func isBlank(line []byte, sc *scanner) bool {
+func isBlank(sc *scanner) bool {
 	return sc.lineLen == int64(sc.term) && sc.term > 0
 }
 
@@ -109,12 +109,12 @@ func (m *Message) Size() int64 {
 	return m.tree().end.crlf
 }
 
-func (m *Message) tree() *Part {
+func (m *Message) tree() *node {
 	if m.root != nil {
 		return m.root
 	}
 	p := &parser{sc: newScanner(m.r, m.size), lim: m.lim}
-	root := &Part{}
+	root := &node{}
 	p.parsePart(root, 0, false, true)
 	p.sc.release()
 	if p.sc.err != nil {
@@ -286,7 +286,7 @@ func (p *parser) skipBody(start pos) (int, bool) {
 
 // parsePart parses a header and body starting at the scanner's position and
 // returns the boundary that ended it (-1 at the end of the file).
-func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool) {
+func (p *parser) parsePart(part *node, depth int, digest, isMsg bool) (int, bool) {
 	p.nparts++
 	part.hdr = p.sc.p
 	var raw []byte
@@ -305,7 +305,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 			bi, cl, ended = i, c, true
 			break
 		}
-		if isBlank(line, p.sc) {
+		if isBlank(p.sc) {
 			part.body = p.sc.p
 			break
 		}
@@ -320,7 +320,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 	}
 	if ended {
 		if part.ct.is("multipart", "") {
-			part.children = []*Part{}
+			part.children = []*node{}
 		}
 		p.endAt = part.end
 		return bi, cl
@@ -329,7 +329,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 	bnd, _ := part.ct.param("boundary")
 	switch {
 	case part.ct.is("multipart", "") && bnd != "" && depth < p.lim.MaxDepth && !p.toEOF:
-		part.children = []*Part{}
+		part.children = []*node{}
 		p.bounds = append(p.bounds, bnd)
 		mine := len(p.bounds) - 1
 		bi, cl = p.skipBody(part.body) // preamble
@@ -346,7 +346,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 				part.end = p.endAt
 				return bi, cl
 			}
-			child := &Part{}
+			child := &node{}
 			part.children = append(part.children, child)
 			bi, cl = p.parsePart(child, depth+1, part.ct.is("multipart", "digest"), false)
 		}
@@ -360,7 +360,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 		part.end = p.endAt
 		return bi, cl
 	case part.isMessageRFC822() && depth < p.lim.MaxDepth && !p.toEOF:
-		child := &Part{}
+		child := &node{}
 		part.msg = child
 		bi, cl = p.parsePart(child, depth+1, false, true)
 		part.end = child.end
@@ -369,7 +369,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 		if part.ct.is("multipart", "") {
 			// No boundary, too deep or past MaxParts: a multipart with no
 			// parts, so that BODY[1] agrees with BODYSTRUCTURE's empty part.
-			part.children = []*Part{}
+			part.children = []*node{}
 		}
 		bi, cl = p.skipBody(part.body)
 		part.end = p.endAt
@@ -377,7 +377,7 @@ func (p *parser) parsePart(part *Part, depth int, digest, isMsg bool) (int, bool
 	}
 }
 
-func lastDescendant(p *Part) *Part {
+func lastDescendant(p *node) *node {
 	if p.msg != nil {
 		return p.msg
 	}
@@ -389,7 +389,7 @@ func lastDescendant(p *Part) *Part {
 
 // isMessageRFC822 says whether the body is itself a message to parse. An
 // encoded message/rfc822 (forbidden by RFC 2046, but sent) stays a leaf.
-func (p *Part) isMessageRFC822() bool {
+func (p *node) isMessageRFC822() bool {
 	if !p.ct.is("message", "rfc822") && !p.ct.is("message", "global") {
 		return false
 	}
@@ -401,7 +401,7 @@ func (p *Part) isMessageRFC822() bool {
 }
 
 // fill takes from the header what BODYSTRUCTURE needs.
-func (p *Part) fill(h *header, digest bool) {
+func (p *node) fill(h *header, digest bool) {
 	if v, ok := h.value("Content-Type"); ok {
 		if mt, ok := parseMediaType(v, true); ok {
 			p.ct = mt

@@ -22,11 +22,11 @@ func (m *Message) Contains(needle string, withHeaders bool) bool {
 	if n == "" {
 		return true
 	}
-	budget := int64(MaxSearchBytes)
 	if withHeaders && headerContains(&m.h, n) {
 		return true
 	}
-	return m.partContains(m.tree(), n, withHeaders, &budget)
+	s := &searcher{needle: []byte(n), budget: MaxSearchBytes, withHeaders: withHeaders}
+	return m.partContains(m.tree(), s)
 }
 
 func headerContains(h *header, needle string) bool {
@@ -38,23 +38,33 @@ func headerContains(h *header, needle string) bool {
 	return false
 }
 
-func (m *Message) partContains(p *Part, needle string, withHeaders bool, budget *int64) bool {
-	if *budget <= 0 {
+// searcher is one Contains call: its buffer serves every part, so a message
+// of thousands of tiny parts costs one buffer, not thousands.
+type searcher struct {
+	needle      []byte
+	budget      int64
+	withHeaders bool
+	buf         []byte
+	carry       []byte
+}
+
+func (m *Message) partContains(p *node, s *searcher) bool {
+	if s.budget <= 0 {
 		return false
 	}
 	switch {
 	case p.isMultipart():
 		for _, c := range p.children {
-			if m.partContains(c, needle, withHeaders, budget) {
+			if m.partContains(c, s) {
 				return true
 			}
 		}
 		return false
 	case p.msg != nil:
-		if withHeaders && headerContains(p.msg.h, needle) {
+		if s.withHeaders && headerContains(p.msg.h, string(s.needle)) {
 			return true
 		}
-		return m.partContains(p.msg, needle, withHeaders, budget)
+		return m.partContains(p.msg, s)
 	case !p.ct.is("text", ""):
 		return false
 	}
@@ -64,49 +74,38 @@ func (m *Message) partContains(p *Part, needle string, withHeaders bool, budget 
 		d = r // unknown encoding: search the bytes as they are
 	}
 	cs, _ := p.ct.param("charset")
-	latin1 := strings.EqualFold(cs, "iso-8859-1") || strings.EqualFold(cs, "windows-1252") || strings.EqualFold(cs, "latin1")
-	return streamContains(d, needle, latin1, budget)
+	var conv func(byte) rune
+	if !strings.EqualFold(cs, "us-ascii") {
+		conv = singleByte(cs) // nil for UTF-8 and for what is not known
+	}
+	return s.stream(d, conv)
 }
 
-// streamContains searches r chunk by chunk, keeping the last len(needle)
-// bytes of each chunk so a match across chunks is found.
-func streamContains(r io.Reader, needle string, latin1 bool, budget *int64) bool {
-	nb := []byte(needle)
-	buf := make([]byte, 32*1024)
-	var carry []byte
-	for *budget > 0 {
-		n, err := r.Read(buf[:min(int64(len(buf)), *budget)])
-		*budget -= int64(n)
+// stream searches r chunk by chunk, keeping the last len(needle) bytes of
+// each chunk so a match across chunks is found.
+func (s *searcher) stream(r io.Reader, conv func(byte) rune) bool {
+	if s.buf == nil {
+		s.buf = make([]byte, 32*1024)
+	}
+	s.carry = s.carry[:0]
+	for s.budget > 0 {
+		n, err := r.Read(s.buf[:min(int64(len(s.buf)), s.budget)])
+		s.budget -= int64(n)
 		if n > 0 {
-			chunk := buf[:n]
-			if latin1 {
-				chunk = latin1ToUTF8(chunk)
+			chunk := s.buf[:n]
+			if conv != nil {
+				chunk = toUTF8(chunk, conv)
 			}
-			text := bytes.ToLower(append(carry, chunk...))
-			if bytes.Contains(text, nb) {
+			text := bytes.ToLower(append(s.carry, chunk...))
+			if bytes.Contains(text, s.needle) {
 				return true
 			}
-			keep := len(nb) + utf8.UTFMax
-			if keep > len(text) {
-				keep = len(text)
-			}
-			carry = append(carry[:0], text[len(text)-keep:]...)
+			keep := min(len(s.needle)+utf8.UTFMax, len(text))
+			s.carry = append(s.carry[:0], text[len(text)-keep:]...)
 		}
 		if err != nil {
 			return false
 		}
 	}
 	return false
-}
-
-func latin1ToUTF8(b []byte) []byte {
-	out := make([]byte, 0, len(b)+len(b)/8)
-	for _, c := range b {
-		if c < 0x80 {
-			out = append(out, c)
-		} else {
-			out = utf8.AppendRune(out, rune(c))
-		}
-	}
-	return out
 }

@@ -69,7 +69,7 @@ func (m *Message) SectionBytes(path []int, spec string, fields []string, not boo
 // resolve follows a numeric section path (RFC 9051 section 6.4.5). The body
 // of a non-multipart message (the top level, or inside a message/rfc822) is
 // its part 1, so that part is the message itself.
-func (m *Message) resolve(path []int) *Part {
+func (m *Message) resolve(path []int) *node {
 	p := m.tree()
 	inMsg := true // p is already the message whose numbers we take
 	for _, n := range path {

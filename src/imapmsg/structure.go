@@ -46,7 +46,7 @@ func (m *Message) BodyStructure() Structure {
 	return structureOf(m.tree())
 }
 
-func structureOf(p *Part) Structure {
+func structureOf(p *node) Structure {
 	s := Structure{
 		Type: p.ct.Type, Subtype: p.ct.Subtype, Params: p.ct.Params,
 		ID: p.id, Desc: p.desc, MD5: p.md5, Location: p.loc,

@@ -257,3 +257,13 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+func TestCharsets(t *testing.T) {
+	m := parseString(t, "Subject: =?windows-1252?Q?=80_5_=96_caf=E9?= =?iso-8859-15?Q?=A4?= =?koi8-r?Q?=F0?=\nContent-Type: text/plain; charset=windows-1252\n\n\x93quoted\x94 caf\xe9\n")
+	if got := m.HeaderValues("Subject"); got[0] != "€ 5 – café€ =?koi8-r?Q?=F0?=" {
+		t.Errorf("%q", got)
+	}
+	if !m.Contains("“QUOTED” CAFÉ", false) {
+		t.Error("windows-1252 body not matched")
+	}
+}
