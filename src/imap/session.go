@@ -204,7 +204,7 @@ func (ss *session) plainAllowed() bool {
 // capabilities lists what the session offers now (RFC 9051 section
 // 7.2.2): before login only what a client needs to log in.
 func (ss *session) capabilities() string {
-	caps := []string{"IMAP4rev2", "IMAP4rev1", "LITERAL+", "ID", "ENABLE", "SASL-IR"}
+	caps := []string{"IMAP4rev2", "IMAP4rev1", "LITERAL+", "ID", "ENABLE", "SASL-IR", "BINARY"}
 	if ss.state == stateNotAuth {
 		if ss.s.cfg.TLS != nil && !ss.tls {
 			caps = append(caps, "STARTTLS")

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"correo/internal/testutil"
 )
 
 // dovecotDiffs lists where correo knowingly differs from Dovecot 2.3, by
@@ -28,14 +30,14 @@ var dovecotDiffs = map[string]string{
 // TestAgainstDovecot asks Dovecot's imap binary (preauthenticated over a
 // private Maildir, no daemon) the same FETCH items for every test message and
 // compares the answers, strings compared by value (Dovecot sends some as
-// literals where correo quotes). It runs only with IMAPMSG_DOVECOT=1 and
-// Debian's dovecot-imapd installed.
+// literals where correo quotes). It needs Debian's dovecot-imapd, which
+// the test command installs.
 func TestAgainstDovecot(t *testing.T) {
 	bin := "/usr/lib/dovecot/imap"
-	if os.Getenv("IMAPMSG_DOVECOT") == "" {
-		t.Skip("set IMAPMSG_DOVECOT=1 (needs dovecot-imapd)")
-	}
 	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv(testutil.StrictEnv) != "" {
+			t.Fatalf("%s (Debian's dovecot-imapd) is required by this test: run the project's test command (make test), which installs it", bin)
+		}
 		t.Skip("no", bin)
 	}
 	dir := t.TempDir()
