@@ -21,6 +21,8 @@ rec {
     { name = "pop3"; roles = [ "popproxy" ]; std = 110; tcp = true; udp = false; }
     { name = "pop3s"; roles = [ "popproxy" ]; std = 995; tcp = true; udp = false; }
     { name = "pop3_backend"; roles = [ "storage" ]; std = 110; tcp = true; udp = false; }
+    { name = "imap"; roles = [ "popproxy" ]; std = 143; tcp = true; udp = false; }
+    { name = "imaps"; roles = [ "popproxy" ]; std = 993; tcp = true; udp = false; }
     { name = "imap_backend"; roles = [ "storage" ]; std = 143; tcp = true; udp = false; }
     { name = "dns"; roles = [ "dns" ]; std = 53; tcp = true; udp = true; }
     { name = "syslog"; roles = [ "loghost" ]; std = 514; tcp = true; udp = true; }
@@ -30,7 +32,7 @@ rec {
 
   # [cluster.ports] keys, in Go's struct order (the services that have a
   # standard port; passwd's two ports live in [cluster.passwd]).
-  portKeys = [ "smtp" "relay" "submission" "submissions" "lmtp" "pop3" "pop3s" "pop3_backend" "imap_backend" "dns" "syslog" ];
+  portKeys = [ "smtp" "relay" "submission" "submissions" "lmtp" "pop3" "pop3s" "pop3_backend" "imap" "imaps" "imap_backend" "dns" "syslog" ];
 
   # Profile.Port: the override, or the standard port.
   port = cluster: svc:

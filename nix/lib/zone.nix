@@ -17,6 +17,7 @@ let
     { name = "mx"; role = "mx"; }
     { name = "relay"; role = "relay"; }
     { name = "pop"; role = "popproxy"; }
+    { name = "imap"; role = "popproxy"; }
   ];
 
   addrType = addr: if util.hasInfix ":" addr then "AAAA" else "A";

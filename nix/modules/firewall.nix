@@ -1,7 +1,8 @@
 # With openFirewall, the ports of the services this host provides in the
 # profile (those of its roles; submissions and pop3s only with [host.tls],
 # as their sockets), by transport: smtp/relay 25, submission 587,
-# submissions 465, lmtp 24, pop3 110, pop3s 995, pop3_backend, imap_backend, dns 53
+# submissions 465, lmtp 24, pop3 110, pop3s 995, pop3_backend, imap 143,
+# imaps 993, imap_backend, dns 53
 # (TCP and UDP), syslog 514 (TCP and UDP), passwd (UDP) and passwd_admin
 # (TCP), or the profile's own ports. The cluster-only daemons restrict
 # their peers to the profile's network themselves (IPAddressAllow=).

@@ -178,6 +178,8 @@ type Ports struct {
 	POP3        int `toml:"pop3"`
 	POP3S       int `toml:"pop3s"`
 	POP3Backend int `toml:"pop3_backend"`
+	IMAP        int `toml:"imap"`
+	IMAPS       int `toml:"imaps"`
 	IMAPBackend int `toml:"imap_backend"`
 	DNS         int `toml:"dns"`
 	Syslog      int `toml:"syslog"`

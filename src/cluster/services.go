@@ -17,6 +17,8 @@ const (
 	SvcPOP3        Service = "pop3"         // popproxy: 110
 	SvcPOP3S       Service = "pop3s"        // popproxy: 995
 	SvcPOP3Backend Service = "pop3_backend" // storage: pop3d behind the proxy, 110
+	SvcIMAP        Service = "imap"         // popproxy: 143, STARTTLS
+	SvcIMAPS       Service = "imaps"        // popproxy: 993
 	SvcIMAPBackend Service = "imap_backend" // storage: imapd behind the proxy, 143
 	SvcDNS         Service = "dns"          // dns: 53, UDP and TCP
 	SvcSyslog      Service = "syslog"       // loghost: 514, UDP and TCP
@@ -48,6 +50,8 @@ var services = map[Service]serviceInfo{
 	SvcPOP3:        {[]Role{RolePOPProxy}, 110, TCP, "POP3 proxy"},
 	SvcPOP3S:       {[]Role{RolePOPProxy}, 995, TCP, "POP3 proxy over TLS"},
 	SvcPOP3Backend: {[]Role{RoleStorage}, 110, TCP, "POP3 server behind the proxy"},
+	SvcIMAP:        {[]Role{RolePOPProxy}, 143, TCP, "IMAP proxy"},
+	SvcIMAPS:       {[]Role{RolePOPProxy}, 993, TCP, "IMAP proxy over TLS"},
 	SvcIMAPBackend: {[]Role{RoleStorage}, 143, TCP, "IMAP server behind the proxy"},
 	SvcDNS:         {[]Role{RoleDNS}, 53, TCP | UDP, "DNS"},
 	SvcSyslog:      {[]Role{RoleLoghost}, 514, TCP | UDP, "syslog"},
@@ -58,7 +62,7 @@ var services = map[Service]serviceInfo{
 // Services lists every service in a fixed order.
 func Services() []Service {
 	return []Service{SvcSMTP, SvcRelay, SvcSubmission, SvcSubmissions, SvcLMTP,
-		SvcPOP3, SvcPOP3S, SvcPOP3Backend, SvcIMAPBackend, SvcDNS, SvcSyslog, SvcPasswd, SvcPasswdAdmin}
+		SvcPOP3, SvcPOP3S, SvcPOP3Backend, SvcIMAP, SvcIMAPS, SvcIMAPBackend, SvcDNS, SvcSyslog, SvcPasswd, SvcPasswdAdmin}
 }
 
 // ServicesOf lists the services a role provides.
@@ -84,7 +88,7 @@ func (p *Profile) Port(s Service) int {
 	override := map[Service]int{
 		SvcSMTP: c.Ports.SMTP, SvcRelay: c.Ports.Relay, SvcSubmission: c.Ports.Submission,
 		SvcSubmissions: c.Ports.Submissions, SvcLMTP: c.Ports.LMTP, SvcPOP3: c.Ports.POP3,
-		SvcPOP3S: c.Ports.POP3S, SvcPOP3Backend: c.Ports.POP3Backend, SvcIMAPBackend: c.Ports.IMAPBackend, SvcDNS: c.Ports.DNS,
+		SvcPOP3S: c.Ports.POP3S, SvcPOP3Backend: c.Ports.POP3Backend, SvcIMAP: c.Ports.IMAP, SvcIMAPS: c.Ports.IMAPS, SvcIMAPBackend: c.Ports.IMAPBackend, SvcDNS: c.Ports.DNS,
 		SvcSyslog: c.Ports.Syslog, SvcPasswd: c.Passwd.UDPPort, SvcPasswdAdmin: c.Passwd.TCPPort,
 	}[s]
 	if override != 0 {

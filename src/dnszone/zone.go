@@ -21,6 +21,7 @@ var Pools = []struct {
 	{"mx", cluster.RoleMX},
 	{"relay", cluster.RoleRelay},
 	{"pop", cluster.RolePOPProxy},
+	{"imap", cluster.RolePOPProxy},
 }
 
 // SOA timers (refresh, retry, expire, negative-cache TTL) are fixed: the

@@ -52,7 +52,7 @@ func TestUnitsPerHost(t *testing.T) {
 		{"ns1", []string{"correo-nssd.service"}},
 		{"pw1", []string{"correo-passwdd-passwd.socket", "correo-passwdd-passwd-admin.socket", "correo-passwdd.service", "correo-nssd.service"}},
 		{"mx1", []string{"correo-nssd.service", "correo-smtpd-smtp.socket", "correo-smtpd.service",
-			"correo-popproxy-pop3.socket", "correo-popproxy-pop3s.socket", "correo-popproxy.service"}},
+			"correo-popproxy-pop3.socket", "correo-popproxy-pop3s.socket", "correo-popproxy-imap.socket", "correo-popproxy-imaps.socket", "correo-popproxy.service"}},
 		{"relay1", []string{"correo-nssd.service", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
 			"correo-smtpd-submissions.socket", "correo-smtpd.service"}},
 		{"store1", []string{"correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd.service",
@@ -156,6 +156,7 @@ tcp_port = 7002
 [cluster.ports]
 relay = 2525
 pop3_backend = 1110
+imap_backend = 1143
 [cluster.dns]
 zone = "t.example"
 [[host]]
@@ -174,12 +175,13 @@ data_dir = "/srv/mail"
 	}
 	got := unitNames(us)
 	for _, want := range []string{"correo-smtpd-smtp.socket", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
-		"correo-popproxy-pop3.socket", "correo-pop3d-pop3-backend.socket", "correo-pdeliveryd-lmtp.socket", "correo-passwdd-passwd.socket"} {
+		"correo-popproxy-pop3.socket", "correo-pop3d-pop3-backend.socket", "correo-pdeliveryd-lmtp.socket", "correo-passwdd-passwd.socket",
+		"correo-popproxy-imap.socket", "correo-imapd-imap-backend.socket"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("units %v lack %s", got, want)
 		}
 	}
-	for _, bad := range []string{"correo-smtpd-submissions.socket", "correo-popproxy-pop3s.socket"} {
+	for _, bad := range []string{"correo-smtpd-submissions.socket", "correo-popproxy-pop3s.socket", "correo-popproxy-imaps.socket"} {
 		if slices.Contains(got, bad) {
 			t.Errorf("units %v have %s", got, bad)
 		}

@@ -122,6 +122,7 @@ type Server struct {
 	log      *slog.Logger
 	trusted  bool
 	backends map[string]netip.AddrPort // storage host → its pop3d
+	imapds   map[string]netip.AddrPort // storage host → its imapd
 	dialer   net.Dialer
 	fails    failures
 
@@ -162,12 +163,16 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Log,
 		trusted:   cfg.Profile.Cluster.TrustedNetwork,
 		backends:  map[string]netip.AddrPort{},
+		imapds:    map[string]netip.AddrPort{},
 		perClient: map[netip.Addr]int{},
 		fails:     failures{m: map[netip.Addr]*failEntry{}},
 	}
 	s.group.Log = cfg.Log
 	for _, e := range cfg.Profile.Endpoints(cluster.SvcPOP3Backend) {
 		s.backends[e.Host] = e.Addr
+	}
+	for _, e := range cfg.Profile.Endpoints(cluster.SvcIMAPBackend) {
+		s.imapds[e.Host] = e.Addr
 	}
 	// Leave from the host's own address: on a host with several
 	// addresses (or loopback test clusters) the kernel would otherwise
@@ -197,6 +202,32 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			return
 		}
 		s.handle(c, client, implicitTLS)
+	})
+}
+
+// ServeIMAP accepts plain IMAP connections (port 143, STARTTLS offered).
+func (s *Server) ServeIMAP(ln net.Listener) error { return s.serveIMAP(ln, false) }
+
+// ServeIMAPS accepts IMAP over implicit TLS (port 993).
+func (s *Server) ServeIMAPS(ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		return errors.New("popproxy: ServeIMAPS without a TLS configuration")
+	}
+	return s.serveIMAP(ln, true)
+}
+
+// serveIMAP shares the connection limits and the failed-login delays
+// with POP3: one client, one budget, whatever protocol it speaks.
+func (s *Server) serveIMAP(ln net.Listener, implicitTLS bool) error {
+	return s.group.Serve(ln, func(c net.Conn) {
+		client := addrPort(c.RemoteAddr())
+		refusal := s.admit(client.Addr())
+		defer s.release(client.Addr(), refusal == "")
+		if refusal != "" {
+			s.refuseIMAP(c, implicitTLS, refusal)
+			return
+		}
+		s.handleIMAP(c, client, implicitTLS)
 	})
 }
 

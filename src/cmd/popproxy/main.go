@@ -70,6 +70,21 @@ func run(args []string, stderr io.Writer) error {
 		tlsAddr = tln.Addr().String()
 		env.Go("pop3s", func() error { return srv.ServeTLS(tln) })
 	}
-	log.Info("serving POP3 proxy", "pop3", ln.Addr().String(), "pop3s", tlsAddr, "backends", len(p.Endpoints(cluster.SvcPOP3Backend)))
+	iln, err := env.Listen(cluster.SvcIMAP)
+	if err != nil {
+		return fmt.Errorf("IMAP: %w", err)
+	}
+	env.Go("imap", func() error { return srv.ServeIMAP(iln) })
+	imapsAddr := "none"
+	if tlsCfg != nil {
+		tln, err := env.Listen(cluster.SvcIMAPS)
+		if err != nil {
+			return fmt.Errorf("IMAPS: %w", err)
+		}
+		imapsAddr = tln.Addr().String()
+		env.Go("imaps", func() error { return srv.ServeIMAPS(tln) })
+	}
+	log.Info("serving POP3 and IMAP proxy", "pop3", ln.Addr().String(), "pop3s", tlsAddr, "imap", iln.Addr().String(), "imaps", imapsAddr,
+		"pop3_backends", len(p.Endpoints(cluster.SvcPOP3Backend)), "imap_backends", len(p.Endpoints(cluster.SvcIMAPBackend)))
 	return env.Run(srv)
 }
