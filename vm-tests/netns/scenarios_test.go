@@ -46,6 +46,10 @@ func TestInternetMailToPOP(t *testing.T) {
 	scenario.InternetMailToPOP(t, sharedCluster(t))
 }
 
+func TestIMAPThroughProxy(t *testing.T) {
+	scenario.IMAPThroughProxy(t, sharedCluster(t))
+}
+
 // TestGrowthWithoutMigration boots a cluster of its own: growing stops it
 // and boots the grown profile on the same state, as an operator would
 // after adding store4.

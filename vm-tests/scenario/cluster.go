@@ -157,4 +157,5 @@ var Shared = []Scenario{
 	{"PasswdFailover", PasswdFailover},
 	{"StorageHostDown", StorageHostDown},
 	{"InternetMailToPOP", InternetMailToPOP},
+	{"IMAPThroughProxy", IMAPThroughProxy},
 }
