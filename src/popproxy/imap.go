@@ -2,7 +2,6 @@ package popproxy
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -14,7 +13,6 @@ import (
 
 	"correo/src/imapwire"
 	"correo/src/logging"
-	"correo/src/mailbox"
 	"correo/src/proxyproto"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
@@ -258,19 +256,7 @@ func (ss *imapSession) credentials(cmd *imapwire.Command) (user, pw string, ok b
 // loginIMAP checks the password, finds the user's imapd and logs in
 // there; done: the session is over.
 func (ss *imapSession) loginIMAP(tag, user, pw string) (backend *net.TCPConn, done bool) {
-	name, err := mailbox.NormalizeName(user)
-	var u pwproto.User
-	if err == nil {
-		ctx, cancel := context.WithTimeout(logging.WithTrace(context.Background(), ss.trace), ss.s.cfg.AuthTimeout)
-		u, err = ss.s.cfg.Users.Authenticate(ctx, name, pw, ss.client.Addr().String())
-		cancel()
-		if err == nil && u.State == pwproto.StateDisabled {
-			err = pwclient.ErrDenied
-		}
-	} else {
-		err = fmt.Errorf("%w: %v", pwclient.ErrDenied, err)
-		name = ""
-	}
+	u, name, err := ss.checkPassword(user, pw)
 	switch {
 	case err == nil:
 	case errors.Is(err, pwclient.ErrDenied), errors.Is(err, pwclient.ErrLockedOut):

@@ -297,23 +297,28 @@ func (ss *session) saslPlain(cmd pop3.Command) (user, pw string, ok bool) {
 	return user, pw, true
 }
 
+// checkPassword asks passwdd, for either protocol: a bad user name and a
+// disabled user fail as a wrong password does (one answer for every
+// failure). name is the normalised name, "" when it was not valid.
+func (ss *session) checkPassword(user, pw string) (pwproto.User, string, error) {
+	name, err := mailbox.NormalizeName(user)
+	if err != nil {
+		return pwproto.User{}, "", fmt.Errorf("%w: %v", pwclient.ErrDenied, err)
+	}
+	ctx, cancel := context.WithTimeout(logging.WithTrace(context.Background(), ss.trace), ss.s.cfg.AuthTimeout)
+	defer cancel()
+	u, err := ss.s.cfg.Users.Authenticate(ctx, name, pw, ss.client.Addr().String())
+	if err == nil && u.State == pwproto.StateDisabled {
+		err = pwclient.ErrDenied
+	}
+	return u, name, err
+}
+
 // login authenticates with passwdd and opens the backend session. It
 // returns the logged-in backend connection, or nil with done telling
 // whether the client session is over.
 func (ss *session) login(user, pw string) (backend *net.TCPConn, done bool) {
-	name, err := mailbox.NormalizeName(user)
-	var u pwproto.User
-	if err == nil {
-		ctx, cancel := context.WithTimeout(logging.WithTrace(context.Background(), ss.trace), ss.s.cfg.AuthTimeout)
-		u, err = ss.s.cfg.Users.Authenticate(ctx, name, pw, ss.client.Addr().String())
-		cancel()
-		if err == nil && u.State == pwproto.StateDisabled {
-			err = pwclient.ErrDenied
-		}
-	} else {
-		err = fmt.Errorf("%w: %v", pwclient.ErrDenied, err)
-		name = ""
-	}
+	u, name, err := ss.checkPassword(user, pw)
 	switch {
 	case err == nil:
 	case errors.Is(err, pwclient.ErrDenied), errors.Is(err, pwclient.ErrLockedOut):
