@@ -37,6 +37,9 @@ func (ss *session) fetch(cmd *imapwire.Command) bool {
 		if mods.Vanished && !cmd.UID {
 			return ss.bad1(cmd, "VANISHED needs UID FETCH.")
 		}
+		if mods.Vanished && !ss.enabled["QRESYNC"] {
+			return ss.bad1(cmd, "VANISHED needs ENABLE QRESYNC first.")
+		}
 	}
 	for _, a := range atts {
 		if !fetchSupported(a) {
@@ -52,14 +55,11 @@ func (ss *session) fetch(cmd *imapwire.Command) bool {
 		if err != nil {
 			return ss.no(cmd, err)
 		}
-		var inSet []uint32
-		for _, u := range vanished.UIDs() {
-			if u < ss.mb.UIDNext() {
-				inSet = append(inSet, u)
-			}
-		}
-		if len(inSet) > 0 {
-			ss.w.Untagged("VANISHED (EARLIER) " + mailstore.SetOf(inSet).String())
+		// Only UIDs the client asked about (RFC 7162 3.2.6); "$" (a saved
+		// search) names existing messages only, so it reports none.
+		set, _ := imapwire.ParseSeqSet(args[0].Str)
+		if gone := knownSet(set, ss.mb.UIDNext()-1).Intersect(vanished); len(gone) > 0 {
+			ss.w.Untagged("VANISHED (EARLIER) " + gone.String())
 		}
 	}
 	// Setting \Seen is part of the FETCH: collect first, store once.
@@ -101,7 +101,7 @@ func (ss *session) fetch(cmd *imapwire.Command) bool {
 				continue
 			}
 			m := &ss.mb.Messages()[seq-1]
-			data, _, err := ss.fetchOne(cmd, m, atts, mods.ChangedSince > 0)
+			data, _, err := ss.fetchOne(cmd, m, atts, mods.ChangedSince > 0 || ss.enabled["CONDSTORE"])
 			if err != nil {
 				continue
 			}
@@ -219,7 +219,7 @@ func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []
 			}
 		}
 	}
-	if cmd.UID && !hasUID {
+	if (cmd.UID || ss.enabled["QRESYNC"]) && !hasUID {
 		parts = append([]string{"UID " + strconv.FormatUint(uint64(m.UID), 10)}, parts...)
 	}
 	if modseq && !hasModSeq {

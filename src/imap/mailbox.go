@@ -122,6 +122,13 @@ func (ss *session) authCommand(cmd *imapwire.Command) (done, ok bool) {
 		return ss.appendCmd(cmd), true
 	case "IDLE":
 		return ss.idle(cmd), true
+	case "GETQUOTAROOT":
+		return ss.getQuotaRoot(cmd), true
+	case "GETQUOTA":
+		return ss.getQuota(cmd), true
+	case "SETQUOTA":
+		ss.w.Tagged(cmd.Tag, "NO", "NOPERM", "Quotas are set in the directory by the operator (correoctl), not over IMAP.")
+		return false, true
 	case "CHECK":
 		if ss.state != stateSelected {
 			return ss.bad1(cmd, "CHECK needs a selected folder."), true
@@ -193,19 +200,47 @@ func (ss *session) announce(allowExpunge bool) bool {
 		ss.s.log.Warn("refreshing the folder failed", "trace", ss.trace, "user", ss.user.Name, "err", err)
 		return false
 	}
-	for _, x := range up.Expunged {
-		ss.w.Untagged(fmt.Sprintf("%d EXPUNGE", x.Seq))
-	}
+	ss.sendExpunged(up.Expunged)
 	if up.New > 0 || len(up.Expunged) > 0 {
 		ss.w.Untagged(fmt.Sprintf("%d EXISTS", up.Exists))
 	}
 	for _, uid := range up.Changed {
 		if seq := ss.mb.Seq(uid); seq > 0 {
 			m := &ss.mb.Messages()[seq-1]
-			ss.w.Untagged(fmt.Sprintf("%d FETCH (UID %d FLAGS (%s))", seq, uid, strings.Join(ss.mb.Flags(m), " ")))
+			ss.w.Untagged(fmt.Sprintf("%d FETCH (%s)", seq, ss.flagsData(m)))
 		}
 	}
 	return false
+}
+
+// flagsData is an unsolicited FETCH's data: the UID (which QRESYNC
+// requires and every client uses), the flags, and the MODSEQ once
+// CONDSTORE is on (RFC 7162 3.1.4).
+func (ss *session) flagsData(m *mailstore.Message) string {
+	d := fmt.Sprintf("UID %d FLAGS (%s)", m.UID, strings.Join(ss.mb.Flags(m), " "))
+	if ss.enabled["CONDSTORE"] {
+		d += fmt.Sprintf(" MODSEQ (%d)", m.ModSeq)
+	}
+	return d
+}
+
+// sendExpunged reports expunged messages: EXPUNGE by sequence number, or
+// once QRESYNC is on one VANISHED with their UIDs (RFC 7162 3.2.10).
+func (ss *session) sendExpunged(gone []mailstore.Expunged) {
+	if len(gone) == 0 {
+		return
+	}
+	if ss.enabled["QRESYNC"] {
+		uids := make([]uint32, len(gone))
+		for i, x := range gone {
+			uids[i] = x.UID
+		}
+		ss.w.Untagged("VANISHED " + mailstore.SetOf(uids).String())
+		return
+	}
+	for _, x := range gone {
+		ss.w.Untagged(fmt.Sprintf("%d EXPUNGE", x.Seq))
+	}
 }
 
 // match is LIST's pattern matching: '*' any run, '%' any run without the
@@ -407,6 +442,9 @@ func statusLine(st mailstore.Status, items []string) (string, bool) {
 			out = append(out, "DELETED "+strconv.Itoa(st.Deleted))
 		case "SIZE":
 			out = append(out, "SIZE "+strconv.FormatInt(st.Size, 10))
+		case "DELETED-STORAGE":
+			// RFC 9208 4.2: what EXPUNGE would free, in 1024-octet units.
+			out = append(out, "DELETED-STORAGE "+strconv.FormatInt((st.DeletedSize+1023)/1024, 10))
 		case "RECENT":
 			// IMAP4rev1 clients ask; \Recent is not kept (RFC 9051).
 			out = append(out, "RECENT 0")
@@ -448,15 +486,15 @@ func (ss *session) status(cmd *imapwire.Command) bool {
 }
 
 func (ss *session) selectCmd(cmd *imapwire.Command) bool {
-	if len(cmd.Args) == 2 {
-		// (CONDSTORE) turns CONDSTORE on (RFC 7162 3.1.8).
-		p := cmd.Args[1]
-		if p.Kind != imapwire.KindList || len(p.List) != 1 || !strings.EqualFold(p.List[0].Str, "CONDSTORE") {
-			return ss.bad1(cmd, cmd.Name+"'s only parameter is (CONDSTORE).")
-		}
-		ss.enabled["CONDSTORE"] = true
-	} else if len(cmd.Args) != 1 {
+	if len(cmd.Args) != 1 && len(cmd.Args) != 2 {
 		return ss.bad1(cmd, cmd.Name+" takes a mailbox name.")
+	}
+	var rs *resync
+	if len(cmd.Args) == 2 {
+		var bad string
+		if rs, bad = ss.selectParams(cmd.Args[1]); bad != "" {
+			return ss.bad1(cmd, bad)
+		}
 	}
 	name, ok := ss.folderArg(cmd.Args[0])
 	if !ok {
@@ -497,6 +535,11 @@ func (ss *session) selectCmd(cmd *imapwire.Command) bool {
 	ss.w.Untagged(`LIST () "/" ` + ss.wireName(mb.Name()))
 	ss.mb = mb
 	ss.state = stateSelected
+	if rs != nil && rs.validity == mb.UIDValidity() {
+		if err := ss.resync(rs); err != nil {
+			ss.s.log.Warn("QRESYNC of a selected folder failed", "trace", ss.trace, "user", ss.user.Name, "err", err)
+		}
+	}
 	code := "READ-WRITE"
 	if mb.ReadOnly() {
 		code = "READ-ONLY"
@@ -546,6 +589,11 @@ func (ss *session) appendCmd(cmd *imapwire.Command) bool {
 	if len(msg.Str) == 0 {
 		ss.w.Tagged(cmd.Tag, "NO", "", "An empty message is not stored.")
 		return false
+	}
+	if over, err := ss.overQuota(int64(len(msg.Str))); err != nil {
+		return ss.no(cmd, err)
+	} else if over {
+		return ss.refuseOverQuota(cmd)
 	}
 	uid, validity, err := ss.store.Append(name, flags, date, strings.NewReader(msg.Str))
 	if err != nil {
@@ -633,9 +681,7 @@ func (ss *session) expunge(cmd *imapwire.Command) bool {
 	if err != nil {
 		return ss.no(cmd, err)
 	}
-	for _, x := range gone {
-		ss.w.Untagged(fmt.Sprintf("%d EXPUNGE", x.Seq))
-	}
+	ss.sendExpunged(gone)
 	ss.w.Tagged(cmd.Tag, "OK", "", cmd.Name+" completed.")
 	return false
 }
@@ -720,7 +766,7 @@ func (ss *session) storeCmd(cmd *imapwire.Command) bool {
 			continue
 		}
 		parts := []string{}
-		if cmd.UID {
+		if cmd.UID || ss.enabled["QRESYNC"] {
 			parts = append(parts, fmt.Sprintf("UID %d", u.UID))
 		}
 		if !silent {
@@ -766,6 +812,13 @@ func (ss *session) copyMove(cmd *imapwire.Command) bool {
 		}
 		cu, gone, err = ss.mb.Move(uids, dest)
 	} else {
+		over, qerr := ss.overQuota(copySize(ss.mb, uids))
+		if qerr != nil {
+			return ss.no(cmd, qerr)
+		}
+		if over {
+			return ss.refuseOverQuota(cmd)
+		}
 		cu, err = ss.mb.Copy(uids, dest)
 	}
 	if err != nil {
@@ -779,9 +832,7 @@ func (ss *session) copyMove(cmd *imapwire.Command) bool {
 	if cmd.Name == "MOVE" {
 		// RFC 6851: COPYUID in an untagged OK before the expunges.
 		ss.w.Tagged("*", "OK", code, "Moved.")
-		for _, x := range gone {
-			ss.w.Untagged(fmt.Sprintf("%d EXPUNGE", x.Seq))
-		}
+		ss.sendExpunged(gone)
 		ss.w.Tagged(cmd.Tag, "OK", "", "MOVE completed.")
 		return false
 	}

@@ -217,7 +217,8 @@ func (ss *session) capabilities() string {
 		return strings.Join(caps, " ")
 	}
 	caps = append(caps, "NAMESPACE", "UTF8=ACCEPT", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-		"ESEARCH", "SEARCHRES", "LIST-STATUS", "UNSELECT", "CONDSTORE", "STATUS=SIZE")
+		"ESEARCH", "SEARCHRES", "LIST-STATUS", "UNSELECT", "CONDSTORE", "QRESYNC", "STATUS=SIZE",
+		"QUOTA", "QUOTA=RES-STORAGE")
 	return strings.Join(caps, " ")
 }
 
@@ -409,11 +410,13 @@ func (ss *session) enable(cmd *imapwire.Command) bool {
 			}
 			ss.utf8 = true
 			ss.r.SetUTF8(true)
-		case "CONDSTORE":
+		case "CONDSTORE", "QRESYNC":
 			if !ss.enabled[c] {
 				ss.enabled[c] = true
 				on = append(on, c)
 			}
+			// QRESYNC implies CONDSTORE (RFC 7162 3.2.3).
+			ss.enabled["CONDSTORE"] = true
 		}
 	}
 	ss.w.Untagged(strings.TrimSpace("ENABLED " + strings.Join(on, " ")))

@@ -59,6 +59,7 @@ func newEnvSpec(t *testing.T, trusted bool) *env {
 		directory.User{Name: "ana", Storage: "st1", Hash: pwHash},
 		directory.User{Name: "eva", Storage: "st2", Hash: pwHash},
 		directory.User{Name: "dario", Storage: "st1", Hash: pwHash, State: directory.StateMoving},
+		directory.User{Name: "rosa", Storage: "st1", Hash: pwHash, Quota: 8 << 10},
 	)
 	h, _ := c.Profile.Host("st1")
 	tc, err := tlsconf.ServerConfig(c.Profile, h)

@@ -243,6 +243,28 @@ func TestQuotaAtData(t *testing.T) {
 	}
 }
 
+// TestQuotaCountsFolders: mail the user keeps in folders (IMAP's Sent,
+// Archive...) counts toward the quota, as imapd's QUOTA shows it.
+func TestQuotaCountsFolders(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
+	e.users(directory.User{Name: "ivo", Storage: "st1", Quota: 5000})
+	sent := filepath.Join(e.c.Maildir("st1", "ivo"), ".Sent")
+	if _, err := mailbox.New(sent).Deliver(strings.NewReader("Subject: sent\n\n" + strings.Repeat("s", 4000) + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	_, addr, _ := e.serve("st1", Limits{})
+	c := dialLMTP(t, "tcp", addr)
+	c.lhlo()
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<ivo@correo.test>")
+	c.Expect(250)
+	if r := c.data("Subject: in\n\n"+strings.Repeat("x", 2000)+"\n", 1); !strings.HasPrefix(r[0], "552 5.2.2") {
+		t.Errorf("a message that the folders' usage puts over quota: %q", r)
+	}
+}
+
 // TestPasswdDown: no passwd server answers → 451 4.4.3, never 5xx.
 func TestPasswdDown(t *testing.T) {
 	t.Parallel()

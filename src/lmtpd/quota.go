@@ -10,8 +10,9 @@ import (
 // usageCache remembers how many bytes each user's Maildir holds, for the
 // quota check.
 //
-// Usage is the sum of the S= sizes of the files in new/ and cur/ (a stat
-// only for files without S=): two directory reads, no stat per message.
+// Usage is mailbox.Usage, the definition imapd's QUOTA shows: the S=
+// sizes of new/ and cur/ of INBOX and of every folder (a stat only for
+// files without S=), two directory reads per folder, no stat per message.
 // It is an approximation, on purpose:
 //   - files in tmp/ (deliveries in progress) are not counted;
 //   - the value is cached for ttl: deliveries through this process add
@@ -47,13 +48,9 @@ func (c *usageCache) get(user, maildir string, now time.Time) (int64, error) {
 	if ok && now.Sub(u.at) < c.ttl {
 		return u.bytes, nil
 	}
-	msgs, err := mailbox.New(maildir).List()
+	total, err := mailbox.Usage(maildir)
 	if err != nil {
 		return 0, err
-	}
-	var total int64
-	for _, m := range msgs {
-		total += m.Size
 	}
 	c.mu.Lock()
 	if len(c.m) >= c.max {

@@ -695,18 +695,26 @@ func (mb *Mailbox) Changes(since uint64) (changed []Message, vanished UIDSet, er
 		}
 		vanished = SetOf(uids)
 	} else {
-		next := uint32(1)
-		for _, m := range mb.msgs {
-			if m.UID > next {
-				vanished = append(vanished, UIDRange{next, m.UID - 1})
-			}
-			next = m.UID + 1
-		}
-		if next < mb.uidNext {
-			vanished = append(vanished, UIDRange{next, mb.uidNext - 1})
-		}
+		vanished = mb.Missing()
 	}
 	return changed, vanished, finish(ops, true)
+}
+
+// Missing is every UID below UIDNEXT that is not in the view: expunged,
+// or never given out (the view's UIDs are ascending).
+func (mb *Mailbox) Missing() UIDSet {
+	var out UIDSet
+	next := uint32(1)
+	for _, m := range mb.msgs {
+		if m.UID > next {
+			out = append(out, UIDRange{next, m.UID - 1})
+		}
+		next = m.UID + 1
+	}
+	if next < mb.uidNext {
+		out = append(out, UIDRange{next, mb.uidNext - 1})
+	}
+	return out
 }
 
 // Path is where the message's file was last seen; it may have been

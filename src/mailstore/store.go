@@ -426,6 +426,7 @@ type Status struct {
 	Unseen        int
 	Deleted       int
 	Size          int64 // sum of RFC822.SIZE (RFC 8438 STATUS=SIZE)
+	DeletedSize   int64 // of the messages flagged \Deleted (RFC 9208 DELETED-STORAGE)
 	HighestModSeq uint64
 }
 
@@ -450,6 +451,7 @@ func (s *Store) Status(name string) (Status, error) {
 		}
 		if strings.IndexByte(f, 'T') >= 0 {
 			st.Deleted++
+			st.DeletedSize += e.size
 		}
 		st.Size += e.size
 	}
@@ -531,30 +533,9 @@ func (s *Store) SetSpecialUse(name, use string) error {
 	return writeDurableUnlocked(dir, specialUseFile, []byte(use+"\n"))
 }
 
-// Usage is the quota usage: the sum of the S= sizes (bytes on disk) of the
-// messages in new/ and cur/ of every folder, as pdeliveryd counts INBOX.
-// Files in tmp/ are not counted. A folder removed meanwhile counts 0.
-func (s *Store) Usage() (int64, error) {
-	names, err := s.folderNames()
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for _, n := range append([]string{Inbox}, names...) {
-		dir, err := folderPath(s.root, n)
-		if err != nil {
-			continue
-		}
-		msgs, err := mailbox.New(dir).List()
-		if err != nil {
-			return 0, fmt.Errorf("quota usage of %s: %w", s.root, err)
-		}
-		for _, m := range msgs {
-			total += m.Size
-		}
-	}
-	return total, nil
-}
+// Usage is the user's quota usage, as pdeliveryd counts it
+// (mailbox.Usage): every folder's new/ and cur/, tmp/ not counted.
+func (s *Store) Usage() (int64, error) { return mailbox.Usage(s.root) }
 
 // Append stores a message in a folder (APPEND): it is written to tmp/,
 // its mtime set to date (INTERNALDATE; zero means now), fsynced, renamed
