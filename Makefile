@@ -30,18 +30,18 @@ lmtp-bench: deps
 
 # POP3 on a 2 000 x 11 KB mailbox: login+STAT+LIST (median of 20),
 # logins/s with 8 clients, RETR throughput; pop3d direct, through
-# popproxy, and Dovecot stock and high-performance (root). Prints a table.
+# mailproxy, and Dovecot stock and high-performance (root). Prints a table.
 pop3-bench: deps
 	$(GO) test -run '^$$' -bench POP3 -benchtime 1x ./src/cmd/pop3d
 
-# POP3 logins/s through popproxy → pop3d for CORREO_BENCH_USERS (10 000)
+# POP3 logins/s through mailproxy → pop3d for CORREO_BENCH_USERS (10 000)
 # users hashed at bcrypt cost 10: cold (each user once) and warm (passwdd's
 # credentials cache) with 8 and 64 clients, and CORREO_BENCH_STORM (2 000)
 # uncached logins at once; the same against Dovecot (root). The hashes are
 # made once and kept in CORREO_BENCH_DIR (or the temporary directory).
 # Long: about an hour at full size on 2 cores. Prints a table.
 login-bench: deps
-	$(GO) test -run '^$$' -bench '^BenchmarkLogins$$' -benchtime 1x -timeout 4h ./src/cmd/popproxy
+	$(GO) test -run '^$$' -bench '^BenchmarkLogins$$' -benchtime 1x -timeout 4h ./src/cmd/mailproxy
 
 # End-to-end messages/s (SMTP → queue → LMTP → Maildir, fsync on), 4 KB
 # messages, 20 sessions driven by Postfix's smtp-source: smtp-sink alone,

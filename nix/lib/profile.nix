@@ -40,6 +40,12 @@ let
   };
   table = fields: { table = fields; };
   arrayOfTables = fields: { arrayOf = fields; };
+  mailproxyTable = table [
+    { k = "fail_delay"; t = t.str; }
+    { k = "max_fail_delay"; t = t.str; }
+    { k = "max_connections"; t = t.int; }
+    { k = "max_connections_per_client"; t = t.int; }
+  ];
 
   schema = table [
     {
@@ -136,15 +142,9 @@ let
             { k = "workers"; t = t.int; }
           ];
         }
-        {
-          k = "popproxy";
-          t = table [
-            { k = "fail_delay"; t = t.str; }
-            { k = "max_fail_delay"; t = t.str; }
-            { k = "max_connections"; t = t.int; }
-            { k = "max_connections_per_client"; t = t.int; }
-          ];
-        }
+        { k = "mailproxy"; t = mailproxyTable; }
+        # [host.popproxy]: the section's name before the proxy served IMAP.
+        { k = "popproxy"; t = mailproxyTable; }
         {
           k = "tls";
           t = table [
@@ -398,7 +398,8 @@ let
           hname = elemAt names i;
           address = elemAt addrs i;
           a = net.parseAddr address;
-          roles = h.roles or [ ];
+          # popproxy: mailproxy's name before it served IMAP too.
+          roles = map (r: if r == "popproxy" then "mailproxy" else r) (h.roles or [ ]);
           has = r: elem r roles;
           canonical =
             a == null || a.family == 4 || (match ".*\\..*" address == null && address == toLower address);
@@ -429,12 +430,12 @@ let
             data_timeout_ms = dataTimeout.ms or 0;
             workers = smtpdGet "workers" 32;
           };
-          popRaw = h.popproxy or null;
+          popRaw = h.mailproxy or h.popproxy or null;
           popGet = k: def: let x = if popRaw == null then 0 else popRaw.${k} or 0; in if x == 0 then def else x;
           popDur = k: def: if popRaw != null && popRaw ? ${k} then parseDuration popRaw.${k} else { ms = def; };
           failDelay = popDur "fail_delay" 500;
           maxFailDelay = popDur "max_fail_delay" 8000;
-          popproxy = {
+          mailproxy = {
             fail_delay_ms = failDelay.ms or 0;
             max_fail_delay_ms = maxFailDelay.ms or 0;
             max_connections = popGet "max_connections" 5000;
@@ -490,18 +491,19 @@ let
               ++ (if commandTimeout ? ms && dataTimeout ? ms && dataTimeout.ms < commandTimeout.ms
               then [ (herr "smtpd.data_timeout" "${formatDuration dataTimeout.ms} is shorter than command_timeout ${formatDuration commandTimeout.ms}: a DATA phase is at least one read") ]
               else [ ]))
-            (if popRaw != null && !has "popproxy" then [ (herr "popproxy" "[host.popproxy] settings on a host without role popproxy") ] else [ ])
-            (if !has "popproxy" then [ ]
+            (if h ? mailproxy && h ? popproxy then [ (herr "popproxy" "[host.popproxy] is the old name of [host.mailproxy]: keep one of them") ] else [ ])
+            (if popRaw != null && !has "mailproxy" then [ (herr "mailproxy" "[host.mailproxy] settings on a host without role mailproxy") ] else [ ])
+            (if !has "mailproxy" then [ ]
              else
-              concatMap (k: if popproxy.${k} < 0 then [ (herr "popproxy.${k}" "${toString popproxy.${k}} must be positive") ] else [ ])
+              concatMap (k: if mailproxy.${k} < 0 then [ (herr "mailproxy.${k}" "${toString mailproxy.${k}} must be positive") ] else [ ])
                 [ "max_connections" "max_connections_per_client" ]
-              ++ (if popproxy.max_connections_per_client > popproxy.max_connections
-              then [ (herr "popproxy.max_connections_per_client" "${toString popproxy.max_connections_per_client} exceeds max_connections ${toString popproxy.max_connections}") ]
+              ++ (if mailproxy.max_connections_per_client > mailproxy.max_connections
+              then [ (herr "mailproxy.max_connections_per_client" "${toString mailproxy.max_connections_per_client} exceeds max_connections ${toString mailproxy.max_connections}") ]
               else [ ])
-              ++ (if failDelay ? error then [ (herr "popproxy.fail_delay" failDelay.error) ] else [ ])
-              ++ (if maxFailDelay ? error then [ (herr "popproxy.max_fail_delay" maxFailDelay.error) ] else [ ])
+              ++ (if failDelay ? error then [ (herr "mailproxy.fail_delay" failDelay.error) ] else [ ])
+              ++ (if maxFailDelay ? error then [ (herr "mailproxy.max_fail_delay" maxFailDelay.error) ] else [ ])
               ++ (if failDelay ? ms && maxFailDelay ? ms && maxFailDelay.ms < failDelay.ms
-              then [ (herr "popproxy.max_fail_delay" "${formatDuration maxFailDelay.ms} is shorter than fail_delay ${formatDuration failDelay.ms}: the delay starts at fail_delay and doubles up to max_fail_delay") ]
+              then [ (herr "mailproxy.max_fail_delay" "${formatDuration maxFailDelay.ms} is shorter than fail_delay ${formatDuration failDelay.ms}: the delay starts at fail_delay and doubles up to max_fail_delay") ]
               else [ ]))
             (if tlsRaw != null && (cert == "" || key == "") then [ (herr "tls" "[host.tls] needs both cert and key") ] else [ ])
           ];
@@ -516,7 +518,7 @@ let
               else if storageRaw == null then null
               else { data_dir = dataDir; weight = weightRaw; };
             smtpd = if isSMTP then smtpd else smtpdRaw;
-            popproxy = if has "popproxy" then popproxy else popRaw;
+            mailproxy = if has "mailproxy" then mailproxy else popRaw;
             tls = if tlsRaw == null then null else { inherit cert key; };
           };
         };

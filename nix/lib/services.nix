@@ -3,7 +3,7 @@
 # and transports). Order matters: it is the order Go iterates in, so port
 # clash messages and every list the settings hold come out the same.
 rec {
-  roles = [ "dns" "loghost" "passwd-primary" "passwd-secondary" "mx" "relay" "storage" "popproxy" ];
+  roles = [ "dns" "loghost" "passwd-primary" "passwd-secondary" "mx" "relay" "storage" "mailproxy" ];
 
   # Mailbox layouts, as src/mailbox/layout.go's schemes (paper's first).
   layouts = [ "first3" "first2last1" "first1last2" "hash2" ];
@@ -18,11 +18,11 @@ rec {
     { name = "submission"; roles = [ "relay" ]; std = 587; tcp = true; udp = false; }
     { name = "submissions"; roles = [ "relay" ]; std = 465; tcp = true; udp = false; }
     { name = "lmtp"; roles = [ "storage" ]; std = 24; tcp = true; udp = false; }
-    { name = "pop3"; roles = [ "popproxy" ]; std = 110; tcp = true; udp = false; }
-    { name = "pop3s"; roles = [ "popproxy" ]; std = 995; tcp = true; udp = false; }
+    { name = "pop3"; roles = [ "mailproxy" ]; std = 110; tcp = true; udp = false; }
+    { name = "pop3s"; roles = [ "mailproxy" ]; std = 995; tcp = true; udp = false; }
     { name = "pop3_backend"; roles = [ "storage" ]; std = 110; tcp = true; udp = false; }
-    { name = "imap"; roles = [ "popproxy" ]; std = 143; tcp = true; udp = false; }
-    { name = "imaps"; roles = [ "popproxy" ]; std = 993; tcp = true; udp = false; }
+    { name = "imap"; roles = [ "mailproxy" ]; std = 143; tcp = true; udp = false; }
+    { name = "imaps"; roles = [ "mailproxy" ]; std = 993; tcp = true; udp = false; }
     { name = "imap_backend"; roles = [ "storage" ]; std = 143; tcp = true; udp = false; }
     { name = "dns"; roles = [ "dns" ]; std = 53; tcp = true; udp = true; }
     { name = "syslog"; roles = [ "loghost" ]; std = 514; tcp = true; udp = true; }

@@ -31,7 +31,7 @@ in
     (h: {
       name = h.name;
       value = {
-        inherit (h) name address roles mx storage smtpd popproxy tls;
+        inherit (h) name address roles mx storage smtpd mailproxy tls;
         listen = listToAttrs (map (s: { name = s.name; value = listenOf h s; })
           (filter (svcs.provides h) svcs.services));
       };

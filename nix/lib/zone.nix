@@ -16,8 +16,8 @@ let
   pools = [
     { name = "mx"; role = "mx"; }
     { name = "relay"; role = "relay"; }
-    { name = "pop"; role = "popproxy"; }
-    { name = "imap"; role = "popproxy"; }
+    { name = "pop"; role = "mailproxy"; }
+    { name = "imap"; role = "mailproxy"; }
   ];
 
   addrType = addr: if util.hasInfix ":" addr then "AAAA" else "A";

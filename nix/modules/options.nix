@@ -8,7 +8,7 @@ let
   # Every role nix/lib accepts in a profile (src/cluster's Roles). Each file
   # of this module says what it does for the roles it serves; a role added
   # to nix/lib but not handled here must stop the build, not be skipped.
-  rolesHandled = [ "dns" "loghost" "passwd-primary" "passwd-secondary" "mx" "relay" "storage" "popproxy" ];
+  rolesHandled = [ "dns" "loghost" "passwd-primary" "passwd-secondary" "mx" "relay" "storage" "mailproxy" ];
 in
 {
   options.services.correo = {
@@ -19,7 +19,7 @@ in
       defaultText = literalExpression "correo.packages.\${system}.default";
       description = ''
         The correo programs (passwdd, nssd, pdeliveryd, pdelivery, pop3d,
-        smtpd, popproxy, correoctl) in {file}`bin/`. The flake's
+        smtpd, mailproxy, correoctl) in {file}`bin/`. The flake's
         `nixosModules.default` sets it to the flake's package.
       '';
     };

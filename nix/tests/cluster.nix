@@ -64,8 +64,8 @@ let
     # daemons that read it start.
     systemd.services.correo-test-tls = lib.mkIf (h.tls != null) {
       wantedBy = [ "multi-user.target" ];
-      before = [ "correo-smtpd.service" "correo-popproxy.service" ];
-      requiredBy = [ "correo-smtpd.service" ] ++ lib.optional (lib.elem "popproxy" h.roles) "correo-popproxy.service";
+      before = [ "correo-smtpd.service" "correo-mailproxy.service" ];
+      requiredBy = [ "correo-smtpd.service" ] ++ lib.optional (lib.elem "mailproxy" h.roles) "correo-mailproxy.service";
       serviceConfig.Type = "oneshot";
       serviceConfig.RemainAfterExit = true;
       script = ''

@@ -90,7 +90,7 @@ with subtest("every host boots and every correo unit is ready"):
         m.wait_for_unit("correo-pop3d.service")
     for m in [mx1, mx2]:
         m.wait_for_unit("correo-smtpd.service")
-        m.wait_for_unit("correo-popproxy.service")
+        m.wait_for_unit("correo-mailproxy.service")
     relay1.wait_for_unit("correo-smtpd.service")
     ns1.wait_for_unit("nsd.service")
 

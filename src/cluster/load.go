@@ -533,7 +533,10 @@ func (v *validator) validateRoles(i int) {
 		v.errAt("host.roles", i, "missing: list the host's roles from %v", Roles())
 	}
 	seen := map[Role]bool{}
-	for _, r := range h.Roles {
+	for j, r := range h.Roles {
+		if r == roleLegacyPOPProxy {
+			r, h.Roles[j] = RoleMailProxy, RoleMailProxy
+		}
 		if !r.valid() {
 			v.errAt("host.roles", i, "unknown role %q: expected one of %v", r, Roles())
 		} else if seen[r] {
@@ -602,27 +605,33 @@ func (v *validator) validateHostTables(i int) {
 			v.errAt("host.smtpd.data_timeout", i, "%s is shorter than command_timeout %s: a DATA phase is at least one read", s.DataTimeout.Std(), s.CommandTimeout.Std())
 		}
 	}
-	if h.POPProxy != nil && !h.HasRole(RolePOPProxy) {
-		v.errAt("host.popproxy", i, "[host.popproxy] settings on a host without role popproxy")
-	}
-	if h.HasRole(RolePOPProxy) {
-		if h.POPProxy == nil {
-			h.POPProxy = &POPProxy{}
+	if h.LegacyPOPProxy != nil {
+		if h.MailProxy != nil {
+			v.errAt("host.popproxy", i, "[host.popproxy] is the old name of [host.mailproxy]: keep one of them")
 		}
-		x := h.POPProxy
-		positiveOr(v, "host.popproxy.max_connections", i, &x.MaxConnections, DefaultPOPMaxConnections, "")
-		positiveOr(v, "host.popproxy.max_connections_per_client", i, &x.MaxConnectionsPerClient, DefaultPOPMaxConnsPerClient, "")
+		h.MailProxy, h.LegacyPOPProxy = h.LegacyPOPProxy, nil
+	}
+	if h.MailProxy != nil && !h.HasRole(RoleMailProxy) {
+		v.errAt("host.mailproxy", i, "[host.mailproxy] settings on a host without role mailproxy")
+	}
+	if h.HasRole(RoleMailProxy) {
+		if h.MailProxy == nil {
+			h.MailProxy = &MailProxy{}
+		}
+		x := h.MailProxy
+		positiveOr(v, "host.mailproxy.max_connections", i, &x.MaxConnections, DefaultProxyMaxConnections, "")
+		positiveOr(v, "host.mailproxy.max_connections_per_client", i, &x.MaxConnectionsPerClient, DefaultProxyMaxConnsPerClient, "")
 		if x.FailDelay == 0 {
-			x.FailDelay = Duration(DefaultPOPFailDelay)
+			x.FailDelay = Duration(DefaultProxyFailDelay)
 		}
 		if x.MaxFailDelay == 0 {
-			x.MaxFailDelay = Duration(DefaultPOPMaxFailDelay)
+			x.MaxFailDelay = Duration(DefaultProxyMaxFailDelay)
 		}
 		if x.MaxConnectionsPerClient > x.MaxConnections {
-			v.errAt("host.popproxy.max_connections_per_client", i, "%d exceeds max_connections %d", x.MaxConnectionsPerClient, x.MaxConnections)
+			v.errAt("host.mailproxy.max_connections_per_client", i, "%d exceeds max_connections %d", x.MaxConnectionsPerClient, x.MaxConnections)
 		}
 		if x.MaxFailDelay < x.FailDelay {
-			v.errAt("host.popproxy.max_fail_delay", i, "%s is shorter than fail_delay %s: the delay starts at fail_delay and doubles up to max_fail_delay", x.MaxFailDelay.Std(), x.FailDelay.Std())
+			v.errAt("host.mailproxy.max_fail_delay", i, "%s is shorter than fail_delay %s: the delay starts at fail_delay and doubles up to max_fail_delay", x.MaxFailDelay.Std(), x.FailDelay.Std())
 		}
 	}
 	if h.TLS != nil && (h.TLS.Cert == "" || h.TLS.Key == "") {

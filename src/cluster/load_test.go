@@ -285,20 +285,29 @@ func TestDefaultsFilled(t *testing.T) {
 	if s := mx.SMTPD; s.CommandTimeout.Std() != DefaultSMTPCommandTimeout || s.DataTimeout.Std() != DefaultSMTPDataTimeout || s.Workers != DefaultSMTPWorkers {
 		t.Errorf("smtpd timeout and worker defaults not applied: %+v", s)
 	}
-	if mx.POPProxy != nil {
-		t.Errorf("an mx host got [host.popproxy] settings: %+v", mx.POPProxy)
+	if mx.MailProxy != nil {
+		t.Errorf("an mx host got [host.mailproxy] settings: %+v", mx.MailProxy)
 	}
 	if p.Cluster.ShutdownGrace.Std() != DefaultShutdownGrace {
 		t.Errorf("shutdown_grace default = %s", p.Cluster.ShutdownGrace.Std())
 	}
-	px := goodProfile + "\n[[host]]\nname = \"px1\"\naddress = \"10.77.0.40\"\nroles = [\"popproxy\"]\n[host.popproxy]\nfail_delay = \"50ms\"\n"
+	px := goodProfile + "\n[[host]]\nname = \"px1\"\naddress = \"10.77.0.40\"\nroles = [\"mailproxy\"]\n[host.mailproxy]\nfail_delay = \"50ms\"\n"
 	p3, err := Parse([]byte(px), "x.toml", Options{SkipFiles: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, _ := p3.Host("px1"); h.POPProxy.FailDelay.Std() != 50*time.Millisecond || h.POPProxy.MaxFailDelay.Std() != DefaultPOPMaxFailDelay ||
-		h.POPProxy.MaxConnections != DefaultPOPMaxConnections || h.POPProxy.MaxConnectionsPerClient != DefaultPOPMaxConnsPerClient {
-		t.Errorf("popproxy settings: %+v", h.POPProxy)
+	if h, _ := p3.Host("px1"); h.MailProxy.FailDelay.Std() != 50*time.Millisecond || h.MailProxy.MaxFailDelay.Std() != DefaultProxyMaxFailDelay ||
+		h.MailProxy.MaxConnections != DefaultProxyMaxConnections || h.MailProxy.MaxConnectionsPerClient != DefaultProxyMaxConnsPerClient {
+		t.Errorf("mailproxy settings: %+v", h.MailProxy)
+	}
+	// A profile written before the proxy served IMAP names it popproxy.
+	legacy := strings.NewReplacer(`"mailproxy"`, `"popproxy"`, "host.mailproxy", "host.popproxy").Replace(px)
+	p4, err := Parse([]byte(legacy), "x.toml", Options{SkipFiles: true})
+	if err != nil {
+		t.Fatalf("a profile with the old role popproxy: %v", err)
+	}
+	if h, _ := p4.Host("px1"); !h.HasRole(RoleMailProxy) || h.MailProxy == nil || h.MailProxy.FailDelay.Std() != 50*time.Millisecond || h.LegacyPOPProxy != nil {
+		t.Errorf("role popproxy and [host.popproxy] did not load as mailproxy: %+v %+v", h.Roles, h.MailProxy)
 	}
 	st, _ := p.Host("store1")
 	if st.Storage.Weight != 1 {

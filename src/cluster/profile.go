@@ -23,13 +23,16 @@ const (
 	RoleMX              Role = "mx"
 	RoleRelay           Role = "relay"
 	RoleStorage         Role = "storage"
-	RolePOPProxy        Role = "popproxy"
+	RoleMailProxy       Role = "mailproxy"
+	// roleLegacyPOPProxy is mailproxy's name before it served IMAP: a
+	// profile that still says popproxy loads as mailproxy.
+	roleLegacyPOPProxy Role = "popproxy"
 )
 
 // Roles lists every role a profile may name, in documentation order.
 func Roles() []Role {
 	return []Role{RoleDNS, RoleLoghost, RolePasswdPrimary, RolePasswdSecondary,
-		RoleMX, RoleRelay, RoleStorage, RolePOPProxy}
+		RoleMX, RoleRelay, RoleStorage, RoleMailProxy}
 }
 
 func (r Role) valid() bool {
@@ -193,9 +196,12 @@ type Host struct {
 	MX      *MX      `toml:"mx"`
 	Storage *Storage `toml:"storage"`
 	SMTPD   *SMTPD   `toml:"smtpd"`
-	// POPProxy holds a popproxy host's limits.
-	POPProxy *POPProxy `toml:"popproxy"`
-	TLS      *TLS      `toml:"tls"`
+	// MailProxy holds a mailproxy host's limits.
+	MailProxy *MailProxy `toml:"mailproxy"`
+	// LegacyPOPProxy is [host.popproxy], the section's name before the
+	// proxy served IMAP too: still read, as MailProxy.
+	LegacyPOPProxy *MailProxy `toml:"popproxy" json:"-"`
+	TLS            *TLS       `toml:"tls"`
 
 	addr netip.Addr
 }
@@ -240,9 +246,9 @@ type SMTPD struct {
 	Workers int `toml:"workers" json:"-"`
 }
 
-// POPProxy holds the limits of a popproxy host before a client has
+// MailProxy holds the limits of a mailproxy host before a client has
 // logged in: what a password guesser or a flood may cost.
-type POPProxy struct {
+type MailProxy struct {
 	// FailDelay is the wait before answering a failed login; it doubles
 	// with every further failure from the same address, up to
 	// MaxFailDelay.
@@ -289,10 +295,10 @@ const (
 	DefaultSMTPCommandTimeout      = 5 * time.Minute
 	DefaultSMTPDataTimeout         = 10 * time.Minute
 	DefaultSMTPWorkers             = 32
-	DefaultPOPFailDelay            = 500 * time.Millisecond
-	DefaultPOPMaxFailDelay         = 8 * time.Second
-	DefaultPOPMaxConnections       = 5000
-	DefaultPOPMaxConnsPerClient    = 20
+	DefaultProxyFailDelay          = 500 * time.Millisecond
+	DefaultProxyMaxFailDelay       = 8 * time.Second
+	DefaultProxyMaxConnections     = 5000
+	DefaultProxyMaxConnsPerClient  = 20
 )
 
 // DefaultQueueRetry is the queue's back-off when the profile names none:

@@ -14,11 +14,11 @@ const (
 	SvcSubmission  Service = "submission"   // relay: 587, STARTTLS then AUTH
 	SvcSubmissions Service = "submissions"  // relay: 465, implicit TLS
 	SvcLMTP        Service = "lmtp"         // storage: pdeliveryd, 24
-	SvcPOP3        Service = "pop3"         // popproxy: 110
-	SvcPOP3S       Service = "pop3s"        // popproxy: 995
+	SvcPOP3        Service = "pop3"         // mailproxy: 110
+	SvcPOP3S       Service = "pop3s"        // mailproxy: 995
 	SvcPOP3Backend Service = "pop3_backend" // storage: pop3d behind the proxy, 110
-	SvcIMAP        Service = "imap"         // popproxy: 143, STARTTLS
-	SvcIMAPS       Service = "imaps"        // popproxy: 993
+	SvcIMAP        Service = "imap"         // mailproxy: 143, STARTTLS
+	SvcIMAPS       Service = "imaps"        // mailproxy: 993
 	SvcIMAPBackend Service = "imap_backend" // storage: imapd behind the proxy, 143
 	SvcDNS         Service = "dns"          // dns: 53, UDP and TCP
 	SvcSyslog      Service = "syslog"       // loghost: 514, UDP and TCP
@@ -47,11 +47,11 @@ var services = map[Service]serviceInfo{
 	SvcSubmission:  {[]Role{RoleRelay}, 587, TCP, "message submission"},
 	SvcSubmissions: {[]Role{RoleRelay}, 465, TCP, "message submission over TLS"},
 	SvcLMTP:        {[]Role{RoleStorage}, 24, TCP, "LMTP delivery"},
-	SvcPOP3:        {[]Role{RolePOPProxy}, 110, TCP, "POP3 proxy"},
-	SvcPOP3S:       {[]Role{RolePOPProxy}, 995, TCP, "POP3 proxy over TLS"},
+	SvcPOP3:        {[]Role{RoleMailProxy}, 110, TCP, "POP3 proxy"},
+	SvcPOP3S:       {[]Role{RoleMailProxy}, 995, TCP, "POP3 proxy over TLS"},
 	SvcPOP3Backend: {[]Role{RoleStorage}, 110, TCP, "POP3 server behind the proxy"},
-	SvcIMAP:        {[]Role{RolePOPProxy}, 143, TCP, "IMAP proxy"},
-	SvcIMAPS:       {[]Role{RolePOPProxy}, 993, TCP, "IMAP proxy over TLS"},
+	SvcIMAP:        {[]Role{RoleMailProxy}, 143, TCP, "IMAP proxy"},
+	SvcIMAPS:       {[]Role{RoleMailProxy}, 993, TCP, "IMAP proxy over TLS"},
 	SvcIMAPBackend: {[]Role{RoleStorage}, 143, TCP, "IMAP server behind the proxy"},
 	SvcDNS:         {[]Role{RoleDNS}, 53, TCP | UDP, "DNS"},
 	SvcSyslog:      {[]Role{RoleLoghost}, 514, TCP | UDP, "syslog"},

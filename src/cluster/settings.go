@@ -67,15 +67,15 @@ type LogSettings struct {
 
 // HostSettings is one [[host]] with defaults and its listen addresses.
 type HostSettings struct {
-	Name     string             `json:"name"`
-	Address  string             `json:"address"`
-	Roles    []Role             `json:"roles"`
-	Listen   map[Service]string `json:"listen"`
-	MX       *MX                `json:"mx"`
-	Storage  *Storage           `json:"storage"`
-	SMTPD    *SMTPDSettings     `json:"smtpd"`
-	POPProxy *POPProxySettings  `json:"popproxy"`
-	TLS      *TLS               `json:"tls"`
+	Name      string             `json:"name"`
+	Address   string             `json:"address"`
+	Roles     []Role             `json:"roles"`
+	Listen    map[Service]string `json:"listen"`
+	MX        *MX                `json:"mx"`
+	Storage   *Storage           `json:"storage"`
+	SMTPD     *SMTPDSettings     `json:"smtpd"`
+	MailProxy *MailProxySettings `json:"mailproxy"`
+	TLS       *TLS               `json:"tls"`
 }
 
 // SMTPDSettings is [host.smtpd] with defaults, durations in milliseconds.
@@ -86,9 +86,9 @@ type SMTPDSettings struct {
 	Workers          int   `json:"workers"`
 }
 
-// POPProxySettings is [host.popproxy] with defaults, durations in
+// MailProxySettings is [host.mailproxy] with defaults, durations in
 // milliseconds.
-type POPProxySettings struct {
+type MailProxySettings struct {
 	FailDelayMS             int64 `json:"fail_delay_ms"`
 	MaxFailDelayMS          int64 `json:"max_fail_delay_ms"`
 	MaxConnections          int   `json:"max_connections"`
@@ -147,8 +147,8 @@ func (p *Profile) Settings() Settings {
 			hs.SMTPD = &SMTPDSettings{SMTPD: *s, CommandTimeoutMS: s.CommandTimeout.Std().Milliseconds(),
 				DataTimeoutMS: s.DataTimeout.Std().Milliseconds(), Workers: s.Workers}
 		}
-		if x := h.POPProxy; x != nil {
-			hs.POPProxy = &POPProxySettings{FailDelayMS: x.FailDelay.Std().Milliseconds(), MaxFailDelayMS: x.MaxFailDelay.Std().Milliseconds(),
+		if x := h.MailProxy; x != nil {
+			hs.MailProxy = &MailProxySettings{FailDelayMS: x.FailDelay.Std().Milliseconds(), MaxFailDelayMS: x.MaxFailDelay.Std().Milliseconds(),
 				MaxConnections: x.MaxConnections, MaxConnectionsPerClient: x.MaxConnectionsPerClient}
 		}
 		for _, svc := range Services() {

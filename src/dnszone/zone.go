@@ -20,8 +20,8 @@ var Pools = []struct {
 }{
 	{"mx", cluster.RoleMX},
 	{"relay", cluster.RoleRelay},
-	{"pop", cluster.RolePOPProxy},
-	{"imap", cluster.RolePOPProxy},
+	{"pop", cluster.RoleMailProxy},
+	{"imap", cluster.RoleMailProxy},
 }
 
 // SOA timers (refresh, retry, expire, negative-cache TTL) are fixed: the

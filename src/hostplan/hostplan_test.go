@@ -52,7 +52,7 @@ func TestUnitsPerHost(t *testing.T) {
 		{"ns1", []string{"correo-nssd.service"}},
 		{"pw1", []string{"correo-passwdd-passwd.socket", "correo-passwdd-passwd-admin.socket", "correo-passwdd.service", "correo-nssd.service"}},
 		{"mx1", []string{"correo-nssd.service", "correo-smtpd-smtp.socket", "correo-smtpd.service",
-			"correo-popproxy-pop3.socket", "correo-popproxy-pop3s.socket", "correo-popproxy-imap.socket", "correo-popproxy-imaps.socket", "correo-popproxy.service"}},
+			"correo-mailproxy-pop3.socket", "correo-mailproxy-pop3s.socket", "correo-mailproxy-imap.socket", "correo-mailproxy-imaps.socket", "correo-mailproxy.service"}},
 		{"relay1", []string{"correo-nssd.service", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
 			"correo-smtpd-submissions.socket", "correo-smtpd.service"}},
 		{"store1", []string{"correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd.service",
@@ -162,7 +162,7 @@ zone = "t.example"
 [[host]]
 name = "a"
 address = "10.1.0.1"
-roles = ["mx", "relay", "passwd-primary", "storage", "dns", "loghost", "popproxy"]
+roles = ["mx", "relay", "passwd-primary", "storage", "dns", "loghost", "mailproxy"]
 [host.storage]
 data_dir = "/srv/mail"
 `), "t.toml", cluster.Options{SkipFiles: true})
@@ -175,13 +175,13 @@ data_dir = "/srv/mail"
 	}
 	got := unitNames(us)
 	for _, want := range []string{"correo-smtpd-smtp.socket", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
-		"correo-popproxy-pop3.socket", "correo-pop3d-pop3-backend.socket", "correo-pdeliveryd-lmtp.socket", "correo-passwdd-passwd.socket",
-		"correo-popproxy-imap.socket", "correo-imapd-imap-backend.socket"} {
+		"correo-mailproxy-pop3.socket", "correo-pop3d-pop3-backend.socket", "correo-pdeliveryd-lmtp.socket", "correo-passwdd-passwd.socket",
+		"correo-mailproxy-imap.socket", "correo-imapd-imap-backend.socket"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("units %v lack %s", got, want)
 		}
 	}
-	for _, bad := range []string{"correo-smtpd-submissions.socket", "correo-popproxy-pop3s.socket", "correo-popproxy-imaps.socket"} {
+	for _, bad := range []string{"correo-smtpd-submissions.socket", "correo-mailproxy-pop3s.socket", "correo-mailproxy-imaps.socket"} {
 		if slices.Contains(got, bad) {
 			t.Errorf("units %v have %s", got, bad)
 		}

@@ -134,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 		proxies: map[netip.Addr]bool{},
 		trusted: cfg.Profile.Cluster.TrustedNetwork,
 	}
-	for _, h := range cfg.Profile.HostsWithRole(cluster.RolePOPProxy) {
+	for _, h := range cfg.Profile.HostsWithRole(cluster.RoleMailProxy) {
 		s.proxies[h.Addr()] = true
 	}
 	s.group.Log = cfg.Log

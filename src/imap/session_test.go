@@ -52,7 +52,7 @@ func newEnvSpec(t *testing.T, trusted bool) *env {
 	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", TrustedNetwork: trusted, Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, TLS: true},
 		{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
-		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
+		{Name: "px", Address: "127.0.0.30", Roles: []string{"mailproxy"}},
 	}})
 	c.StartPasswdd(t, "st1")
 	c.AddUsers(t,

@@ -1,7 +1,7 @@
 // Package pop3 is correo's POP3 server (RFC 1939, with RFC 2449 CAPA and
 // response codes, RFC 2595 STLS, RFC 5034 AUTH PLAIN and the RFC 3206
 // codes [AUTH], [SYS/TEMP], [SYS/PERM] and [IN-USE]) over the Maildirs of
-// one storage host. pop3d wires it to the host profile; popproxy reuses
+// one storage host. pop3d wires it to the host profile; mailproxy reuses
 // its command parser and SASL PLAIN decoder.
 //
 // Maildir semantics:

@@ -58,7 +58,7 @@ type Config struct {
 	// is another host are refused.
 	Host  *cluster.Host
 	Users Users
-	// Tickets, when set, opens popproxy's login tickets: a login that
+	// Tickets, when set, opens mailproxy's login tickets: a login that
 	// comes with a valid ticket for its user is looked up instead of
 	// having its password checked again.
 	Tickets *ticket.Sealer
@@ -80,7 +80,7 @@ type Server struct {
 	dataDir string
 	scheme  mailbox.Scheme
 	network netip.Prefix
-	// proxies may send a PROXY v2 header: the profile's popproxy hosts.
+	// proxies may send a PROXY v2 header: the profile's mailproxy hosts.
 	proxies map[netip.Addr]bool
 	trusted bool
 	locks   locks
@@ -128,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 		proxies: map[netip.Addr]bool{},
 		trusted: cfg.Profile.Cluster.TrustedNetwork,
 	}
-	for _, h := range cfg.Profile.HostsWithRole(cluster.RolePOPProxy) {
+	for _, h := range cfg.Profile.HostsWithRole(cluster.RoleMailProxy) {
 		s.proxies[h.Addr()] = true
 	}
 	s.group.Log = cfg.Log

@@ -28,10 +28,10 @@ import (
 
 // The tests run the server in process against a real passwdd process, on
 // a profile with two storage hosts (st1 on 127.0.0.1, also the passwd
-// primary, with TLS; st2 on 127.0.0.2) and a popproxy host on
+// primary, with TLS; st2 on 127.0.0.2) and a mailproxy host on
 // 127.0.0.30, the only address allowed to send PROXY headers. Clients
 // that should be treated like the proxy connect from 127.0.0.30 and send
-// a header, as popproxy does.
+// a header, as mailproxy does.
 
 // Password is every test user's password; hash is its SHA-512-crypt
 // (made with `openssl passwd -6 -salt saltsalt benchpw`).
@@ -55,7 +55,7 @@ func newEnv(t *testing.T) *env {
 	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}, TLS: true},
 		{Name: "st2", Address: "127.0.0.2", Roles: []string{"storage"}},
-		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
+		{Name: "px", Address: "127.0.0.30", Roles: []string{"mailproxy"}},
 	}})
 	c.StartPasswdd(t, "st1")
 	c.AddUsers(t,
@@ -141,7 +141,7 @@ func (e *env) dial(from string, proxyClient netip.AddrPort) *client {
 	return cl
 }
 
-// proxied is a client that looks like popproxy.
+// proxied is a client that looks like mailproxy.
 func (e *env) proxied() *client {
 	return e.dial("127.0.0.30", netip.MustParseAddrPort("198.51.100.7:40000"))
 }
@@ -450,7 +450,7 @@ func TestPlaintextNeedsTLS(t *testing.T) {
 	c.cmd("QUIT", "+OK")
 }
 
-// dialTicket connects like popproxy, with a login ticket in the PROXY
+// dialTicket connects like mailproxy, with a login ticket in the PROXY
 // header.
 func (e *env) dialTicket(tk []byte) *client {
 	t := e.t
@@ -470,7 +470,7 @@ func (e *env) dialTicket(tk []byte) *client {
 
 var ticketClient = netip.MustParseAddrPort("198.51.100.8:40001")
 
-// TestLoginTicket: a login that arrives with popproxy's ticket for its
+// TestLoginTicket: a login that arrives with mailproxy's ticket for its
 // user is not checked again; a ticket for another user, a forged one, a
 // replayed one or one for another client address gets the full password
 // check.

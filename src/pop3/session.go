@@ -108,7 +108,7 @@ func (s *Server) handle(c net.Conn) {
 	} else if ok {
 		if !s.ProxyAllowed(ss.client.Addr()) {
 			ss.result = "PROXY header from a non-proxy address"
-			s.log.Warn("refused a PROXY header from an address that is not a popproxy host of the profile",
+			s.log.Warn("refused a PROXY header from an address that is not a mailproxy host of the profile",
 				"client", ss.client.String())
 			ss.reply("-ERR [SYS/PERM] PROXY protocol header not accepted from this address.")
 			ss.bw.Flush()
@@ -117,7 +117,7 @@ func (s *Server) handle(c net.Conn) {
 		h, err := proxyproto.Read(ss.br)
 		if err != nil {
 			ss.result = "bad PROXY header"
-			s.log.Warn("bad PROXY header from a popproxy host", "proxy", ss.client.String(), "err", err)
+			s.log.Warn("bad PROXY header from a mailproxy host", "proxy", ss.client.String(), "err", err)
 			ss.reply("-ERR [SYS/PERM] Malformed PROXY protocol header.")
 			ss.bw.Flush()
 			return
@@ -586,7 +586,7 @@ func (ss *session) login(user, pw string) bool {
 	ctx, cancel := context.WithTimeout(logging.WithTrace(context.Background(), ss.trace), ss.s.cfg.AuthTimeout)
 	var u pwproto.User
 	if ss.ticket != nil && ss.ticket.User == name {
-		// popproxy checked this password a moment ago (its ticket says so,
+		// mailproxy checked this password a moment ago (its ticket says so,
 		// sealed with the cluster key): only the record is needed.
 		u, err = ss.s.cfg.Users.LookupName(ctx, name)
 		if errors.Is(err, pwclient.ErrNotFound) {

@@ -1,8 +1,8 @@
 // Package proxyproto encodes and decodes the PROXY protocol version 2
 // header (HAProxy's specification, binary form only): the few bytes a
 // proxy sends first on a connection to tell the server who the real
-// client is. popproxy sends it to pop3d; pop3d accepts it only from the
-// profile's popproxy hosts, because whoever may send it may claim to be
+// client is. mailproxy sends it to pop3d; pop3d accepts it only from the
+// profile's mailproxy hosts, because whoever may send it may claim to be
 // any address.
 //
 // Version 1 (the text form) is not accepted: nothing in correo sends it,
@@ -42,7 +42,7 @@ const (
 	TypeUniqueID = 0x05 // opaque id of the connection: correo's trace id
 	TypeSSL      = 0x20 // the client connection used TLS
 	// TypeTicket (in the range the specification leaves to
-	// applications) carries popproxy's sealed login ticket (src/ticket).
+	// applications) carries mailproxy's sealed login ticket (src/ticket).
 	TypeTicket = 0xE1
 )
 

@@ -1,6 +1,6 @@
 // Package pwclient asks passwdd, the cluster's password server, over the
 // sealed UDP protocol of pwproto. Every daemon that needs a user (smtpd,
-// pop3d, popproxy, nssd, pdeliveryd) holds one Client and shares it among
+// pop3d, mailproxy, nssd, pdeliveryd) holds one Client and shares it among
 // all its goroutines.
 //
 // Failover follows the paper: requests go to the current server; when it

@@ -75,7 +75,7 @@ var Daemons = []struct {
 	{cluster.RoleStorage, "imapd"},
 	{cluster.RoleMX, "smtpd"},
 	{cluster.RoleRelay, "smtpd"},
-	{cluster.RolePOPProxy, "popproxy"},
+	{cluster.RoleMailProxy, "mailproxy"},
 }
 
 // Spec is one process the runner will start.

@@ -232,7 +232,7 @@ func TestPlanStartsBuiltDaemonsOncePerHost(t *testing.T) {
 		t.Errorf("planned %v", names)
 	}
 	if len(missing) != 5 {
-		t.Errorf("missing = %v, want pdeliveryd, pop3d, imapd, popproxy, nssd", missing)
+		t.Errorf("missing = %v, want pdeliveryd, pop3d, imapd, mailproxy, nssd", missing)
 	}
 	for _, s := range specs {
 		// The dev host is also a storage host: smtpd reaches its

@@ -1,4 +1,4 @@
-// Package ticket lets popproxy tell pop3d "I checked this user's password"
+// Package ticket lets mailproxy tell pop3d "I checked this user's password"
 // in a way nobody else can forge: a short-lived login ticket sealed with a
 // key derived from the cluster key, carried in the PROXY v2 header. pop3d
 // then looks the user up instead of verifying the password a second time

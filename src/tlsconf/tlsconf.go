@@ -119,7 +119,7 @@ func dnsNames(p *cluster.Profile, h *cluster.Host) []string {
 	for _, pool := range []struct {
 		name string
 		role cluster.Role
-	}{{"mx", cluster.RoleMX}, {"relay", cluster.RoleRelay}, {"pop", cluster.RolePOPProxy}} {
+	}{{"mx", cluster.RoleMX}, {"relay", cluster.RoleRelay}, {"pop", cluster.RoleMailProxy}} {
 		if h.HasRole(pool.role) {
 			names = append(names, pool.name+"."+zone)
 		}

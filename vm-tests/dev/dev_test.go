@@ -20,7 +20,7 @@ import (
 )
 
 // TestDevCluster starts the dev cluster, mails its demo user with Python's
-// smtplib, reads the message back with poplib through popproxy and pop3d
+// smtplib, reads the message back with poplib through mailproxy and pop3d
 // and with imaplib from imapd,
 // and stops everything with Ctrl-C (SIGINT).
 func TestDevCluster(t *testing.T) {

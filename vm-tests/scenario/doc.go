@@ -88,7 +88,7 @@
 //     queue subdirectory.
 //   - Stop, Kill, Start: systemctl stop / kill -s KILL / start
 //     correo-<daemon> inside the container (daemon names as
-//     runner.Daemons has them: passwdd, pdeliveryd, smtpd, popproxy,
+//     runner.Daemons has them: passwdd, pdeliveryd, smtpd, mailproxy,
 //     pop3d, nssd). Stop must keep a killed daemon down even if systemd
 //     restarted it meanwhile; Start must return once the unit is active
 //     (Type=notify) and be a no-op for a running one. Where a daemon is

@@ -41,7 +41,7 @@ func PasswdFailover(t *testing.T, c Cluster) {
 		t.Errorf("delivery took %v with the primary down (limit %v)", took, limit)
 	}
 	deliver(t, c, "zenon", "during-2@b.example")
-	// POP logins keep working: popproxy and pop3d both ask the secondary.
+	// POP logins keep working: mailproxy and pop3d both ask the secondary.
 	start = time.Now()
 	msgs, err := popFetch(c, "jorge", "jorge-pw")
 	if err != nil || len(msgs) != 2 {

@@ -158,7 +158,7 @@ func InternetMailToPOP(t *testing.T, c Cluster) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no trace id is logged by smtpd, pdeliveryd and popproxy together; all.log since the scenario began:\n%s", since)
+			t.Fatalf("no trace id is logged by smtpd, pdeliveryd and mailproxy together; all.log since the scenario began:\n%s", since)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
@@ -175,7 +175,7 @@ func addrOf(t *testing.T, c Cluster, host string) string {
 }
 
 // followedTrace finds a trace id logged by smtpd on an MX host, by
-// pdeliveryd on a storage host and by popproxy, and says where.
+// pdeliveryd on a storage host and by mailproxy, and says where.
 func followedTrace(all []byte) (string, string) {
 	byID := map[string]map[string]string{} // id → program → host
 	re := regexp.MustCompile(`^\S+ (\S+) (\w+)\[\d+\] \S+ \[correo@32473 trace="([^"]+)"\]`)
@@ -190,8 +190,8 @@ func followedTrace(all []byte) (string, string) {
 		byID[m[3]][m[2]] = m[1]
 	}
 	for id, progs := range byID {
-		if progs["smtpd"] != "" && progs["pdeliveryd"] != "" && progs["popproxy"] != "" {
-			return id, fmt.Sprintf("smtpd on %s, pdeliveryd on %s, popproxy on %s", progs["smtpd"], progs["pdeliveryd"], progs["popproxy"])
+		if progs["smtpd"] != "" && progs["pdeliveryd"] != "" && progs["mailproxy"] != "" {
+			return id, fmt.Sprintf("smtpd on %s, pdeliveryd on %s, mailproxy on %s", progs["smtpd"], progs["pdeliveryd"], progs["mailproxy"])
 		}
 	}
 	return "", ""

@@ -296,6 +296,31 @@ for toml in src/cluster/testdata/bad/*.toml; do
 	fi
 done
 
+# 7b. A profile written before the proxy served IMAP (role popproxy,
+#     [host.popproxy]) loads, in Nix and in Go, as hosts/example.toml does.
+#     It sits beside example.toml (paths in it are relative to it), hidden
+#     from the hosts/*.toml loops, and is removed at once.
+legacy=$(mktemp -p hosts .legacy-XXXXXX.toml)
+sed -e 's/"mailproxy"/"popproxy"/g' -e 's/^\[host\.mailproxy\]/[host.popproxy]/' hosts/example.toml >"$legacy"
+if grep -q '"popproxy"' "$legacy" && grep -q '^\[host\.popproxy\]' "$legacy" &&
+	nix_settings "$legacy" "$tmp/legacy.nix.json" "$tmp/legacy.err" &&
+	jq -S 'del(.source)' "$tmp/legacy.nix.json" >"$tmp/legacy.a" && jq -S 'del(.source)' "$golden/example.settings.json" >"$tmp/legacy.b" &&
+	cmp -s "$tmp/legacy.a" "$tmp/legacy.b"; then
+	pass "nix: a profile saying popproxy loads as mailproxy (== example's settings)"
+else
+	fail "nix: a profile saying popproxy loads as mailproxy (== example's settings)"; show "$tmp/legacy.err"
+	diff -u "$tmp/legacy.b" "$tmp/legacy.a" >"$tmp/diff" 2>&1; show "$tmp/diff"
+fi
+if [ "$have_go" = 1 ]; then
+	if "$tmp/correoctl" profile settings --profile "$legacy" 2>"$tmp/go.err" | jq -S 'del(.source)' >"$tmp/legacy.go" &&
+		cmp -s "$tmp/legacy.go" "$tmp/legacy.b"; then
+		pass "go: a profile saying popproxy loads as mailproxy (== example's settings)"
+	else
+		fail "go: a profile saying popproxy loads as mailproxy (== example's settings)"; show "$tmp/go.err"
+	fi
+fi
+rm -f "$legacy"
+
 # 8. The pure-Nix golden check the flake runs (checks.lib-golden), here
 #    without the flake: it must agree.
 if nix-instantiate --eval --strict --json nix/lib/tests/golden.nix -A failed >"$tmp/golden.out" 2>"$tmp/golden.err" &&

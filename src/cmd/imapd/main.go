@@ -62,7 +62,7 @@ func run(args []string, stderr io.Writer) error {
 	}
 	env.Go("imap_backend", func() error { return srv.Serve(ln) })
 	var proxies []string
-	for _, ph := range p.HostsWithRole(cluster.RolePOPProxy) {
+	for _, ph := range p.HostsWithRole(cluster.RoleMailProxy) {
 		proxies = append(proxies, ph.Addr().String())
 	}
 	log.Info("serving IMAP", "addr", ln.Addr().String(), "data_dir", h.Storage.DataDir, "starttls", tlsCfg != nil,

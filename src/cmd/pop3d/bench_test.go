@@ -21,7 +21,7 @@ import (
 // BenchmarkPOP3 measures, on the paper's 2 000 × 11 KB mailbox, the time
 // of login + STAT + LIST (median of 20 sessions), logins per second on a
 // small mailbox with 8 concurrent clients, and RETR throughput, against
-// pop3d directly, through popproxy, and against a private Dovecot POP3
+// pop3d directly, through mailproxy, and against a private Dovecot POP3
 // (stock, and its high-performance mode) serving the same Maildirs, all
 // in one run (make pop3-bench). Every server checks the same
 // SHA-512-crypt hash. The client disables Nagle (Go's default). It prints
@@ -34,7 +34,7 @@ func BenchmarkPOP3(b *testing.B) {
 	)
 	c := clustertest.NewCluster(b, clustertest.Spec{LogLevel: "info", TrustedNetwork: true, Hosts: []clustertest.HostSpec{
 		{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
-		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
+		{Name: "px", Address: "127.0.0.30", Roles: []string{"mailproxy"}},
 	}})
 	c.StartPasswdd(b, "st1")
 	users := []directory.User{{Name: "big", Storage: "st1", Hash: hash}}
@@ -65,7 +65,7 @@ func BenchmarkPOP3(b *testing.B) {
 		dusers = append(dusers, clustertest.DovecotPOP3User{Name: u.Name, Hash: "{SHA512-CRYPT}" + hash, Maildir: md.Path})
 	}
 	c.StartDaemon(b, "pop3d", "st1", false)
-	c.StartDaemon(b, "popproxy", "px", false)
+	c.StartDaemon(b, "mailproxy", "px", false)
 	stock := clustertest.StartDovecotPOP3(b, clustertest.DovecotPOP3Config{Users: dusers})
 	hp := clustertest.StartDovecotPOP3(b, clustertest.DovecotPOP3Config{Users: dusers, LoginProcesses: 4})
 	clustertest.ChownTree(b, c.DataDir("st1"), stock.UID, stock.GID)
@@ -74,7 +74,7 @@ func BenchmarkPOP3(b *testing.B) {
 	proxy, _ := c.Profile.Listen("px", cluster.SvcPOP3)
 	targets := []struct{ name, addr string }{
 		{"pop3d", direct.String()},
-		{"popproxy → pop3d", proxy.String()},
+		{"mailproxy → pop3d", proxy.String()},
 		{"dovecot stock", stock.Addr()},
 		{"dovecot high-performance", hp.Addr()},
 	}
@@ -139,7 +139,7 @@ func BenchmarkPOP3(b *testing.B) {
 		fmt.Fprintf(os.Stdout, "%-26s %22.2f %26.0f %16.1f\n", r.name, r.listMS, r.loginsSec, r.retrMBs)
 	}
 	if len(rows) >= 2 {
-		fmt.Fprintf(os.Stdout, "popproxy adds %.2f ms per login+STAT+LIST session and %.1f %% on RETR throughput\n",
+		fmt.Fprintf(os.Stdout, "mailproxy adds %.2f ms per login+STAT+LIST session and %.1f %% on RETR throughput\n",
 			rows[1].listMS-rows[0].listMS, 100*(1-rows[1].retrMBs/rows[0].retrMBs))
 	}
 	for i := 0; i < b.N; i++ {

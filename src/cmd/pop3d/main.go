@@ -1,9 +1,9 @@
 // Command pop3d is the POP3 server of a storage host (package pop3): it
 // serves the Maildirs of the users whose mailboxes live on this host, on
 // the profile's pop3_backend port, to the cluster's POP proxies. Clients
-// reach it through popproxy, which sends a PROXY v2 header so that pop3d
+// reach it through mailproxy, which sends a PROXY v2 header so that pop3d
 // logs the real client address; a PROXY header from any address other
-// than a popproxy host of the profile is refused.
+// than a mailproxy host of the profile is refused.
 //
 //	pop3d -profile hosts/example.toml -host st1 -state /var/lib/correo/pop3d
 //
@@ -67,7 +67,7 @@ func run(args []string, stderr io.Writer) error {
 	}
 	env.Go("pop3_backend", func() error { return srv.Serve(ln) })
 	var proxies []string
-	for _, ph := range p.HostsWithRole(cluster.RolePOPProxy) {
+	for _, ph := range p.HostsWithRole(cluster.RoleMailProxy) {
 		proxies = append(proxies, ph.Addr().String())
 	}
 	log.Info("serving POP3", "addr", ln.Addr().String(), "data_dir", h.Storage.DataDir, "stls", tlsCfg != nil,

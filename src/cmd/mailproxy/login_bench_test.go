@@ -28,7 +28,7 @@ import (
 	"correo/src/pwadmin"
 )
 
-// BenchmarkLogins measures POP3 logins per second through popproxy →
+// BenchmarkLogins measures POP3 logins per second through mailproxy →
 // pop3d for many distinct users hashed as `correoctl users add` hashes
 // them (bcrypt cost 10), next to a private Dovecot POP3 (high-performance
 // mode, auth cache on) checking the same hashes, all in one run (make
@@ -43,7 +43,7 @@ import (
 //     (auth_cached grows, auth_verified must not), Dovecot from its auth
 //     cache, which keeps the hash and so checks it again;
 //   - storm: that many connections open at once, then all send USER/PASS
-//     for users not yet cached; a login still queued when popproxy's
+//     for users not yet cached; a login still queued when mailproxy's
 //     passwd timeout runs out, or refused by a full auth_queue, gets
 //     -ERR [SYS/TEMP].
 //
@@ -55,8 +55,8 @@ import (
 // reused by the next run.
 //
 // Clients connect from 127.1.x.y, at most 8 per source address: a storm
-// from one address would only measure popproxy's per-client limit (20),
-// which stays at its production default. (8, not 16: popproxy counts a
+// from one address would only measure mailproxy's per-client limit (20),
+// which stays at its production default. (8, not 16: mailproxy counts a
 // session until its handler has returned, a little after the client saw
 // it close, and a client reconnecting at once from an address with 16 busy
 // ones was refused now and then.) It prints a table and asserts
@@ -79,7 +79,7 @@ func BenchmarkLogins(b *testing.B) {
 		stormNote = fmt.Sprintf(" (CORREO_BENCH_STORM=%d cut to the %d users)", storm, n)
 		storm = n
 	}
-	// The storm's connections are held by this process, by popproxy
+	// The storm's connections are held by this process, by mailproxy
 	// (twice: client and backend) and by pop3d or Dovecot, which inherit
 	// the limit set here.
 	nofile := raiseNofile(uint64(4*storm + 4096))
@@ -92,7 +92,7 @@ func BenchmarkLogins(b *testing.B) {
 		PasswdTimeout: cluster.DefaultPasswdTimeout.String(),
 		Hosts: []clustertest.HostSpec{
 			{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
-			{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
+			{Name: "px", Address: "127.0.0.30", Roles: []string{"mailproxy"}},
 		}})
 	// Not the race-built passwdd of the tests: bcrypt under -race is
 	// twenty times slower.
@@ -111,7 +111,7 @@ func BenchmarkLogins(b *testing.B) {
 	}
 	c.ImportUsers(b, dus)
 	c.StartDaemon(b, "pop3d", "st1", false)
-	c.StartDaemon(b, "popproxy", "px", false)
+	c.StartDaemon(b, "mailproxy", "px", false)
 	pa, _ := c.Profile.Listen("px", cluster.SvcPOP3)
 	proxy := pa.String()
 	pwc := c.Profile.Cluster.Passwd
@@ -158,7 +158,7 @@ func BenchmarkLogins(b *testing.B) {
 	fmt.Fprintf(out, "\nPOP3 logins (USER/PASS, STAT, QUIT), %d users with their own passwords, bcrypt cost %d\n", n, directory.DefaultBcryptCost)
 	fmt.Fprintf(out, "%d CPUs shared by the clients and every server; warm phases %v; storm %d connections%s; RLIMIT_NOFILE %d\n",
 		runtime.NumCPU(), warm, storm, stormNote, nofile)
-	fmt.Fprintf(out, "correo: popproxy → pop3d, passwdd timeout %v, auth_queue %d, bcrypt workers %d, auth_cache_ttl %v\n",
+	fmt.Fprintf(out, "correo: mailproxy → pop3d, passwdd timeout %v, auth_queue %d, bcrypt workers %d, auth_cache_ttl %v\n",
 		pwc.Timeout.Std(), pwc.AuthQueue, runtime.NumCPU(), pwc.AuthCacheTTL.Std())
 	fmt.Fprintf(out, "dovecot: 2.3 high-performance mode (4 login processes), passwd-file {BLF-CRYPT}, auth_cache_size 64M, auth_cache_ttl 1 hour, cache hits verified in auth-workers\n")
 	fmt.Fprintf(out, "latency: dial (storm: all connections open) to the answer to PASS, of successful logins\n\n")
@@ -485,7 +485,7 @@ func (c *collector) done(start time.Time) phaseResult {
 }
 
 // sourceAddr is client i's address: 8 clients per address, well under
-// popproxy's production limit of 20 per client address.
+// mailproxy's production limit of 20 per client address.
 func sourceAddr(i int) net.IP {
 	a := i / 8
 	return net.IPv4(127, 1, byte(a/250), byte(a%250+1))

@@ -1,9 +1,9 @@
-// Command popproxy is the cluster's POP3 entry point (package popproxy):
+// Command mailproxy is the cluster's POP3 entry point (package mailproxy):
 // it listens on the profile's pop3 (110, STLS) and pop3s (995, implicit
 // TLS) ports, authenticates each user with passwdd, and connects them to
 // the pop3d of their storage host.
 //
-//	popproxy -profile hosts/example.toml -host mx1 -state /var/lib/correo/popproxy
+//	mailproxy -profile hosts/example.toml -host mx1 -state /var/lib/correo/mailproxy
 //
 // Without [host.tls] in the profile only port 110 is served, without
 // STLS; logins then work only on a trusted_network cluster.
@@ -16,17 +16,17 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/daemon"
-	"correo/src/popproxy"
+	"correo/src/mailproxy"
 	"correo/src/ticket"
 	"correo/src/tlsconf"
 )
 
-func main() { daemon.Main("popproxy", run) }
+func main() { daemon.Main("mailproxy", run) }
 
 func run(args []string, stderr io.Writer) error {
-	f := daemon.NewFlags("popproxy")
+	f := daemon.NewFlags("mailproxy")
 	f.FlagSet.SetOutput(stderr)
-	env, err := f.Start(args, cluster.RolePOPProxy)
+	env, err := f.Start(args, cluster.RoleMailProxy)
 	if err != nil {
 		return err
 	}
@@ -52,7 +52,7 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := popproxy.New(popproxy.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Limits: popproxy.LimitsFromProfile(h)})
+	srv, err := mailproxy.New(mailproxy.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Limits: mailproxy.LimitsFromProfile(h)})
 	if err != nil {
 		return err
 	}

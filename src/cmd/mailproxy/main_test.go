@@ -23,7 +23,7 @@ import (
 
 // The whole path with real processes and real clients: passwdd on
 // 127.0.0.1, pop3d on two storage hosts (127.0.0.31 and 127.0.0.32, the
-// same port), popproxy on 127.0.0.30 with TLS; ana lives on st1, bob on
+// same port), mailproxy on 127.0.0.30 with TLS; ana lives on st1, bob on
 // st2. Clients: Python's poplib, curl, fetchmail.
 
 const (
@@ -44,7 +44,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", Hosts: []clustertest.HostSpec{
 		{Name: "pw", Address: "127.0.0.1", Roles: []string{"passwd-primary"}},
-		{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}, TLS: true, TOML: "[host.popproxy]\nfail_delay = \"50ms\"\n"},
+		{Name: "px", Address: "127.0.0.30", Roles: []string{"mailproxy"}, TLS: true, TOML: "[host.mailproxy]\nfail_delay = \"50ms\"\n"},
 		{Name: "st1", Address: "127.0.0.31", Roles: []string{"storage"}},
 		{Name: "st2", Address: "127.0.0.32", Roles: []string{"storage"}},
 	}})
@@ -65,7 +65,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e.st1 = c.StartDaemon(t, "pop3d", "st1", true)
 	c.StartDaemon(t, "pop3d", "st2", true)
-	e.px = c.StartDaemon(t, "popproxy", "px", true)
+	e.px = c.StartDaemon(t, "mailproxy", "px", true)
 	a, _ := c.Profile.Listen("px", cluster.SvcPOP3)
 	s, _ := c.Profile.Listen("px", cluster.SvcPOP3S)
 	e.pop3, e.pop3s = a.String(), s.String()

@@ -1,4 +1,4 @@
-package popproxy
+package mailproxy
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-// Package popproxy is the paper's POP "distributor": users configure one
+// Package mailproxy is the paper's POP "distributor": users configure one
 // POP server name; the proxy reads their login, asks passwdd who they are
 // and where their mailbox lives, connects to that storage host's pop3d,
 // and from then on copies bytes both ways. TLS (STLS on 110, implicit on
@@ -17,7 +17,7 @@
 // After login the backend's limits (its autologout timer) govern the
 // session: the proxy only copies, with TCP keepalives on both sockets, and
 // closes the client as soon as the backend closes (QUIT, crash, timeout).
-package popproxy
+package mailproxy
 
 import (
 	"context"
@@ -83,12 +83,12 @@ var DefaultLimits = Limits{
 	DialTimeout:             5 * time.Second,
 }
 
-// LimitsFromProfile is the limits a popproxy host's [host.popproxy] sets
+// LimitsFromProfile is the limits a mailproxy host's [host.mailproxy] sets
 // (the profile loader fills in its defaults); the others are zero, which
 // New turns into DefaultLimits.
 func LimitsFromProfile(h *cluster.Host) Limits {
 	var l Limits
-	if x := h.POPProxy; x != nil {
+	if x := h.MailProxy; x != nil {
 		l.FailDelay, l.MaxFailDelay = x.FailDelay.Std(), x.MaxFailDelay.Std()
 		l.MaxConnections, l.MaxConnectionsPerClient = x.MaxConnections, x.MaxConnectionsPerClient
 	}
@@ -98,7 +98,7 @@ func LimitsFromProfile(h *cluster.Host) Limits {
 // Config configures a Server.
 type Config struct {
 	Profile *cluster.Profile
-	// Host is the popproxy host this runs on; connections to backends
+	// Host is the mailproxy host this runs on; connections to backends
 	// leave from its address, which pop3d checks before accepting the
 	// PROXY header.
 	Host  *cluster.Host
@@ -136,7 +136,7 @@ type Server struct {
 // New builds a server; nothing listens until Serve.
 func New(cfg Config) (*Server, error) {
 	if cfg.Profile == nil || cfg.Host == nil || cfg.Users == nil {
-		return nil, errors.New("popproxy: Profile, Host and Users are required")
+		return nil, errors.New("mailproxy: Profile, Host and Users are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -187,7 +187,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
 // ServeTLS accepts POP3 over implicit TLS (port 995).
 func (s *Server) ServeTLS(ln net.Listener) error {
 	if s.cfg.TLS == nil {
-		return errors.New("popproxy: ServeTLS without a TLS configuration")
+		return errors.New("mailproxy: ServeTLS without a TLS configuration")
 	}
 	return s.serve(ln, true)
 }
@@ -211,7 +211,7 @@ func (s *Server) ServeIMAP(ln net.Listener) error { return s.serveIMAP(ln, false
 // ServeIMAPS accepts IMAP over implicit TLS (port 993).
 func (s *Server) ServeIMAPS(ln net.Listener) error {
 	if s.cfg.TLS == nil {
-		return errors.New("popproxy: ServeIMAPS without a TLS configuration")
+		return errors.New("mailproxy: ServeIMAPS without a TLS configuration")
 	}
 	return s.serveIMAP(ln, true)
 }

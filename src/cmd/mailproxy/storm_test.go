@@ -28,7 +28,7 @@ func TestLoginStorm(t *testing.T) {
 	c := clustertest.NewCluster(t, clustertest.Spec{PasswdTimeout: "5s", PasswdTOML: "auth_queue = 1\n", TrustedNetwork: true,
 		Hosts: []clustertest.HostSpec{
 			{Name: "st1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "storage"}},
-			{Name: "px", Address: "127.0.0.30", Roles: []string{"popproxy"}},
+			{Name: "px", Address: "127.0.0.30", Roles: []string{"mailproxy"}},
 		}})
 	bin := clustertest.Build(t, "passwdd", true)
 	clustertest.StartNotify(t, "passwdd@st1", []string{bin, "-profile", c.ProfilePath, "-host", "st1",
@@ -45,7 +45,7 @@ func TestLoginStorm(t *testing.T) {
 	}
 	c.AddUsers(t, users...)
 	c.StartDaemon(t, "pop3d", "st1", true)
-	c.StartDaemon(t, "popproxy", "px", true)
+	c.StartDaemon(t, "mailproxy", "px", true)
 	a, _ := c.Profile.Listen("px", cluster.SvcPOP3)
 
 	type session struct {
