@@ -112,6 +112,14 @@ let
             { k = "lifetime"; t = t.str; }
           ];
         }
+        {
+          k = "mail_auth";
+          t = table [
+            { k = "spf_all"; t = t.str; }
+            { k = "dmarc_policy"; t = t.str; }
+            { k = "dmarc_reports"; t = t.str; }
+          ];
+        }
       ];
     }
     {
@@ -287,6 +295,26 @@ let
         let r = map parseDuration (get queueRaw "retry" [ ]);
         in if r == [ ] then map (ms: { inherit ms; }) [ 60000 300000 900000 1800000 3600000 ] else r;
       queueLifetime = if queueRaw ? lifetime then parseDuration queueRaw.lifetime else { ms = 432000000; };
+      # [cluster.mail_auth] (validateMailAuth in Go).
+      mailAuthRaw = rc.mail_auth or { };
+      spfAll = let x = get mailAuthRaw "spf_all" ""; in if x == "" then "fail" else x;
+      dmarcPolicy = let x = get mailAuthRaw "dmarc_policy" ""; in if x == "" then "none" else x;
+      dmarcReports = get mailAuthRaw "dmarc_reports" "";
+      # isMailAddress in Go.
+      isMailAddress = a:
+        let
+          m = builtins.match "([A-Za-z0-9._+-]+)@(.*)" a;
+          local = if m == null then "" else elemAt m 0;
+        in m != null && stringLength local <= 64 && isDomain (toLower (elemAt m 1))
+          && builtins.match "[.].*|.*[.]|.*[.][.].*" local == null;
+      mailAuthErrors = concatLists [
+        (if elem spfAll [ "fail" "softfail" ] then [ ]
+         else [ (err "cluster.mail_auth.spf_all" "unknown SPF verdict ${quote spfAll}: expected \"fail\" (-all) or \"softfail\" (~all)") ])
+        (if elem dmarcPolicy [ "none" "quarantine" "reject" ] then [ ]
+         else [ (err "cluster.mail_auth.dmarc_policy" "unknown DMARC policy ${quote dmarcPolicy}: expected \"none\", \"quarantine\" or \"reject\"") ])
+        (if dmarcReports == "" || isMailAddress dmarcReports then [ ]
+         else [ (err "cluster.mail_auth.dmarc_reports" "${quote dmarcReports} is not a plain address such as \"dmarc@example.net\" (it goes into a DNS record: no spaces, ';', ',' or '!')") ])
+      ];
       nssErrors = concatLists [
         (if positiveTTL ? error then [ (err "cluster.nss.positive_ttl" positiveTTL.error) ] else [ ])
         (if negativeTTL ? error then [ (err "cluster.nss.negative_ttl" negativeTTL.error) ] else [ ])
@@ -378,6 +406,7 @@ let
             if n < 0 || n > 65535 then [ (err "cluster.ports.${k}" "port ${toString n} out of range 1-65535 (0 or absent: the standard port)") ] else [ ])
           svcs.portKeys)
         nssErrors
+        mailAuthErrors
         (concatMap (r: if r ? error then [ (err "cluster.queue.retry" r.error) ] else [ ]) queueRetry)
         (if queueLifetime ? error then [ (err "cluster.queue.lifetime" queueLifetime.error) ] else [ ])
       ];
@@ -570,6 +599,11 @@ let
         queue = {
           retry_ms = map (r: r.ms or 0) queueRetry;
           lifetime_ms = queueLifetime.ms or 0;
+        };
+        mail_auth = {
+          spf_all = spfAll;
+          dmarc_policy = dmarcPolicy;
+          dmarc_reports = dmarcReports;
         };
       };
 

@@ -20,6 +20,18 @@ let
     { name = "imap"; role = "mailproxy"; }
   ];
 
+  # RFC 6186's SRV records, as dnszone.SRV: the implicit-TLS ones only
+  # when a host of the pool has a TLS pair.
+  srvs = [
+    { name = "_submission._tcp"; svc = "submission"; pool = "relay"; role = "relay"; tls = false; }
+    { name = "_submissions._tcp"; svc = "submissions"; pool = "relay"; role = "relay"; tls = true; }
+    { name = "_pop3s._tcp"; svc = "pop3s"; pool = "pop"; role = "mailproxy"; tls = true; }
+    { name = "_imaps._tcp"; svc = "imaps"; pool = "imap"; role = "mailproxy"; tls = true; }
+  ];
+  svcNamed = n: head (filter (s: s.name == n) svcs.services);
+
+  under = label: owner: if owner == "@" then label else "${label}.${owner}";
+
   addrType = addr: if util.hasInfix ":" addr then "AAAA" else "A";
 
   # The owner of domain relative to zone ("@" for the apex), or null when
@@ -41,6 +53,31 @@ let
   mxHosts = sort (a: b: a.mx.preference < b.mx.preference) (withRole "mx");
   line = fields: concatStringsSep "\t" fields + "\n";
   ts = toString;
+  q = s: "\"${s}\"";
+  ma = c.mail_auth;
+  all = if ma.spf_all == "softfail" then "~all" else "-all";
+  spf = if withRole "relay" != [ ] then "v=spf1 a:relay.${zone} ${all}" else "v=spf1 ${all}";
+  dmarc = "v=DMARC1; p=${ma.dmarc_policy}" + (if ma.dmarc_reports != "" then "; rua=mailto:${ma.dmarc_reports}" else "");
+  # writeMailAuth in zone.go.
+  mailAuth =
+    concatMap
+      (d:
+        let owner = ownerIn d zone;
+        in if owner == null then [ ]
+        else [
+          (line [ owner "IN" "TXT" (q spf) ])
+          (line [ (under "_dmarc" owner) "IN" "TXT" (q dmarc) ])
+        ]
+        ++ concatMap
+          (s:
+            let hosts = withRole s.role;
+            in if hosts == [ ] || (s.tls && !builtins.any (h: h.tls != null) hosts) then [ ]
+            else [ (line [ (under s.name owner) "IN" "SRV" "0 1 ${ts (svcs.port c (svcNamed s.svc))} ${s.pool}.${zone}." ]) ])
+          srvs)
+      c.domains
+    ++ concatMap
+      (h: if svcs.hasRole h "mx" || svcs.hasRole h "relay" then [ (line [ h.name "IN" "TXT" (q "v=spf1 a ${all}") ]) ] else [ ])
+      profile.hosts;
 in
 if nsHosts == [ ] then
   throw "${profile.source}: no host has role dns: the zone ${zone} needs at least one name server"
@@ -61,4 +98,5 @@ else
       c.domains
     ++ map (h: line [ h.name "IN" (addrType h.address) h.address ]) profile.hosts
     ++ concatMap (p: map (h: line [ p.name "IN" (addrType h.address) h.address ]) (withRole p.role)) pools
+    ++ mailAuth
   )

@@ -314,6 +314,7 @@ func (v *validator) validateCluster() {
 		v.errAt("cluster.dns.ttl", -1, "TTL %d must be positive (seconds)", c.DNS.TTL)
 	}
 	v.validateNSS()
+	v.validateMailAuth()
 	if len(c.Queue.Retry) == 0 {
 		c.Queue.Retry = DefaultQueueRetry()
 	}
@@ -422,6 +423,42 @@ func positiveOr[T ~int | ~int64](v *validator, key string, index int, f *T, def 
 	case *f < 0:
 		v.errAt(key, index, "%d must be positive", *f)
 	}
+}
+
+func (v *validator) validateMailAuth() {
+	m := &v.p.Cluster.MailAuth
+	switch m.SPFAll {
+	case "":
+		m.SPFAll = SPFFail
+	case SPFFail, SPFSoftfail:
+	default:
+		v.errAt("cluster.mail_auth.spf_all", -1, "unknown SPF verdict %q: expected %q (-all) or %q (~all)", m.SPFAll, SPFFail, SPFSoftfail)
+	}
+	switch m.DMARCPolicy {
+	case "":
+		m.DMARCPolicy = DMARCNone
+	case DMARCNone, DMARCQuarantine, DMARCReject:
+	default:
+		v.errAt("cluster.mail_auth.dmarc_policy", -1, "unknown DMARC policy %q: expected %q, %q or %q", m.DMARCPolicy, DMARCNone, DMARCQuarantine, DMARCReject)
+	}
+	if m.DMARCReports != "" && !isMailAddress(m.DMARCReports) {
+		v.errAt("cluster.mail_auth.dmarc_reports", -1, "%q is not a plain address such as \"dmarc@example.net\" (it goes into a DNS record: no spaces, ';', ',' or '!')", m.DMARCReports)
+	}
+}
+
+// isMailAddress accepts local@domain with a dot-atom local part of
+// letters, digits and ._+-, the kind that can sit in a DMARC record.
+func isMailAddress(s string) bool {
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" || len(local) > 64 || !isDomain(strings.ToLower(domain)) {
+		return false
+	}
+	for _, r := range local {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r)) {
+			return false
+		}
+	}
+	return local[0] != '.' && local[len(local)-1] != '.' && !strings.Contains(local, "..")
 }
 
 func (v *validator) validateLog() {

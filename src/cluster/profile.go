@@ -92,7 +92,35 @@ type Cluster struct {
 	Ports  Ports  `toml:"ports"`
 	NSS    NSS    `toml:"nss"`
 	Queue  Queue  `toml:"queue"`
+	// MailAuth is what the zone tells other mail systems about the
+	// cluster's own mail: SPF and DMARC.
+	MailAuth MailAuth `toml:"mail_auth"`
 }
+
+// MailAuth is [cluster.mail_auth].
+type MailAuth struct {
+	// SPFAll is the SPF verdict the cluster's domains give mail from
+	// anywhere but the relay pool: "fail" (-all, the default) or
+	// "softfail" (~all, while customers still send through other
+	// servers).
+	SPFAll string `toml:"spf_all"`
+	// DMARCPolicy is the p= the domains publish: "none" (the default:
+	// receivers only report), "quarantine" or "reject". Start at none,
+	// read the reports, then raise it.
+	DMARCPolicy string `toml:"dmarc_policy"`
+	// DMARCReports is the address receivers send aggregate reports to
+	// (rua=mailto:); empty asks for none.
+	DMARCReports string `toml:"dmarc_reports"`
+}
+
+// SPF's all and DMARC's p= values.
+const (
+	SPFFail         = "fail"
+	SPFSoftfail     = "softfail"
+	DMARCNone       = "none"
+	DMARCQuarantine = "quarantine"
+	DMARCReject     = "reject"
+)
 
 // Queue is the retry policy of smtpd's on-disk queue (mx and relay).
 type Queue struct {

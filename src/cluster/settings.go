@@ -13,21 +13,29 @@ type Settings struct {
 
 // ClusterSettings is [cluster] with defaults applied and every port resolved.
 type ClusterSettings struct {
-	Name            string          `json:"name"`
-	Domains         []string        `json:"domains"`
-	Network         string          `json:"network"`
-	KeyFile         string          `json:"key_file"`
-	Layout          string          `json:"layout"`
-	Placement       string          `json:"placement"`
-	TrustedNetwork  bool            `json:"trusted_network"`
-	RunAs           string          `json:"run_as"`
-	ShutdownGraceMS int64           `json:"shutdown_grace_ms"`
-	Passwd          PasswdSettings  `json:"passwd"`
-	Log             LogSettings     `json:"log"`
-	DNS             DNS             `json:"dns"`
-	Ports           map[Service]int `json:"ports"`
-	NSS             NSSSettings     `json:"nss"`
-	Queue           QueueSettings   `json:"queue"`
+	Name            string           `json:"name"`
+	Domains         []string         `json:"domains"`
+	Network         string           `json:"network"`
+	KeyFile         string           `json:"key_file"`
+	Layout          string           `json:"layout"`
+	Placement       string           `json:"placement"`
+	TrustedNetwork  bool             `json:"trusted_network"`
+	RunAs           string           `json:"run_as"`
+	ShutdownGraceMS int64            `json:"shutdown_grace_ms"`
+	Passwd          PasswdSettings   `json:"passwd"`
+	Log             LogSettings      `json:"log"`
+	DNS             DNS              `json:"dns"`
+	Ports           map[Service]int  `json:"ports"`
+	NSS             NSSSettings      `json:"nss"`
+	Queue           QueueSettings    `json:"queue"`
+	MailAuth        MailAuthSettings `json:"mail_auth"`
+}
+
+// MailAuthSettings is [cluster.mail_auth] with defaults.
+type MailAuthSettings struct {
+	SPFAll       string `json:"spf_all"`
+	DMARCPolicy  string `json:"dmarc_policy"`
+	DMARCReports string `json:"dmarc_reports"`
 }
 
 // QueueSettings is [cluster.queue] with defaults, durations in
@@ -119,6 +127,8 @@ func (p *Profile) Settings() Settings {
 			NSS: NSSSettings{PositiveTTLMS: c.NSS.PositiveTTL.Std().Milliseconds(),
 				NegativeTTLMS: c.NSS.NegativeTTL.Std().Milliseconds(), CacheEntries: c.NSS.CacheEntries,
 				Socket: c.NSS.Socket, Groups: c.NSS.Groups},
+			MailAuth: MailAuthSettings{SPFAll: c.MailAuth.SPFAll, DMARCPolicy: c.MailAuth.DMARCPolicy,
+				DMARCReports: c.MailAuth.DMARCReports},
 		},
 		Hosts:     map[string]HostSettings{},
 		Endpoints: map[Service][]EndpointSetting{},

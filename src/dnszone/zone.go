@@ -77,7 +77,79 @@ func Zone(p *cluster.Profile) (string, error) {
 			fmt.Fprintf(&b, "%s\tIN\t%s\t%s\n", pool.Name, addrType(h.Address), h.Address)
 		}
 	}
+	writeMailAuth(&b, p)
 	return b.String(), nil
+}
+
+// SRV lists RFC 6186's records, which let mail clients configure
+// themselves from the address alone: each names a pool and its port.
+// The implicit-TLS ones are published only when a host of the pool has a
+// TLS pair (without one it does not listen there).
+var SRV = []struct {
+	Name    string
+	Service cluster.Service
+	Pool    string
+	Role    cluster.Role
+	TLS     bool
+}{
+	{"_submission._tcp", cluster.SvcSubmission, "relay", cluster.RoleRelay, false},
+	{"_submissions._tcp", cluster.SvcSubmissions, "relay", cluster.RoleRelay, true},
+	{"_pop3s._tcp", cluster.SvcPOP3S, "pop", cluster.RoleMailProxy, true},
+	{"_imaps._tcp", cluster.SvcIMAPS, "imap", cluster.RoleMailProxy, true},
+}
+
+// writeMailAuth writes, for each domain in the zone, its SPF record (the
+// relay pool may send; -all or ~all from the profile), its DMARC record
+// and its SRV records; and an SPF record for each mx and relay host's own
+// name, which receivers check for bounces (empty MAIL FROM, RFC 7208
+// 2.3).
+func writeMailAuth(b *strings.Builder, p *cluster.Profile) {
+	c := p.Cluster
+	zone := c.DNS.Zone
+	all := "-all"
+	if c.MailAuth.SPFAll == cluster.SPFSoftfail {
+		all = "~all"
+	}
+	spf := "v=spf1 " + all
+	if len(p.HostsWithRole(cluster.RoleRelay)) > 0 {
+		spf = "v=spf1 a:relay." + zone + " " + all
+	}
+	dmarc := "v=DMARC1; p=" + c.MailAuth.DMARCPolicy
+	if c.MailAuth.DMARCReports != "" {
+		dmarc += "; rua=mailto:" + c.MailAuth.DMARCReports
+	}
+	for _, d := range c.Domains {
+		owner, ok := ownerIn(d, zone)
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(b, "%s\tIN\tTXT\t%q\n", owner, spf)
+		fmt.Fprintf(b, "%s\tIN\tTXT\t%q\n", under("_dmarc", owner), dmarc)
+		for _, s := range SRV {
+			hosts := p.HostsWithRole(s.Role)
+			withTLS := false
+			for _, h := range hosts {
+				withTLS = withTLS || h.TLS != nil
+			}
+			if len(hosts) == 0 || s.TLS && !withTLS {
+				continue
+			}
+			fmt.Fprintf(b, "%s\tIN\tSRV\t0 1 %d %s.%s.\n", under(s.Name, owner), p.Port(s.Service), s.Pool, zone)
+		}
+	}
+	for _, h := range p.Hosts {
+		if h.HasRole(cluster.RoleMX) || h.HasRole(cluster.RoleRelay) {
+			fmt.Fprintf(b, "%s\tIN\tTXT\t%q\n", h.Name, "v=spf1 a "+all)
+		}
+	}
+}
+
+// under is label's owner name below owner ("@" is the apex).
+func under(label, owner string) string {
+	if owner == "@" {
+		return label
+	}
+	return label + "." + owner
 }
 
 // ownerIn returns the owner name of domain relative to zone ("@" for the

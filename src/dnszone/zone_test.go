@@ -36,6 +36,17 @@ func TestExampleZone(t *testing.T) {
 		"mx\tIN\tA\t10.77.0.10\nmx\tIN\tA\t10.77.0.11\n",
 		"relay\tIN\tA\t10.77.0.20\n",
 		"pop\tIN\tA\t10.77.0.10\npop\tIN\tA\t10.77.0.11\n",
+		// Mail authentication and client autoconfiguration.
+		"@\tIN\tTXT\t\"v=spf1 a:relay.correo.example -all\"\n",
+		"_dmarc\tIN\tTXT\t\"v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@correo.example\"\n",
+		"_submission._tcp\tIN\tSRV\t0 1 587 relay.correo.example.\n",
+		"_submissions._tcp\tIN\tSRV\t0 1 465 relay.correo.example.\n",
+		"_pop3s._tcp\tIN\tSRV\t0 1 995 pop.correo.example.\n",
+		"_imaps._tcp\tIN\tSRV\t0 1 993 imap.correo.example.\n",
+		"_imaps._tcp.mail\tIN\tSRV\t0 1 993 imap.correo.example.\n",
+		"_dmarc.mail\tIN\tTXT\t",
+		"mx1\tIN\tTXT\t\"v=spf1 a -all\"\n",
+		"relay1\tIN\tTXT\t\"v=spf1 a -all\"\n",
 	}
 	for _, w := range want {
 		if !strings.Contains(z, w) {
@@ -93,6 +104,34 @@ roles = ["mx"]
 	}
 	if !strings.Contains(z, "main\tIN\tAAAA\tfd00:77::10\n") {
 		t.Errorf("IPv6 host lacks AAAA:\n%s", z)
+	}
+	// No relay host: the domain says it sends no mail at all; no relay
+	// or proxy pool, no SRV records; softfail from the profile.
+	for _, w := range []string{"@\tIN\tTXT\t\"v=spf1 -all\"\n", "_dmarc\tIN\tTXT\t\"v=DMARC1; p=none\"\n", "main\tIN\tTXT\t\"v=spf1 a -all\"\n"} {
+		if !strings.Contains(z, w) {
+			t.Errorf("zone lacks %q:\n%s", w, z)
+		}
+	}
+	if strings.Contains(z, "SRV") {
+		t.Errorf("SRV records without the pools:\n%s", z)
+	}
+	p2, err := cluster.Parse([]byte(src+`
+[[host]]
+name = "px"
+address = "fd00:77::30"
+roles = ["relay", "mailproxy"]
+`+"\n[cluster.mail_auth]\nspf_all = \"softfail\"\n"), "t.toml", cluster.Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, _ = Zone(p2)
+	if !strings.Contains(z, "@\tIN\tTXT\t\"v=spf1 a:relay.t.example ~all\"\n") || !strings.Contains(z, "px\tIN\tTXT\t\"v=spf1 a ~all\"\n") {
+		t.Errorf("softfail SPF:\n%s", z)
+	}
+	// Submission (STARTTLS) is published; the implicit-TLS services are
+	// not, since no host of their pools has a TLS pair.
+	if !strings.Contains(z, "_submission._tcp\tIN\tSRV\t0 1 587 relay.t.example.\n") || strings.Contains(z, "_imaps") || strings.Contains(z, "_submissions") {
+		t.Errorf("SRV records without TLS:\n%s", z)
 	}
 }
 

@@ -50,6 +50,10 @@ func TestIMAPThroughProxy(t *testing.T) {
 	scenario.IMAPThroughProxy(t, sharedCluster(t))
 }
 
+func TestClientAutoconfig(t *testing.T) {
+	scenario.ClientAutoconfig(t, sharedCluster(t))
+}
+
 // TestGrowthWithoutMigration boots a cluster of its own: growing stops it
 // and boots the grown profile on the same state, as an operator would
 // after adding store4.

@@ -158,4 +158,5 @@ var Shared = []Scenario{
 	{"StorageHostDown", StorageHostDown},
 	{"InternetMailToPOP", InternetMailToPOP},
 	{"IMAPThroughProxy", IMAPThroughProxy},
+	{"ClientAutoconfig", ClientAutoconfig},
 }
