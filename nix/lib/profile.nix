@@ -118,6 +118,9 @@ let
             { k = "spf_all"; t = t.str; }
             { k = "dmarc_policy"; t = t.str; }
             { k = "dmarc_reports"; t = t.str; }
+            { k = "dkim_records"; t = t.str; }
+            { k = "dkim_key_dir"; t = t.str; }
+            { k = "dkim_publish_wait"; t = t.str; }
           ];
         }
       ];
@@ -300,6 +303,39 @@ let
       spfAll = let x = get mailAuthRaw "spf_all" ""; in if x == "" then "fail" else x;
       dmarcPolicy = let x = get mailAuthRaw "dmarc_policy" ""; in if x == "" then "none" else x;
       dmarcReports = get mailAuthRaw "dmarc_reports" "";
+      dkimRecords = get mailAuthRaw "dkim_records" "";
+      dkimKeyDir = let x = get mailAuthRaw "dkim_key_dir" ""; in if x == "" then "/var/lib/correo/dkim" else x;
+      dkimPublishWait = if mailAuthRaw ? dkim_publish_wait then parseDuration mailAuthRaw.dkim_publish_wait else { ms = 3600000; };
+      # Profile.DKIMRecordsPath: relative to the profile's directory. A
+      # file not made yet holds no keys (dkimkeys.Load). Go also checks
+      # each public key's encoding, which Nix cannot decode.
+      dkimPath = if dkimRecords == "" || builtins.substring 0 1 dkimRecords == "/" then dkimRecords
+        else "${dirOf source}/${dkimRecords}";
+      dkimFile = if dkimPath != "" && builtins.pathExists dkimPath then fromTOML (readFile dkimPath) else { };
+      dkimKeys = map
+        (k: { domain = k.domain or ""; selector = k.selector or ""; algorithm = k.algorithm or ""; public_key = k.public_key or ""; created = k.created or ""; })
+        (dkimFile.key or [ ]);
+      # Go stops at the first bad key (dkimkeys.Parse), and checks the
+      # domains only of a file that parsed.
+      dkimKeyErrors = concatLists (imap0
+        (i: k:
+          let
+            e = msg: [ (err "cluster.mail_auth.dkim_records" "DKIM records file ${dkimPath}: key[${toString i}]: ${msg}") ];
+            before = genList (j: elemAt dkimKeys j) i;
+          in
+          if builtins.match "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" k.selector == null
+          then e "selector ${quote k.selector} is not a DNS label (letters, digits and '-', at most 63)"
+          else if k.created == "" then e "selector ${k.selector} has no created time"
+          else if !elem k.algorithm [ "rsa" "ed25519" ] then e "selector ${k.selector}: unknown algorithm ${quote k.algorithm}: expected \"rsa\" or \"ed25519\""
+          else if builtins.any (b: b.domain == k.domain && b.selector == k.selector) before
+          then e "selector ${k.selector} of ${k.domain} appears twice"
+          else [ ])
+        dkimKeys);
+      dkimErrors =
+        if dkimKeyErrors != [ ] then [ (head dkimKeyErrors) ]
+        else concatMap
+          (k: if elem k.domain domains then [ ] else [ (err "cluster.mail_auth.dkim_records" "key ${k.selector} is for ${quote k.domain}, which is not one of the cluster's domains") ])
+          dkimKeys;
       # isMailAddress in Go.
       isMailAddress = a:
         let
@@ -312,6 +348,8 @@ let
          else [ (err "cluster.mail_auth.spf_all" "unknown SPF verdict ${quote spfAll}: expected \"fail\" (-all) or \"softfail\" (~all)") ])
         (if elem dmarcPolicy [ "none" "quarantine" "reject" ] then [ ]
          else [ (err "cluster.mail_auth.dmarc_policy" "unknown DMARC policy ${quote dmarcPolicy}: expected \"none\", \"quarantine\" or \"reject\"") ])
+        (if dkimPublishWait ? error then [ (err "cluster.mail_auth.dkim_publish_wait" dkimPublishWait.error) ] else [ ])
+        dkimErrors
         (if dmarcReports == "" || isMailAddress dmarcReports then [ ]
          else [ (err "cluster.mail_auth.dmarc_reports" "${quote dmarcReports} is not a plain address such as \"dmarc@example.net\" (it goes into a DNS record: no spaces, ';', ',' or '!')") ])
       ];
@@ -604,6 +642,10 @@ let
           spf_all = spfAll;
           dmarc_policy = dmarcPolicy;
           dmarc_reports = dmarcReports;
+          dkim_records = dkimRecords;
+          dkim_key_dir = dkimKeyDir;
+          dkim_publish_wait_ms = dkimPublishWait.ms or 0;
+          dkim_keys = dkimKeys;
         };
       };
 

@@ -30,6 +30,11 @@ let
   ];
   svcNamed = n: head (filter (s: s.name == n) svcs.services);
 
+  # txtStrings in zone.go: quoted character-strings of at most 255 bytes.
+  txtStrings = s:
+    if stringLength s <= 255 then "\"${s}\""
+    else "\"${substring 0 255 s}\" " + txtStrings (substring 255 (stringLength s - 255) s);
+
   under = label: owner: if owner == "@" then label else "${label}.${owner}";
 
   addrType = addr: if util.hasInfix ":" addr then "AAAA" else "A";
@@ -68,6 +73,9 @@ let
           (line [ owner "IN" "TXT" (q spf) ])
           (line [ (under "_dmarc" owner) "IN" "TXT" (q dmarc) ])
         ]
+        ++ map
+          (k: line [ (under "${k.selector}._domainkey" owner) "IN" "TXT" (txtStrings "v=DKIM1; k=${k.algorithm}; p=${k.public_key}") ])
+          (filter (k: k.domain == d) ma.dkim_keys)
         ++ concatMap
           (s:
             let hosts = withRole s.role;

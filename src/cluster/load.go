@@ -8,12 +8,14 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"correo/hosts"
+	"correo/src/dkimkeys"
 	"correo/src/keyfile"
 
 	"github.com/BurntSushi/toml"
@@ -440,6 +442,25 @@ func (v *validator) validateMailAuth() {
 	case DMARCNone, DMARCQuarantine, DMARCReject:
 	default:
 		v.errAt("cluster.mail_auth.dmarc_policy", -1, "unknown DMARC policy %q: expected %q, %q or %q", m.DMARCPolicy, DMARCNone, DMARCQuarantine, DMARCReject)
+	}
+	if m.DKIMKeyDir == "" {
+		m.DKIMKeyDir = DefaultDKIMKeyDir
+	}
+	if m.DKIMPublishWait == 0 {
+		m.DKIMPublishWait = Duration(DefaultDKIMPublishWait)
+	}
+	if m.DKIMRecords != "" {
+		f, err := dkimkeys.Load(v.p.DKIMRecordsPath())
+		if err != nil {
+			v.errAt("cluster.mail_auth.dkim_records", -1, "%v", err)
+		} else {
+			for _, k := range f.Keys {
+				if !slices.Contains(v.p.Cluster.Domains, k.Domain) {
+					v.errAt("cluster.mail_auth.dkim_records", -1, "key %s is for %q, which is not one of the cluster's domains", k.Selector, k.Domain)
+				}
+			}
+			v.p.DKIM = f.Keys
+		}
 	}
 	if m.DMARCReports != "" && !isMailAddress(m.DMARCReports) {
 		v.errAt("cluster.mail_auth.dmarc_reports", -1, "%q is not a plain address such as \"dmarc@example.net\" (it goes into a DNS record: no spaces, ';', ',' or '!')", m.DMARCReports)

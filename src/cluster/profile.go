@@ -9,7 +9,10 @@ package cluster
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"time"
+
+	"correo/src/dkimkeys"
 )
 
 // Role is one job a host does in the cluster.
@@ -60,6 +63,8 @@ type Profile struct {
 	Source  string
 	Cluster Cluster
 	Hosts   []Host
+	// DKIM is the records file [cluster.mail_auth] dkim_records names.
+	DKIM []dkimkeys.Record
 
 	network netip.Prefix
 }
@@ -111,6 +116,18 @@ type MailAuth struct {
 	// DMARCReports is the address receivers send aggregate reports to
 	// (rua=mailto:); empty asks for none.
 	DMARCReports string `toml:"dmarc_reports"`
+	// DKIMRecords is the DKIM public keys file `correoctl dkim` keeps
+	// (package dkimkeys), relative to the profile's directory: the zone
+	// publishes every key in it, and the relays sign with them. Empty: no
+	// DKIM.
+	DKIMRecords string `toml:"dkim_records"`
+	// DKIMKeyDir holds the private keys on the relay hosts,
+	// DIR/DOMAIN/SELECTOR.pem, 0640 root:correo-key like the cluster key.
+	DKIMKeyDir string `toml:"dkim_key_dir"`
+	// DKIMPublishWait is how long a new key is published before the relays
+	// sign with it, so receivers' resolvers have it (default 1h; the
+	// zone's TTL and its secondaries' refresh must fit in it).
+	DKIMPublishWait Duration `toml:"dkim_publish_wait"`
 }
 
 // SPF's all and DMARC's p= values.
@@ -120,6 +137,9 @@ const (
 	DMARCNone       = "none"
 	DMARCQuarantine = "quarantine"
 	DMARCReject     = "reject"
+
+	DefaultDKIMKeyDir      = "/var/lib/correo/dkim"
+	DefaultDKIMPublishWait = time.Hour
 )
 
 // Queue is the retry policy of smtpd's on-disk queue (mx and relay).
@@ -450,4 +470,14 @@ func equalFoldASCII(a, b string) bool {
 		}
 	}
 	return true
+}
+
+// DKIMRecordsPath is the DKIM records file, a relative dkim_records
+// resolved against the profile's directory; "" without one.
+func (p *Profile) DKIMRecordsPath() string {
+	r := p.Cluster.MailAuth.DKIMRecords
+	if r == "" || filepath.IsAbs(r) {
+		return r
+	}
+	return filepath.Join(filepath.Dir(p.Source), r)
 }

@@ -1,5 +1,7 @@
 package cluster
 
+import "time"
+
 // Settings is the profile as every consumer sees it after defaults: the
 // same document nix/lib/default.nix computes with builtins.fromTOML. The
 // golden files in nix/lib/tests hold it for every profile in hosts/, and
@@ -33,9 +35,22 @@ type ClusterSettings struct {
 
 // MailAuthSettings is [cluster.mail_auth] with defaults.
 type MailAuthSettings struct {
-	SPFAll       string `json:"spf_all"`
-	DMARCPolicy  string `json:"dmarc_policy"`
-	DMARCReports string `json:"dmarc_reports"`
+	SPFAll            string            `json:"spf_all"`
+	DMARCPolicy       string            `json:"dmarc_policy"`
+	DMARCReports      string            `json:"dmarc_reports"`
+	DKIMRecords       string            `json:"dkim_records"`
+	DKIMKeyDir        string            `json:"dkim_key_dir"`
+	DKIMPublishWaitMS int64             `json:"dkim_publish_wait_ms"`
+	DKIMKeys          []DKIMKeySettings `json:"dkim_keys"`
+}
+
+// DKIMKeySettings is one published DKIM key of the records file.
+type DKIMKeySettings struct {
+	Domain    string `json:"domain"`
+	Selector  string `json:"selector"`
+	Algorithm string `json:"algorithm"`
+	PublicKey string `json:"public_key"`
+	Created   string `json:"created"`
 }
 
 // QueueSettings is [cluster.queue] with defaults, durations in
@@ -128,10 +143,16 @@ func (p *Profile) Settings() Settings {
 				NegativeTTLMS: c.NSS.NegativeTTL.Std().Milliseconds(), CacheEntries: c.NSS.CacheEntries,
 				Socket: c.NSS.Socket, Groups: c.NSS.Groups},
 			MailAuth: MailAuthSettings{SPFAll: c.MailAuth.SPFAll, DMARCPolicy: c.MailAuth.DMARCPolicy,
-				DMARCReports: c.MailAuth.DMARCReports},
+				DMARCReports: c.MailAuth.DMARCReports, DKIMRecords: c.MailAuth.DKIMRecords,
+				DKIMKeyDir: c.MailAuth.DKIMKeyDir, DKIMPublishWaitMS: c.MailAuth.DKIMPublishWait.Std().Milliseconds(),
+				DKIMKeys: []DKIMKeySettings{}},
 		},
 		Hosts:     map[string]HostSettings{},
 		Endpoints: map[Service][]EndpointSetting{},
+	}
+	for _, k := range p.DKIM {
+		s.Cluster.MailAuth.DKIMKeys = append(s.Cluster.MailAuth.DKIMKeys, DKIMKeySettings{Domain: k.Domain, Selector: k.Selector,
+			Algorithm: string(k.Algorithm), PublicKey: k.PublicKey, Created: k.Created.UTC().Format(time.RFC3339)})
 	}
 	s.Cluster.Queue.LifetimeMS = c.Queue.Lifetime.Std().Milliseconds()
 	s.Cluster.Queue.RetryMS = []int64{}

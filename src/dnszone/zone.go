@@ -7,6 +7,7 @@ package dnszone
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"correo/src/cluster"
@@ -125,6 +126,11 @@ func writeMailAuth(b *strings.Builder, p *cluster.Profile) {
 		}
 		fmt.Fprintf(b, "%s\tIN\tTXT\t%q\n", owner, spf)
 		fmt.Fprintf(b, "%s\tIN\tTXT\t%q\n", under("_dmarc", owner), dmarc)
+		for _, k := range p.DKIM {
+			if k.Domain == d {
+				fmt.Fprintf(b, "%s\tIN\tTXT\t%s\n", under(k.Owner(), owner), txtStrings(k.TXT()))
+			}
+		}
 		for _, s := range SRV {
 			hosts := p.HostsWithRole(s.Role)
 			withTLS := false
@@ -142,6 +148,18 @@ func writeMailAuth(b *strings.Builder, p *cluster.Profile) {
 			fmt.Fprintf(b, "%s\tIN\tTXT\t%q\n", h.Name, "v=spf1 a "+all)
 		}
 	}
+}
+
+// txtStrings quotes a TXT record's text as character-strings of at most
+// 255 bytes each (RFC 1035 3.3): an RSA-2048 DKIM key is about 400.
+// Receivers join them without spaces (RFC 6376 3.6.2.2).
+func txtStrings(s string) string {
+	var parts []string
+	for len(s) > 255 {
+		parts = append(parts, strconv.Quote(s[:255]))
+		s = s[255:]
+	}
+	return strings.Join(append(parts, strconv.Quote(s)), " ")
 }
 
 // under is label's owner name below owner ("@" is the apex).

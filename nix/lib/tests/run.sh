@@ -322,6 +322,35 @@ if [ "$have_go" = 1 ]; then
 fi
 rm -f "$legacy"
 
+# 7c. DKIM keys: a profile with a records file (src/cluster/testdata/dkim)
+#     gives the same settings and zone bytes in Nix and Go, RSA keys split
+#     into 255-byte strings, and BIND loads the zone.
+dk=src/cluster/testdata/dkim/profile.toml
+if nix_settings "$dk" "$tmp/dk.nix.json" "$tmp/dk.err" && nix_zone "$dk" "$tmp/dk.nix.zone" "$tmp/dk.zerr"; then
+	if [ "$(jq '.cluster.mail_auth.dkim_keys | length' "$tmp/dk.nix.json")" -ge 4 ] && grep -q '_domainkey.mail	IN	TXT	"v=DKIM1; k=rsa; p=[^"]*" "' "$tmp/dk.nix.zone"; then
+		pass "nix: DKIM keys in the settings and the zone (RSA split in two strings)"
+	else
+		fail "nix: DKIM keys in the settings and the zone (RSA split in two strings)"; show "$tmp/dk.nix.zone"
+	fi
+	if [ "$have_go" = 1 ]; then
+		if "$tmp/correoctl" profile settings --profile "$root/$dk" 2>"$tmp/go.err" | jq -S . >"$tmp/dk.go.json" && cmp -s "$tmp/dk.go.json" "$tmp/dk.nix.json" &&
+			"$tmp/correoctl" dns zone --profile "$root/$dk" >"$tmp/dk.go.zone" 2>>"$tmp/go.err" && cmp -s "$tmp/dk.go.zone" "$tmp/dk.nix.zone"; then
+			pass "DKIM profile: Go settings and zone == Nix"
+		else
+			diff -u "$tmp/dk.go.json" "$tmp/dk.nix.json" >"$tmp/diff" 2>&1 || true
+			diff -u "$tmp/dk.go.zone" "$tmp/dk.nix.zone" >>"$tmp/diff" 2>&1 || true
+			fail "DKIM profile: Go settings and zone == Nix"; show "$tmp/go.err"; show "$tmp/diff"
+		fi
+	fi
+	if named-checkzone -k fail correo.example "$tmp/dk.nix.zone" >"$tmp/checkzone.out" 2>&1; then
+		pass "named-checkzone of the DKIM profile's zone"
+	else
+		fail "named-checkzone of the DKIM profile's zone"; show "$tmp/checkzone.out"
+	fi
+else
+	fail "nix evaluates the DKIM profile"; show "$tmp/dk.err"; show "$tmp/dk.zerr"
+fi
+
 # 8. The pure-Nix golden check the flake runs (checks.lib-golden), here
 #    without the flake: it must agree.
 if nix-instantiate --eval --strict --json nix/lib/tests/golden.nix -A failed >"$tmp/golden.out" 2>"$tmp/golden.err" &&
