@@ -107,7 +107,7 @@ func (ss *session) fetch(cmd *imapwire.Command) bool {
 			}
 			// The flags changed: say so (RFC 9051 6.4.5).
 			if !asked(atts, "FLAGS") {
-				data += " FLAGS (" + strings.Join(ss.mb.Flags(m), " ") + ")"
+				data += " FLAGS (" + strings.Join(ss.flags(m), " ") + ")"
 			}
 			ss.w.Untagged(fmt.Sprintf("%d FETCH (%s)", seq, data))
 		}
@@ -180,7 +180,7 @@ func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []
 		pm = parsed{f: f, msg: msg}
 		return msg, nil
 	}
-	flags := ss.mb.Flags(m)
+	flags := ss.flags(m)
 	for _, a := range atts {
 		switch a.Name {
 		case "UID":

@@ -204,6 +204,9 @@ func (ss *session) announce(allowExpunge bool) bool {
 	if up.New > 0 || len(up.Expunged) > 0 {
 		ss.w.Untagged(fmt.Sprintf("%d EXISTS", up.Exists))
 	}
+	if up.New > 0 && !ss.enabled["IMAP4REV2"] {
+		ss.w.Untagged(fmt.Sprintf("%d RECENT", ss.mb.RecentCount()))
+	}
 	for _, uid := range up.Changed {
 		if seq := ss.mb.Seq(uid); seq > 0 {
 			m := &ss.mb.Messages()[seq-1]
@@ -213,11 +216,22 @@ func (ss *session) announce(allowExpunge bool) bool {
 	return false
 }
 
+// flags is a message's flags as this session shows them: IMAP4rev1
+// clients also get \Recent on the messages this session was the first to
+// see (RFC 3501 2.3.2; IMAP4rev2 dropped it).
+func (ss *session) flags(m *mailstore.Message) []string {
+	f := ss.mb.Flags(m)
+	if ss.mb.Recent(m.UID) && !ss.enabled["IMAP4REV2"] {
+		f = append(f, `\Recent`)
+	}
+	return f
+}
+
 // flagsData is an unsolicited FETCH's data: the UID (which QRESYNC
 // requires and every client uses), the flags, and the MODSEQ once
 // CONDSTORE is on (RFC 7162 3.1.4).
 func (ss *session) flagsData(m *mailstore.Message) string {
-	d := fmt.Sprintf("UID %d FLAGS (%s)", m.UID, strings.Join(ss.mb.Flags(m), " "))
+	d := fmt.Sprintf("UID %d FLAGS (%s)", m.UID, strings.Join(ss.flags(m), " "))
 	if ss.enabled["CONDSTORE"] {
 		d += fmt.Sprintf(" MODSEQ (%d)", m.ModSeq)
 	}
@@ -446,8 +460,8 @@ func statusLine(st mailstore.Status, items []string) (string, bool) {
 			// RFC 9208 4.2: what EXPUNGE would free, in 1024-octet units.
 			out = append(out, "DELETED-STORAGE "+strconv.FormatInt((st.DeletedSize+1023)/1024, 10))
 		case "RECENT":
-			// IMAP4rev1 clients ask; \Recent is not kept (RFC 9051).
-			out = append(out, "RECENT 0")
+			// Messages no IMAP session has seen yet (still in new/).
+			out = append(out, "RECENT "+strconv.Itoa(st.Recent))
 		case "HIGHESTMODSEQ":
 			out = append(out, "HIGHESTMODSEQ "+strconv.FormatUint(st.HighestModSeq, 10))
 		default:
@@ -525,7 +539,7 @@ func (ss *session) selectCmd(cmd *imapwire.Command) bool {
 	}
 	ss.w.Untagged(fmt.Sprintf("%d EXISTS", mb.Len()))
 	if !ss.enabled["IMAP4REV2"] {
-		ss.w.Untagged("0 RECENT")
+		ss.w.Untagged(fmt.Sprintf("%d RECENT", mb.RecentCount()))
 	}
 	ss.w.Untagged("FLAGS (" + strings.Join(flags, " ") + ")")
 	ss.w.Tagged("*", "OK", "PERMANENTFLAGS ("+strings.Join(perm, " ")+")", "Flags permitted.")
@@ -770,7 +784,11 @@ func (ss *session) storeCmd(cmd *imapwire.Command) bool {
 			parts = append(parts, fmt.Sprintf("UID %d", u.UID))
 		}
 		if !silent {
-			parts = append(parts, "FLAGS ("+strings.Join(u.Flags, " ")+")")
+			f := u.Flags
+			if ss.mb.Recent(u.UID) && !ss.enabled["IMAP4REV2"] {
+				f = append(f, `\Recent`)
+			}
+			parts = append(parts, "FLAGS ("+strings.Join(f, " ")+")")
 		}
 		if hasUnchanged || ss.enabled["CONDSTORE"] {
 			parts = append(parts, fmt.Sprintf("MODSEQ (%d)", u.ModSeq))

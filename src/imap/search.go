@@ -84,9 +84,6 @@ func (sm *searchMsg) eval(k imapwire.SearchKey) bool {
 	case imapwire.SearchNot:
 		return !sm.eval(k.Keys[0])
 	case imapwire.SearchFlag:
-		if strings.EqualFold(k.Value, `\Recent`) {
-			return false // not kept (RFC 9051)
-		}
 		return hasFlag(sm.flags, k.Value)
 	case imapwire.SearchHeader:
 		msg := sm.load()
@@ -163,7 +160,7 @@ func (ss *session) search(cmd *imapwire.Command) bool {
 	usesModSeq := usesModSeqKey(req.Key)
 	defer ss.closeSearchFiles()
 	for i := range msgs {
-		sm := &searchMsg{ss: ss, m: &msgs[i], seq: i + 1, flags: ss.mb.Flags(&msgs[i])}
+		sm := &searchMsg{ss: ss, m: &msgs[i], seq: i + 1, flags: ss.flags(&msgs[i])}
 		matched := sm.eval(req.Key)
 		ss.closeSearchFiles()
 		if !matched {

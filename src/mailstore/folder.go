@@ -42,6 +42,9 @@ type op struct {
 	byKey  map[string]uint32
 	bumped bool
 	dirty  bool
+	// moved lists the UIDs this op moved from new/ to cur/: the first
+	// IMAP session to see a message reports it as \Recent (RFC 3501).
+	moved []uint32
 }
 
 func (s *Store) cacheFor(dir string) *folderCache {
@@ -424,6 +427,7 @@ func (o *op) moveToCur() {
 		}
 		e.inNew, e.info = false, info
 		o.dirty = true
+		o.moved = append(o.moved, e.uid)
 	}
 }
 

@@ -51,6 +51,9 @@ type Mailbox struct {
 	modseq   uint64
 	msgs     []Message
 	kw       *keywords
+	// recent holds the UIDs this view moved out of new/: \Recent for
+	// this session only (IMAP4rev1; IMAP4rev2 dropped it).
+	recent map[uint32]bool
 }
 
 // Select opens a folder read-write: the scan adopts new mail and moves it
@@ -71,7 +74,8 @@ func (s *Store) open(name string, readOnly bool) (*Mailbox, error) {
 		finish(ops, false)
 		return nil, err
 	}
-	mb := &Mailbox{s: s, name: o.name, readOnly: readOnly}
+	mb := &Mailbox{s: s, name: o.name, readOnly: readOnly, recent: map[uint32]bool{}}
+	mb.noteMoved(o)
 	mb.take(o)
 	mb.msgs = make([]Message, len(o.l.msgs))
 	for i := range o.l.msgs {
@@ -87,6 +91,28 @@ func (s *Store) open(name string, readOnly bool) (*Mailbox, error) {
 func (mb *Mailbox) take(o *op) {
 	mb.validity, mb.uidNext, mb.modseq = o.l.validity, o.l.uidNext, o.l.modseq
 	mb.kw = &keywords{names: append([]string(nil), o.kw.names...)}
+}
+
+func (mb *Mailbox) noteMoved(o *op) {
+	for _, u := range o.moved {
+		mb.recent[u] = true
+	}
+	o.moved = nil
+}
+
+// Recent says whether this view was the first to see the message (it
+// moved it out of new/): IMAP4rev1's \Recent.
+func (mb *Mailbox) Recent(uid uint32) bool { return mb.recent[uid] }
+
+// RecentCount is the number of messages in the view that are Recent.
+func (mb *Mailbox) RecentCount() int {
+	n := 0
+	for _, m := range mb.msgs {
+		if mb.recent[m.UID] {
+			n++
+		}
+	}
+	return n
 }
 
 // Name is the folder's canonical name.
@@ -168,6 +194,7 @@ func (mb *Mailbox) Refresh(allowExpunge bool) (Update, error) {
 		finish(ops, false)
 		return Update{}, err
 	}
+	mb.noteMoved(o)
 	if o.l.validity != mb.validity {
 		finish(ops, true)
 		return Update{}, fmt.Errorf("folder %q: %w", mb.name, ErrUIDValidity)
@@ -301,6 +328,7 @@ func (mb *Mailbox) Store(uids []uint32, op StoreOp, flags []string, unchangedSin
 		if err := o.scan(true); err != nil {
 			return fail(err)
 		}
+		mb.noteMoved(o)
 		if err := try(missing, true); err != nil {
 			return fail(err)
 		}
@@ -370,6 +398,7 @@ func (mb *Mailbox) Expunge(uids []uint32) ([]Expunged, error) {
 	if err := o.scan(true); err != nil {
 		return fail(err)
 	}
+	mb.noteMoved(o)
 	var only UIDSet
 	if uids != nil {
 		only = SetOf(uids)
@@ -537,6 +566,7 @@ func (mb *Mailbox) transfer(uids []uint32, dest string, move bool) (CopyUID, []E
 			if err := src.scan(!mb.readOnly); err != nil {
 				return fail(err)
 			}
+			mb.noteMoved(src)
 			rest := jobs[k:]
 			jobs = jobs[:k]
 			for _, r := range rest {
@@ -753,6 +783,7 @@ func (mb *Mailbox) Open(uid uint32) (*os.File, error) {
 		finish(ops, false)
 		return nil, err
 	}
+	mb.noteMoved(o)
 	i := o.l.find(uid)
 	if i < 0 || o.l.validity != mb.validity {
 		finish(ops, true)

@@ -427,6 +427,7 @@ type Status struct {
 	Deleted       int
 	Size          int64 // sum of RFC822.SIZE (RFC 8438 STATUS=SIZE)
 	DeletedSize   int64 // of the messages flagged \Deleted (RFC 9208 DELETED-STORAGE)
+	Recent        int   // messages still in new/: no IMAP session has seen them
 	HighestModSeq uint64
 }
 
@@ -452,6 +453,9 @@ func (s *Store) Status(name string) (Status, error) {
 		if strings.IndexByte(f, 'T') >= 0 {
 			st.Deleted++
 			st.DeletedSize += e.size
+		}
+		if e.inNew {
+			st.Recent++
 		}
 		st.Size += e.size
 	}
