@@ -59,8 +59,22 @@ func TestSelectFetchStoreExpunge(t *testing.T) {
 		}
 	}
 	f := c.cmd("a3", "FETCH 1:* (UID FLAGS RFC822.SIZE)", "OK")
-	if len(f) != 3 || !has(f, `^\* 1 FETCH \(UID 1 FLAGS \(\) RFC822.SIZE \d+\)$`) {
+	// This session moved the messages out of new/: \Recent to it alone.
+	if len(f) != 3 || !has(f, `^\* 1 FETCH \(UID 1 FLAGS \(\\Recent\) RFC822.SIZE \d+\)$`) {
 		t.Fatalf("FETCH: %q", f)
+	}
+	other := e.loggedIn()
+	if r := other.cmd("o1", "SELECT INBOX", "OK"); !has(r, `^\* 0 RECENT$`) {
+		t.Errorf("a second session's SELECT: %q", r)
+	}
+	if r := other.cmd("o2", "FETCH 1 FLAGS", "OK"); len(r) != 1 || r[0] != `* 1 FETCH (FLAGS ())` {
+		t.Errorf("a second session sees \\Recent: %q", r)
+	}
+	if r := other.cmd("o3", "SEARCH RECENT", "OK"); len(r) != 1 || r[0] != "* SEARCH" {
+		t.Errorf("SEARCH RECENT in a second session: %q", r)
+	}
+	if r := c.cmd("a3b", "SEARCH NEW", "OK"); len(r) != 1 || r[0] != "* SEARCH 1 2 3" {
+		t.Errorf("SEARCH NEW in the first session: %q", r)
 	}
 	// A body fetch sets \Seen; PEEK does not.
 	f = c.cmd("a4", "FETCH 2 BODY.PEEK[HEADER]", "OK")
@@ -68,7 +82,7 @@ func TestSelectFetchStoreExpunge(t *testing.T) {
 		t.Fatalf("FETCH BODY.PEEK[HEADER]: %q", f)
 	}
 	f = c.cmd("a5", "UID FETCH 2 (BODY[TEXT])", "OK")
-	if !has(f, `FLAGS \(\\Seen\)`) || !has(f, `^second body$`) {
+	if !has(f, `FLAGS \(\\Seen \\Recent\)`) || !has(f, `^second body$`) {
 		t.Fatalf("UID FETCH BODY[TEXT]: %q", f)
 	}
 	f = c.cmd("a6", "FETCH 2 (BODY[]<0.4>)", "OK")
@@ -173,6 +187,7 @@ func TestIdleAndPOPAgreement(t *testing.T) {
 	c.expect("+ idling")
 	e.deliver("ana", msg("tres", "c"))
 	c.expect("* 3 EXISTS")
+	c.expect("* 3 RECENT") // IMAP4rev1: all three are new to this session
 	c.send("DONE")
 	c.expect("c2 OK")
 	// pop3d deletes a message (DELE at QUIT unlinks its file): IMAP

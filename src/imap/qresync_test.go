@@ -56,7 +56,7 @@ func TestQRESYNC(t *testing.T) {
 	if !has(n, `^\* VANISHED 4$`) || has(n, `EXPUNGE`) {
 		t.Errorf("unsolicited expunge under QRESYNC: %q", n)
 	}
-	if !has(n, `^\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)$`) {
+	if !has(n, `^\* 2 FETCH \(UID 2 FLAGS \(\\Flagged \\Recent\) MODSEQ \(\d+\)\)$`) {
 		t.Errorf("unsolicited flag change under QRESYNC: %q", n)
 	}
 	// a's own EXPUNGE answers with VANISHED too.
