@@ -131,7 +131,12 @@ func Signatures(r io.Reader, keys []Key, headers []string) (string, error) {
 		// A message that is all header (RFC 5322 allows it) is
 		// signed as if the empty line were there, as a verifier reads
 		// it; go-msgauth needs it.
-		hdr = append(hdr, "\r\n"...)
+		if !bytes.HasSuffix(hdr, []byte("\n")) {
+			hdr = append(hdr, "\r\n"...) // the last field's line end
+		}
+		if !endsBlock(hdr) {
+			hdr = append(hdr, "\r\n"...)
+		}
 	}
 	if _, err := mw.Write(hdr); err != nil {
 		closeAll()

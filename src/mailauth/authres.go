@@ -17,7 +17,7 @@ func (v *Verifier) header(res Result) string {
 	}
 	var items []string
 
-	spf := &authres.SPFResult{Value: authres.ResultValue(res.SPF.Result), Reason: sanitize(res.SPF.Reason)}
+	spf := &authres.SPFResult{Value: authres.ResultValue(res.SPF.Result), Reason: reason(res.SPF.Reason)}
 	if res.SPF.Identity == "helo" {
 		spf.Helo = token(res.SPF.Domain)
 	} else {
@@ -33,17 +33,17 @@ func (v *Verifier) header(res Result) string {
 			Method: "dkim",
 			Value:  authres.ResultValue(d.Result),
 			Params: map[string]string{
-				"reason":   sanitize(d.Reason),
-				"header.d": d.Domain,
-				"header.s": d.Selector,
-				"header.a": d.Algorithm,
-				"header.b": d.B,
+				"reason":   reason(d.Reason),
+				"header.d": token(d.Domain),
+				"header.s": token(d.Selector),
+				"header.a": token(d.Algorithm),
+				"header.b": base64Prefix(d.B),
 			},
 		}))
 	}
 
 	dm := formatOne(&authres.DMARCResult{Value: authres.ResultValue(res.DMARC.Result),
-		Reason: sanitize(res.DMARC.Reason), From: token(res.DMARC.From)})
+		Reason: reason(res.DMARC.Reason), From: token(res.DMARC.From)})
 	if res.DMARC.Published != "" {
 		dis := "none"
 		switch res.Disposition {
@@ -95,4 +95,14 @@ func fold(line string, width int) string {
 	}
 	b.WriteString(line)
 	return b.String()
+}
+
+// base64Prefix keeps the base64 characters of a header.b value.
+func base64Prefix(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '+' || r == '/' {
+			return r
+		}
+		return -1
+	}, s)
 }

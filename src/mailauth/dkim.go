@@ -33,7 +33,13 @@ func checkDKIM(ctx context.Context, dns dnsCtx, hdr []byte, fields []field, br *
 	if !endsBlock(hdr) {
 		// A message without a body may end without the empty line;
 		// go-msgauth would take that for a read error.
-		hdr = append(hdr[:len(hdr):len(hdr)], "\r\n"...)
+		hdr = hdr[:len(hdr):len(hdr)]
+		if !bytes.HasSuffix(hdr, []byte("\n")) {
+			hdr = append(hdr, "\r\n"...) // the last field's line end
+		}
+		if !endsBlock(hdr) {
+			hdr = append(hdr, "\r\n"...)
+		}
 	}
 	verifs, err := dkim.VerifyWithOptions(io.MultiReader(bytes.NewReader(hdr), body), &dkim.VerifyOptions{
 		LookupTXT:        dns.txtFunc(ctx),
@@ -56,12 +62,12 @@ func checkDKIM(ctx context.Context, dns dnsCtx, hdr []byte, fields []field, br *
 			t = map[string]string{}
 		}
 		r := DKIMResult{
-			Domain:     token(t["d"]),
-			Selector:   token(t["s"]),
-			Algorithm:  token(t["a"]),
-			Identifier: token(vf.Identifier),
+			Domain:     sanitize(strings.Join(strings.Fields(t["d"]), "")),
+			Selector:   sanitize(strings.Join(strings.Fields(t["s"]), "")),
+			Algorithm:  sanitize(strings.Join(strings.Fields(t["a"]), "")),
+			Identifier: sanitize(vf.Identifier),
 		}
-		if b := token(t["b"]); len(b) > 8 {
+		if b := base64Prefix(t["b"]); len(b) > 8 {
 			r.B = b[:8]
 		} else {
 			r.B = b

@@ -126,7 +126,7 @@ func (v *Verifier) evalDMARC(ctx context.Context, dns dnsCtx, fields []field, re
 		res.Disposition = Reject
 		res.ReplyCode, res.ReplyEnhanced = 550, "5.7.1"
 		res.ReplyText = fmt.Sprintf("Message refused by the DMARC policy of %s: neither SPF nor DKIM authenticates the From domain %s",
-			token(worst.PolicyDomain), token(worst.From))
+			asciiDomain(worst.PolicyDomain), asciiDomain(worst.From))
 	case PolicyQuarantine:
 		res.Disposition = Quarantine
 	}
@@ -191,4 +191,16 @@ func evalDomain(ctx context.Context, dns dnsCtx, from string, spf SPFResult, dk 
 		e.Result = ResultFail
 	}
 	return e
+}
+
+// asciiDomain is a domain as an SMTP reply can carry it: ASCII; an
+// internationalized name loses its non-ASCII letters (the reply is for
+// people, the Authentication-Results field keeps the name).
+func asciiDomain(d string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 0x80 {
+			return -1
+		}
+		return r
+	}, token(d))
 }

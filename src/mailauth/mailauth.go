@@ -33,6 +33,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Defaults for the Verifier's zero fields.
@@ -259,8 +261,25 @@ func sanitize(s string) string {
 	return s
 }
 
-// token is sanitize for a value that must be one word (a domain, a
-// selector): white space is dropped too.
+// token is sanitize for a value that names something (a domain, a
+// selector, an algorithm): only letters, digits, '.', '-' and '_', and
+// non-ASCII letters of internationalized names, so that it needs no
+// quoting and no reader can mistake it for a separator. A value from a
+// hostile message loses the rest.
 func token(s string) string {
-	return strings.Join(strings.Fields(sanitize(s)), "")
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+			return r
+		case r >= 0x80 && unicode.IsPrint(r) && r != utf8.RuneError && !unicode.IsSpace(r):
+			return r
+		}
+		return -1
+	}, sanitize(s))
+}
+
+// reason is sanitize for a free-text reason: no separators or quotes,
+// which readers that split the field naively would trip on.
+func reason(s string) string {
+	return strings.NewReplacer(";", ",", `"`, "'", `\`, "/").Replace(sanitize(s))
 }
