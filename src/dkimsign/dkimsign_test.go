@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -217,4 +218,21 @@ func (smallRSA) Public() crypto.PublicKey {
 
 func (smallRSA) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
 	return nil, errors.New("no")
+}
+
+// BenchmarkSignatures is the cost of signing one message with both keys
+// (one RSA-2048 and one Ed25519 signature), at 4 KB and 100 KB.
+func BenchmarkSignatures(b *testing.B) {
+	ks, _ := keys(b)
+	for _, size := range []int{4 << 10, 100 << 10} {
+		m := msg + strings.Repeat("All work and no play makes Jack a dull boy.\r\n", size/46)
+		b.Run(strconv.Itoa(size>>10)+"KB", func(b *testing.B) {
+			b.SetBytes(int64(len(m)))
+			for b.Loop() {
+				if _, err := Signatures(strings.NewReader(m), ks, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
