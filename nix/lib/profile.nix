@@ -121,6 +121,8 @@ let
             { k = "dkim_records"; t = t.str; }
             { k = "dkim_key_dir"; t = t.str; }
             { k = "dkim_publish_wait"; t = t.str; }
+            { k = "authserv_id"; t = t.str; }
+            { k = "inbound"; t = t.str; }
           ];
         }
       ];
@@ -304,6 +306,9 @@ let
       dmarcPolicy = let x = get mailAuthRaw "dmarc_policy" ""; in if x == "" then "none" else x;
       dmarcReports = get mailAuthRaw "dmarc_reports" "";
       dkimRecords = get mailAuthRaw "dkim_records" "";
+      authServIDRaw = toLower (get mailAuthRaw "authserv_id" "");
+      authServID = if authServIDRaw == "" then zone else authServIDRaw;
+      inbound = let x = get mailAuthRaw "inbound" ""; in if x == "" then "enforce" else x;
       dkimKeyDir = let x = get mailAuthRaw "dkim_key_dir" ""; in if x == "" then "/var/lib/correo/dkim" else x;
       dkimPublishWait = if mailAuthRaw ? dkim_publish_wait then parseDuration mailAuthRaw.dkim_publish_wait else { ms = 3600000; };
       # Profile.DKIMRecordsPath: relative to the profile's directory. A
@@ -348,6 +353,8 @@ let
          else [ (err "cluster.mail_auth.spf_all" "unknown SPF verdict ${quote spfAll}: expected \"fail\" (-all) or \"softfail\" (~all)") ])
         (if elem dmarcPolicy [ "none" "quarantine" "reject" ] then [ ]
          else [ (err "cluster.mail_auth.dmarc_policy" "unknown DMARC policy ${quote dmarcPolicy}: expected \"none\", \"quarantine\" or \"reject\"") ])
+        (if authServIDRaw != "" && !isDomain authServIDRaw then [ (err "cluster.mail_auth.authserv_id" "${quote authServIDRaw} is not a domain name (RFC 8601 wants the receiving host's or cluster's name)") ] else [ ])
+        (if elem inbound [ "enforce" "record" ] then [ ] else [ (err "cluster.mail_auth.inbound" "unknown inbound policy ${quote inbound}: expected \"enforce\" or \"record\"") ])
         (if dkimPublishWait ? error then [ (err "cluster.mail_auth.dkim_publish_wait" dkimPublishWait.error) ] else [ ])
         dkimErrors
         (if dmarcReports == "" || isMailAddress dmarcReports then [ ]
@@ -646,6 +653,8 @@ let
           dkim_key_dir = dkimKeyDir;
           dkim_publish_wait_ms = dkimPublishWait.ms or 0;
           dkim_keys = dkimKeys;
+          authserv_id = authServID;
+          inherit inbound;
         };
       };
 

@@ -446,6 +446,18 @@ func (v *validator) validateMailAuth() {
 	if m.DKIMKeyDir == "" {
 		m.DKIMKeyDir = DefaultDKIMKeyDir
 	}
+	if m.AuthServID == "" {
+		m.AuthServID = v.p.Cluster.DNS.Zone
+	} else if m.AuthServID = strings.ToLower(m.AuthServID); !isDomain(m.AuthServID) {
+		v.errAt("cluster.mail_auth.authserv_id", -1, "%q is not a domain name (RFC 8601 wants the receiving host's or cluster's name)", m.AuthServID)
+	}
+	switch m.Inbound {
+	case "":
+		m.Inbound = InboundEnforce
+	case InboundEnforce, InboundRecord:
+	default:
+		v.errAt("cluster.mail_auth.inbound", -1, "unknown inbound policy %q: expected %q or %q", m.Inbound, InboundEnforce, InboundRecord)
+	}
 	if m.DKIMPublishWait == 0 {
 		m.DKIMPublishWait = Duration(DefaultDKIMPublishWait)
 	}

@@ -128,6 +128,14 @@ type MailAuth struct {
 	// sign with it, so receivers' resolvers have it (default 1h; the
 	// zone's TTL and its secondaries' refresh must fit in it).
 	DKIMPublishWait Duration `toml:"dkim_publish_wait"`
+	// AuthServID names the cluster in the Authentication-Results the mx
+	// hosts add (RFC 8601); default: the DNS zone.
+	AuthServID string `toml:"authserv_id"`
+	// Inbound is what the mx does with DMARC failures of mail from
+	// outside: "enforce" (the default: p=reject refused at the end of
+	// DATA with 550 5.7.1, p=quarantine filed in the user's Junk) or
+	// "record" (only the Authentication-Results field).
+	Inbound string `toml:"inbound"`
 }
 
 // SPF's all and DMARC's p= values.
@@ -137,6 +145,9 @@ const (
 	DMARCNone       = "none"
 	DMARCQuarantine = "quarantine"
 	DMARCReject     = "reject"
+
+	InboundEnforce = "enforce"
+	InboundRecord  = "record"
 
 	DefaultDKIMKeyDir      = "/var/lib/correo/dkim"
 	DefaultDKIMPublishWait = time.Hour

@@ -42,6 +42,8 @@ type MailAuthSettings struct {
 	DKIMKeyDir        string            `json:"dkim_key_dir"`
 	DKIMPublishWaitMS int64             `json:"dkim_publish_wait_ms"`
 	DKIMKeys          []DKIMKeySettings `json:"dkim_keys"`
+	AuthServID        string            `json:"authserv_id"`
+	Inbound           string            `json:"inbound"`
 }
 
 // DKIMKeySettings is one published DKIM key of the records file.
@@ -145,7 +147,7 @@ func (p *Profile) Settings() Settings {
 			MailAuth: MailAuthSettings{SPFAll: c.MailAuth.SPFAll, DMARCPolicy: c.MailAuth.DMARCPolicy,
 				DMARCReports: c.MailAuth.DMARCReports, DKIMRecords: c.MailAuth.DKIMRecords,
 				DKIMKeyDir: c.MailAuth.DKIMKeyDir, DKIMPublishWaitMS: c.MailAuth.DKIMPublishWait.Std().Milliseconds(),
-				DKIMKeys: []DKIMKeySettings{}},
+				DKIMKeys: []DKIMKeySettings{}, AuthServID: c.MailAuth.AuthServID, Inbound: c.MailAuth.Inbound},
 		},
 		Hosts:     map[string]HostSettings{},
 		Endpoints: map[Service][]EndpointSetting{},

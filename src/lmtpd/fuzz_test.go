@@ -42,9 +42,26 @@ func FuzzTraceFromHeader(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, head []byte) {
-		id := traceFromHeader(head)
+		id, _ := traceFromHeader(head)
 		if id != "" && !validTrace(id) {
 			t.Fatalf("unsafe id %q from %q", id, head)
 		}
 	})
+}
+
+func TestFolderOnlyRightBeforeTheFirstTrace(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		junk bool
+	}{
+		{"Received: x\nX-Correo-Folder: Junk\nX-Correo-Trace: t1\nSubject: s\n\n", true},
+		{"Received: x\nX-Correo-Trace: t1\nX-Correo-Folder: Junk\nX-Correo-Trace: t2\n\n", false}, // forged below smtpd's
+		{"Received: x\nX-Correo-Folder: Sent\nX-Correo-Trace: t1\n\n", false},                       // only Junk
+		{"X-Correo-Folder: Junk\n\nX-Correo-Trace: t1\n", false},                                     // in the body
+		{"Received: x\nX-Correo-Trace: t1\n\n", false},
+	} {
+		if _, junk := traceFromHeader([]byte(tc.head)); junk != tc.junk {
+			t.Errorf("%q: junk %v, want %v", tc.head, junk, tc.junk)
+		}
+	}
 }

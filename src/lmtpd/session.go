@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"log/slog"
 	"net"
 	"strings"
@@ -244,7 +245,7 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		return nil
 	}
 	size := sp.Size()
-	trace := findTrace(sp.ReaderAt(), size)
+	trace, junk := findTrace(sp.ReaderAt(), size)
 	if trace == "" {
 		trace = logging.NewTraceID()
 	}
@@ -266,7 +267,11 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	if len(write) > 0 {
 		boxes := make([]*mailbox.Maildir, len(write))
 		for j, i := range write {
-			boxes[j] = mailbox.New(ss.rcpts[i].maildir)
+			box := ss.rcpts[i].maildir
+			if junk {
+				box = filepath.Join(box, JunkFolder) // quarantined by the mx
+			}
+			boxes[j] = mailbox.New(box)
 		}
 		var hdr string
 		if len(write) == 1 {

@@ -162,19 +162,30 @@ const maxHeaderScan = 64 << 10
 // pdeliveryd reuses the id so one id follows a message from MX to mailbox.
 const TraceHeader = "X-Correo-Trace"
 
+// FolderHeader is the field smtpd writes right before its X-Correo-Trace
+// to file a message in a folder. Only "Junk" is honoured (quarantine), and
+// only there: a sender cannot put a field above smtpd's own lines, and one
+// that forges both fields further down is not the first X-Correo-Trace.
+const FolderHeader = "X-Correo-Folder"
+
+// JunkFolder is the Maildir++ folder quarantined mail goes to.
+const JunkFolder = ".Junk"
+
 // findTrace returns the value of the first X-Correo-Trace header in the
 // header section of msg (LF line ends), or "" when there is none or its
-// value is not a plausible id.
-func findTrace(msg io.ReaderAt, size int64) string {
+// value is not a plausible id; and whether the line before it asks for
+// the Junk folder.
+func findTrace(msg io.ReaderAt, size int64) (trace string, junk bool) {
 	n := min(size, maxHeaderScan)
 	head := make([]byte, n)
 	if _, err := msg.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
-		return ""
+		return "", false
 	}
 	return traceFromHeader(head)
 }
 
-func traceFromHeader(head []byte) string {
+func traceFromHeader(head []byte) (string, bool) {
+	var prev []byte
 	for len(head) > 0 {
 		line := head
 		if i := bytes.IndexByte(head, '\n'); i >= 0 {
@@ -183,20 +194,23 @@ func traceFromHeader(head []byte) string {
 			head = nil
 		}
 		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
-			return "" // end of the header section
+			return "", false // end of the header section
 		}
 		name, value, ok := bytes.Cut(line, []byte{':'})
 		if !ok || !bytes.EqualFold(bytes.TrimRight(name, " \t"), []byte(TraceHeader)) {
+			prev = line
 			continue
 		}
+		pn, pv, _ := bytes.Cut(prev, []byte{':'})
+		junk := bytes.EqualFold(pn, []byte(FolderHeader)) && string(bytes.TrimSpace(pv)) == "Junk"
 		// A folded value (continuation lines) is not an id smtpd writes.
 		v := string(bytes.TrimSpace(value))
 		if validTrace(v) {
-			return v
+			return v, junk
 		}
-		return ""
+		return "", junk
 	}
-	return ""
+	return "", false
 }
 
 // validTrace accepts ids that are safe in a header and a log line: 1 to 64

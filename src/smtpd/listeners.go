@@ -25,7 +25,19 @@ func Listeners(srv *Server, auth Authenticator, listen func(cluster.Service) (ne
 			out = nil
 		}
 	}()
+	// Every listener gets the host's filters; each picks its messages by
+	// session (mail from outside is verified, the cluster's own signed).
+	var filters []Filter
+	if isMX {
+		filters = append(filters, NewVerify(srv, srv.cfg.AuthResolver))
+	}
+	if isRelay {
+		if sg := NewSign(srv); sg != nil {
+			filters = append(filters, sg)
+		}
+	}
 	open := func(name string, svc cluster.Service, pol Policy, implicit bool) error {
+		pol.Filters = filters
 		ln, err := listen(svc)
 		if err != nil {
 			return fmt.Errorf("%s (%s): %w", name, svc, err)

@@ -32,7 +32,7 @@ func TestReceivedHeader(t *testing.T) {
 			s := &Server{cfg: Config{Host: h}, name: "relay1.correo.test"}
 			ss := &session{s: s, info: Session{Helo: "client.example", Client: netip.MustParseAddr("192.0.2.7"), TLS: tt.tls, User: tt.user},
 				rcpts: []queue.Recipient{{Addr: "ana@correo.test"}}}
-			got := s.received(ss, "Q1", "T1", now)
+			got := s.received(ss, "Q1", "T1", "", now)
 			for _, w := range tt.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("header lacks %q:\n%s", w, got)

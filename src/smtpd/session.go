@@ -14,6 +14,7 @@ import (
 
 	"correo/src/delivery"
 	"correo/src/logging"
+	"correo/src/mailauth"
 	"correo/src/netserve"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
@@ -200,11 +201,16 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	trace := logging.NewTraceID()
 	now := time.Now()
-	io.WriteString(w, s.received(ss, w.ID(), trace, now))
-	_, err = io.Copy(w, netserve.DeadlineReader(r, ss.c.Conn(), lim.CommandTimeout, now.Add(lim.DataTimeout)))
-	if err != nil {
+	body := netserve.DeadlineReader(r, ss.c.Conn(), lim.CommandTimeout, now.Add(lim.DataTimeout))
+	if len(ss.l.Policy.Filters) == 0 {
+		io.WriteString(w, s.received(ss, w.ID(), trace, "", now))
+		if _, err = io.Copy(w, body); err != nil {
+			w.Abort()
+			return ss.dataError(err, trace)
+		}
+	} else if err := ss.filtered(w, body, trace, now); err != nil {
 		w.Abort()
-		return ss.dataError(err, trace)
+		return err
 	}
 	env := &queue.Envelope{From: ss.from, Trace: trace, Client: ss.info.Client.String(), Helo: ss.info.Helo,
 		User: ss.info.User, Rcpts: ss.rcpts}
@@ -226,6 +232,54 @@ func (ss *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},
 		Message: fmt.Sprintf("queued as %s (trace %s)", env.ID, trace)}
 }
+
+// filtered receives a message into a spool, runs the listener's filters
+// on it, and writes it to the queue file w with their verdict applied;
+// an error is the DATA's reply.
+func (ss *session) filtered(w *queue.Writer, body io.Reader, trace string, now time.Time) error {
+	s := ss.s
+	sp := &spool{dir: s.cfg.SpoolDir}
+	defer sp.close()
+	if _, err := io.Copy(sp, body); err != nil {
+		if errors.Is(err, errSpool) {
+			s.log.Error("cannot spool a message", logging.TraceKey, trace, "err", err)
+			return reply(451, "4.3.0", "cannot take the message now, try again later")
+		}
+		return ss.dataError(err, trace)
+	}
+	rcpts := make([]string, len(ss.rcpts))
+	for i, rc := range ss.rcpts {
+		rcpts[i] = rc.Addr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.DataTimeout)
+	defer cancel()
+	v, err := ss.runFilters(ctx, &FilterInput{Session: &ss.info, From: ss.from, Rcpts: rcpts, Trace: trace, Open: sp.open})
+	if err != nil {
+		s.log.Error("a filter failed", logging.TraceKey, trace, "err", err)
+		return reply(451, "4.3.0", "cannot check the message now, try again later")
+	}
+	if v.Reject != nil {
+		s.log.Info("message refused by a filter", logging.TraceKey, trace, "client", ss.info.Client.String(), "from", quote(ss.from),
+			"code", v.Reject.Code, "reply", v.Reject.Message)
+		return v.Reject
+	}
+	if v.Quarantine {
+		s.log.Info("message quarantined: filed in Junk", logging.TraceKey, trace, "from", quote(ss.from))
+	}
+	io.WriteString(w, s.received(ss, w.ID(), trace, folderLine(v), now))
+	if err := writeFiltered(w, sp.open(), v, maxFilterHeader); err != nil {
+		if errors.Is(err, queue.ErrStorage) {
+			return ss.dataError(err, trace)
+		}
+		s.log.Error("cannot queue a filtered message", logging.TraceKey, trace, "err", err)
+		return reply(451, "4.3.0", "cannot queue the message now, try again later")
+	}
+	return nil
+}
+
+// maxFilterHeader bounds the header block a filter rewrites; the mail
+// authentication filter refuses larger ones first (552 5.3.4).
+const maxFilterHeader = mailauth.DefaultMaxHeaderBytes
 
 // dataError is the reply for a message that could not be received.
 func (ss *session) dataError(err error, trace string) error {
@@ -257,7 +311,7 @@ func (ss *session) dataError(err error, trace string) error {
 // queue id and trace id, and X-Correo-Trace, which pdeliveryd reuses so
 // the whole path logs one id. It comes first, so a forged X-Correo-Trace
 // further down is never the one read.
-func (s *Server) received(ss *session, id, trace string, now time.Time) string {
+func (s *Server) received(ss *session, id, trace, folder string, now time.Time) string {
 	proto := "ESMTP"
 	if ss.info.TLS {
 		proto = "ESMTPS"
@@ -275,6 +329,7 @@ func (s *Server) received(ss *session, id, trace string, now time.Time) string {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", ss.rcpts[0].Addr)
 	}
 	fmt.Fprintf(&b, ";\r\n\t%s\r\n", now.Format(time.RFC1123Z))
+	b.WriteString(folder)
 	fmt.Fprintf(&b, "X-Correo-Trace: %s\r\n", trace)
 	return b.String()
 }

@@ -42,6 +42,8 @@
 package smtpd
 
 import (
+	"correo/src/mailauth"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -105,6 +107,13 @@ type Config struct {
 	TLS    *tls.Config
 	Log    *slog.Logger
 	Limits Limits
+	// AuthResolver is the DNS the mx's SPF, DKIM and DMARC checks ask;
+	// nil: the system's name servers.
+	AuthResolver mailauth.Resolver
+	// SpoolDir is where a message larger than 1 MiB waits while filters
+	// read it (the state directory); "" is the system's temporary
+	// directory.
+	SpoolDir string
 }
 
 // Session is what a Policy sees of a connection.
@@ -139,6 +148,10 @@ type Policy struct {
 	// Queued is told of every message queued (relay: the per-user
 	// hourly count).
 	Queued func(s *Session)
+	// Filters see every message before it is queued, in order (mail
+	// authentication, then DKIM signing); each decides from the Session
+	// whether the message is its business.
+	Filters []Filter
 }
 
 // Listener is one port a Server serves.

@@ -35,6 +35,7 @@ import (
 	"correo/src/cluster"
 	"correo/src/daemon"
 	"correo/src/delivery"
+	"correo/src/mailauth"
 	"correo/src/queue"
 	"correo/src/remote"
 	"correo/src/smtpd"
@@ -52,7 +53,7 @@ func main() {
 func run(args []string, stderr io.Writer) error {
 	f := daemon.NewFlags("smtpd")
 	f.FlagSet.SetOutput(stderr)
-	resolvers := f.FlagSet.String("resolvers", "", "relay, for tests: comma-separated name servers (host:port) for MX lookups; empty: /etc/resolv.conf")
+	resolvers := f.FlagSet.String("resolvers", "", "for tests: comma-separated name servers (host:port) for the relay's MX lookups and the mx's SPF, DKIM and DMARC checks; empty: /etc/resolv.conf")
 	remotePort := f.FlagSet.Int("remote-port", 25, "relay, for tests: the port of other domains' MX hosts")
 	lmtpSocket := f.FlagSet.String("lmtp-socket", delivery.DefaultSocket, "on a host that is also a storage host: this host's pdeliveryd Unix socket (TCP when it is unusable)")
 	env, err := f.Start(args, cluster.RoleMX, cluster.RoleRelay)
@@ -123,7 +124,12 @@ func run(args []string, stderr io.Writer) error {
 		q.Close(context.Background())
 		return err
 	}
-	srv, err := smtpd.New(smtpd.Config{Profile: p, Host: h, Queue: q, Users: users, TLS: tlsCfg, Log: log})
+	var authDNS mailauth.Resolver
+	if *resolvers != "" {
+		authDNS = mailauth.NewResolver(strings.Split(*resolvers, ",")...)
+	}
+	srv, err := smtpd.New(smtpd.Config{Profile: p, Host: h, Queue: q, Users: users, TLS: tlsCfg, Log: log,
+		AuthResolver: authDNS, SpoolDir: env.StateDir})
 	if err != nil {
 		q.Close(context.Background())
 		return err
