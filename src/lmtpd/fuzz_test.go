@@ -56,8 +56,8 @@ func TestFolderOnlyRightBeforeTheFirstTrace(t *testing.T) {
 	}{
 		{"Received: x\nX-Correo-Folder: Junk\nX-Correo-Trace: t1\nSubject: s\n\n", true},
 		{"Received: x\nX-Correo-Trace: t1\nX-Correo-Folder: Junk\nX-Correo-Trace: t2\n\n", false}, // forged below smtpd's
-		{"Received: x\nX-Correo-Folder: Sent\nX-Correo-Trace: t1\n\n", false},                       // only Junk
-		{"X-Correo-Folder: Junk\n\nX-Correo-Trace: t1\n", false},                                     // in the body
+		{"Received: x\nX-Correo-Folder: Sent\nX-Correo-Trace: t1\n\n", false},                     // only Junk
+		{"X-Correo-Folder: Junk\n\nX-Correo-Trace: t1\n", false},                                  // in the body
 		{"Received: x\nX-Correo-Trace: t1\n\n", false},
 	} {
 		if _, junk := traceFromHeader([]byte(tc.head)); junk != tc.junk {

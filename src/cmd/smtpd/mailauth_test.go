@@ -121,7 +121,7 @@ func TestMailAuthentication(t *testing.T) {
 	ports := fmt.Sprintf("submission = %d\nrelay = %d\n", clustertest.FreePort(t, addrs...), clustertest.FreePort(t, addrs...))
 	c := clustertest.NewCluster(t, clustertest.Spec{Network: "127.0.0.0/24", TrustedNetwork: true,
 		ClusterTOML: ports + fmt.Sprintf("[cluster.mail_auth]\nauthserv_id = \"mx.correo.test\"\ndkim_records = %q\ndkim_key_dir = %q\n", records, keyDir),
-		Hosts: []clustertest.HostSpec{{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "relay", "storage"}}}})
+		Hosts:       []clustertest.HostSpec{{Name: "mx1", Address: "127.0.0.1", Roles: []string{"passwd-primary", "mx", "relay", "storage"}}}})
 	e := &env{c: c}
 	e.passwd = c.StartPasswdd(t, "mx1")
 	hash, err := directory.HashPassword("secret", c.Profile.Cluster.Passwd.BcryptCost)
