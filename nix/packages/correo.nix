@@ -40,7 +40,7 @@ buildGoModule {
   # wrong hash makes the build print the right one), and a different Go
   # release could in principle write vendor/modules.txt differently; if
   # the nixpkgs build disagrees, trust the hash it reports.
-  vendorHash = "sha256-edh6kcAhjOTbxoNShTVSmjrTk7HU2EXUGY6vh7TRasA=";
+  vendorHash = "sha256-9+seMLUb2Aw8Pa94UXIaiHENF4YXet77SBOxPfjUwb0=";
 
   subPackages = map (c: "src/cmd/${c}") commands;
 
