@@ -125,6 +125,16 @@ let
             { k = "inbound"; t = t.str; }
           ];
         }
+        {
+          k = "milter";
+          t = arrayOfTables [
+            { k = "name"; t = t.str; }
+            { k = "address"; t = t.str; }
+            { k = "roles"; t = t.strs; }
+            { k = "timeout"; t = t.str; }
+            { k = "on_failure"; t = t.str; }
+          ];
+        }
       ];
     }
     {
@@ -300,6 +310,43 @@ let
         let r = map parseDuration (get queueRaw "retry" [ ]);
         in if r == [ ] then map (ms: { inherit ms; }) [ 60000 300000 900000 1800000 3600000 ] else r;
       queueLifetime = if queueRaw ? lifetime then parseDuration queueRaw.lifetime else { ms = 432000000; };
+      # [[cluster.milter]] (validateMilters in Go).
+      milters = map
+        (m: {
+          name = m.name or "";
+          address = m.address or "";
+          roles = m.roles or [ ];
+          timeout = if m ? timeout then parseDuration m.timeout else { ms = 30000; };
+          on_failure = let x = m.on_failure or ""; in if x == "" then "tempfail" else x;
+        })
+        (rc.milter or [ ]);
+      validMilterAddress = a:
+        let
+          u = builtins.match "unix:(/.+)" a;
+          t = builtins.match "tcp:(.+):([0-9]+)" a;
+          digits = if t == null then [ "0" ] else builtins.match "0*([0-9]{1,6}).*" (elemAt t 1);
+          port = if digits == null then 0 else builtins.fromJSON (if head digits == "" then "0" else head digits);
+        in u != null || (t != null && builtins.match "[][]*" (elemAt t 0) == null
+          && port >= 1 && port <= 65535);
+      milterErrors = concatLists (imap0
+        (i: m:
+          let
+            key = "cluster.milter[${toString i}]";
+            before = genList (j: elemAt milters j) i;
+          in
+          concatLists [
+            (if !isLabel m.name then [ (err "${key}.name" "${quote m.name} is not a name: use 1-63 lower-case letters, digits and '-'") ]
+             else if builtins.any (b: b.name == m.name) before then [ (err "${key}.name" "milter ${quote m.name} named twice") ]
+             else [ ])
+            (if validMilterAddress m.address then [ ] else [ (err "${key}.address" "${quote m.address} is not a milter address: want \"tcp:HOST:PORT\" or \"unix:/PATH\"") ])
+            (if m.roles == [ ] then [ (err "${key}.roles" "missing: \"mx\" (mail from outside), \"relay\" (the cluster's own mail) or both") ] else [ ])
+            (concatMap (r: if elem r [ "mx" "relay" ] then [ ] else [ (err "${key}.roles" "role ${quote r} has no smtpd: expected \"mx\" or \"relay\"") ]) m.roles)
+            (if m.timeout ? error then [ (err "${key}.timeout" m.timeout.error) ]
+             else if m.timeout.ms > 600000 then [ (err "${key}.timeout" "${formatDuration m.timeout.ms} is out of range: more than 0s, at most 10m0s") ]
+             else [ ])
+            (if elem m.on_failure [ "tempfail" "accept" ] then [ ] else [ (err "${key}.on_failure" "unknown failure policy ${quote m.on_failure}: expected \"tempfail\" or \"accept\"") ])
+          ])
+        milters);
       # [cluster.mail_auth] (validateMailAuth in Go).
       mailAuthRaw = rc.mail_auth or { };
       spfAll = let x = get mailAuthRaw "spf_all" ""; in if x == "" then "fail" else x;
@@ -452,6 +499,7 @@ let
           svcs.portKeys)
         nssErrors
         mailAuthErrors
+        milterErrors
         (concatMap (r: if r ? error then [ (err "cluster.queue.retry" r.error) ] else [ ]) queueRetry)
         (if queueLifetime ? error then [ (err "cluster.queue.lifetime" queueLifetime.error) ] else [ ])
       ];
@@ -656,6 +704,7 @@ let
           authserv_id = authServID;
           inherit inbound;
         };
+        milters = map (m: { inherit (m) name address roles on_failure; timeout_ms = m.timeout.ms or 0; }) milters;
       };
 
       # validatePorts: two services of one host on the same port and

@@ -317,6 +317,7 @@ func (v *validator) validateCluster() {
 	}
 	v.validateNSS()
 	v.validateMailAuth()
+	v.validateMilters()
 	if len(c.Queue.Retry) == 0 {
 		c.Queue.Retry = DefaultQueueRetry()
 	}
@@ -477,6 +478,61 @@ func (v *validator) validateMailAuth() {
 	if m.DMARCReports != "" && !isMailAddress(m.DMARCReports) {
 		v.errAt("cluster.mail_auth.dmarc_reports", -1, "%q is not a plain address such as \"dmarc@example.net\" (it goes into a DNS record: no spaces, ';', ',' or '!')", m.DMARCReports)
 	}
+}
+
+func (v *validator) validateMilters() {
+	seen := map[string]bool{}
+	for i := range v.p.Cluster.Milters {
+		m := &v.p.Cluster.Milters[i]
+		key := fmt.Sprintf("cluster.milter[%d]", i)
+		if !isLabel(m.Name) {
+			v.errAt(key+".name", -1, "%q is not a name: use 1-63 lower-case letters, digits and '-'", m.Name)
+		} else if seen[m.Name] {
+			v.errAt(key+".name", -1, "milter %q named twice", m.Name)
+		}
+		seen[m.Name] = true
+		if !validMilterAddress(m.Address) {
+			v.errAt(key+".address", -1, "%q is not a milter address: want \"tcp:HOST:PORT\" or \"unix:/PATH\"", m.Address)
+		}
+		if len(m.Roles) == 0 {
+			v.errAt(key+".roles", -1, "missing: \"mx\" (mail from outside), \"relay\" (the cluster's own mail) or both")
+		}
+		for _, r := range m.Roles {
+			if r != RoleMX && r != RoleRelay {
+				v.errAt(key+".roles", -1, "role %q has no smtpd: expected \"mx\" or \"relay\"", r)
+			}
+		}
+		if m.Timeout == 0 {
+			m.Timeout = Duration(DefaultMilterTimeout)
+		} else if m.Timeout < 0 || m.Timeout.Std() > 10*time.Minute {
+			v.errAt(key+".timeout", -1, "%s is out of range: more than 0s, at most 10m0s", m.Timeout.Std())
+		}
+		switch m.OnFailure {
+		case "":
+			m.OnFailure = MilterTempfail
+		case MilterTempfail, MilterAccept:
+		default:
+			v.errAt(key+".on_failure", -1, "unknown failure policy %q: expected %q or %q", m.OnFailure, MilterTempfail, MilterAccept)
+		}
+	}
+}
+
+// validMilterAddress accepts tcp:HOST:PORT (a port of 1-65535) and
+// unix:/PATH, the two forms smtpd dials.
+func validMilterAddress(a string) bool {
+	if p, ok := strings.CutPrefix(a, "unix:"); ok {
+		return strings.HasPrefix(p, "/") && len(p) > 1
+	}
+	rest, ok := strings.CutPrefix(a, "tcp:")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndexByte(rest, ':')
+	if i <= 0 {
+		return false
+	}
+	port, err := strconv.Atoi(rest[i+1:])
+	return err == nil && port >= 1 && port <= 65535 && strings.Trim(rest[:i], "[]") != ""
 }
 
 // isMailAddress accepts local@domain with a dot-atom local part of

@@ -100,6 +100,25 @@ type Cluster struct {
 	// MailAuth is what the zone tells other mail systems about the
 	// cluster's own mail: SPF and DMARC.
 	MailAuth MailAuth `toml:"mail_auth"`
+	// Milters are the content filters smtpd hands every message to
+	// (rspamd's proxy worker in milter mode, say), in order.
+	Milters []Milter `toml:"milter"`
+}
+
+// Milter is one [[cluster.milter]].
+type Milter struct {
+	Name string `toml:"name"`
+	// Address is "tcp:HOST:PORT" or "unix:/PATH".
+	Address string `toml:"address"`
+	// Roles are the smtpd roles that use it: "mx" (mail from outside)
+	// and/or "relay" (the users' and hosts' own mail).
+	Roles []Role `toml:"roles"`
+	// Timeout bounds each exchange with the milter (default 30s).
+	Timeout Duration `toml:"timeout"`
+	// OnFailure is what a message gets when the milter is down, slow or
+	// answers garbage: "tempfail" (the default: 451, the sender retries)
+	// or "accept" (queued unfiltered, logged).
+	OnFailure string `toml:"on_failure"`
 }
 
 // MailAuth is [cluster.mail_auth].
@@ -145,6 +164,10 @@ const (
 	DMARCNone       = "none"
 	DMARCQuarantine = "quarantine"
 	DMARCReject     = "reject"
+
+	MilterTempfail       = "tempfail"
+	MilterAccept         = "accept"
+	DefaultMilterTimeout = 30 * time.Second
 
 	InboundEnforce = "enforce"
 	InboundRecord  = "record"

@@ -31,6 +31,16 @@ type ClusterSettings struct {
 	NSS             NSSSettings      `json:"nss"`
 	Queue           QueueSettings    `json:"queue"`
 	MailAuth        MailAuthSettings `json:"mail_auth"`
+	Milters         []MilterSettings `json:"milters"`
+}
+
+// MilterSettings is one [[cluster.milter]] with defaults.
+type MilterSettings struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Roles     []Role `json:"roles"`
+	TimeoutMS int64  `json:"timeout_ms"`
+	OnFailure string `json:"on_failure"`
 }
 
 // MailAuthSettings is [cluster.mail_auth] with defaults.
@@ -155,6 +165,11 @@ func (p *Profile) Settings() Settings {
 	for _, k := range p.DKIM {
 		s.Cluster.MailAuth.DKIMKeys = append(s.Cluster.MailAuth.DKIMKeys, DKIMKeySettings{Domain: k.Domain, Selector: k.Selector,
 			Algorithm: string(k.Algorithm), PublicKey: k.PublicKey, Created: k.Created.UTC().Format(time.RFC3339)})
+	}
+	s.Cluster.Milters = []MilterSettings{}
+	for _, m := range c.Milters {
+		s.Cluster.Milters = append(s.Cluster.Milters, MilterSettings{Name: m.Name, Address: m.Address, Roles: m.Roles,
+			TimeoutMS: m.Timeout.Std().Milliseconds(), OnFailure: m.OnFailure})
 	}
 	s.Cluster.Queue.LifetimeMS = c.Queue.Lifetime.Std().Milliseconds()
 	s.Cluster.Queue.RetryMS = []int64{}
