@@ -196,11 +196,13 @@ func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []
 			hasModSeq = true
 			parts = append(parts, fmt.Sprintf("MODSEQ (%d)", m.ModSeq))
 		case "ENVELOPE":
-			msg, err := load()
+			v, err := ss.rendered("E", m, load, func(msg *imapmsg.Message) []byte {
+				return imapmsg.AppendEnvelope(nil, msg.Envelope(), ss.utf8)
+			})
 			if err != nil {
 				return "", false, err
 			}
-			parts = append(parts, "ENVELOPE "+string(imapmsg.AppendEnvelope(nil, msg.Envelope(), ss.utf8)))
+			parts = append(parts, "ENVELOPE "+v)
 		case "BODYSTRUCTURE", "BODY":
 			if a.Name == "BODY" && a.Section != nil {
 				if done, err := ss.bodyItem(a, flags, load, &parts); err != nil || done {
@@ -208,11 +210,14 @@ func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []
 				}
 				continue
 			}
-			msg, err := load()
+			ext := a.Name == "BODYSTRUCTURE"
+			v, err := ss.rendered(a.Name[:1]+a.Name[len(a.Name)-1:], m, load, func(msg *imapmsg.Message) []byte {
+				return imapmsg.AppendBodyStructure(nil, msg.BodyStructure(), ext, ss.utf8)
+			})
 			if err != nil {
 				return "", false, err
 			}
-			parts = append(parts, a.Name+" "+string(imapmsg.AppendBodyStructure(nil, msg.BodyStructure(), a.Name == "BODYSTRUCTURE", ss.utf8)))
+			parts = append(parts, a.Name+" "+v)
 		default:
 			if done, err := ss.bodyItem(a, flags, load, &parts); err != nil || done {
 				return "", done, err
@@ -226,6 +231,24 @@ func (ss *session) fetchOne(cmd *imapwire.Command, m *mailstore.Message, atts []
 		parts = append(parts, fmt.Sprintf("MODSEQ (%d)", m.ModSeq))
 	}
 	return strings.Join(parts, " "), false, nil
+}
+
+// rendered answers a message's ENVELOPE or BODY[STRUCTURE] from the
+// server's render cache, parsing the file only on a miss. The key holds
+// the mailbox, the file's key (its content never changes) and how the
+// session renders (UTF8=ACCEPT).
+func (ss *session) rendered(kind string, m *mailstore.Message, load func() (*imapmsg.Message, error), render func(*imapmsg.Message) []byte) (string, error) {
+	key := kind + strconv.FormatBool(ss.utf8) + "\x00" + ss.root + "\x00" + m.Key
+	if v, ok := ss.s.render.get(key); ok {
+		return v, nil
+	}
+	msg, err := load()
+	if err != nil {
+		return "", err
+	}
+	v := string(render(msg))
+	ss.s.render.put(key, v)
+	return v, nil
 }
 
 // errUnknownCTE is BINARY of a part whose encoding correo cannot undo:

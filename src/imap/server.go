@@ -46,6 +46,10 @@ type Limits struct {
 	MaxConnections int
 	// Wire bounds one command (line, literals, nesting).
 	Wire imapwire.Limits
+	// RenderCacheBytes bounds the memory of rendered ENVELOPE and
+	// BODYSTRUCTURE answers shared by all sessions (default 64 MiB,
+	// roughly 200 000 messages; negative: none).
+	RenderCacheBytes int
 }
 
 // DefaultLimits are the limits of zero fields.
@@ -53,7 +57,8 @@ var DefaultLimits = Limits{
 	IdleTimeout:    30 * time.Minute,
 	LoginTimeout:   time.Minute,
 	MaxBadCommands: 20,
-	MaxConnections: 10000,
+	MaxConnections:   10000,
+	RenderCacheBytes: 64 << 20,
 }
 
 // Config configures a Server.
@@ -89,6 +94,7 @@ type Server struct {
 
 	group  netserve.Group
 	active atomic.Int64
+	render *renderCache
 }
 
 // New builds a server; nothing listens until Serve.
@@ -115,6 +121,9 @@ func New(cfg Config) (*Server, error) {
 	if l.MaxConnections <= 0 {
 		l.MaxConnections = DefaultLimits.MaxConnections
 	}
+	if l.RenderCacheBytes == 0 {
+		l.RenderCacheBytes = DefaultLimits.RenderCacheBytes
+	}
 	if cfg.AuthTimeout <= 0 {
 		cfg.AuthTimeout = 2*cfg.Profile.Cluster.Passwd.Timeout.Std() + time.Second
 	}
@@ -133,6 +142,7 @@ func New(cfg Config) (*Server, error) {
 		network: cfg.Profile.NetworkPrefix(),
 		proxies: map[netip.Addr]bool{},
 		trusted: cfg.Profile.Cluster.TrustedNetwork,
+		render:  newRenderCache(l.RenderCacheBytes),
 	}
 	for _, h := range cfg.Profile.HostsWithRole(cluster.RoleMailProxy) {
 		s.proxies[h.Addr()] = true

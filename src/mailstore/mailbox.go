@@ -770,7 +770,7 @@ func (mb *Mailbox) Open(uid uint32) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := openMessage(p)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return f, err
 	}
@@ -796,5 +796,5 @@ func (mb *Mailbox) Open(uid uint32) (*os.File, error) {
 	if err := finish(ops, true); err != nil {
 		return nil, err
 	}
-	return os.Open(path)
+	return openMessage(path)
 }
