@@ -54,9 +54,9 @@ type Limits struct {
 
 // DefaultLimits are the limits of zero fields.
 var DefaultLimits = Limits{
-	IdleTimeout:    30 * time.Minute,
-	LoginTimeout:   time.Minute,
-	MaxBadCommands: 20,
+	IdleTimeout:      30 * time.Minute,
+	LoginTimeout:     time.Minute,
+	MaxBadCommands:   20,
 	MaxConnections:   10000,
 	RenderCacheBytes: 64 << 20,
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"correo/src/mailauth"
+	"correo/src/milter"
 )
 
 // Filter sees a whole message after DATA and before it is queued: mail
@@ -29,9 +30,10 @@ type FilterInput struct {
 	From    string   // the reverse-path, "" for the null sender
 	Rcpts   []string // the accepted recipients
 	Trace   string
+	QueueID string
 	// Open returns the message as received, from its first byte, as
 	// often as a filter needs it.
-	Open func() io.Reader
+	Open func() io.ReadSeeker
 }
 
 // Verdict is a filter's word on a message. The zero Verdict passes it
@@ -47,6 +49,11 @@ type Verdict struct {
 	StripAuthResults string
 	// Quarantine files the message in the recipients' Junk folder.
 	Quarantine bool
+	// Discard answers 250 and drops the message (a milter's discard).
+	Discard bool
+	// Changes are a milter's header changes, applied to the message as
+	// received (milter.Rewrite).
+	Changes []milter.HeaderChange
 }
 
 // FolderHeader tells pdeliveryd to file a message in a folder (only
@@ -91,7 +98,7 @@ func (s *spool) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *spool) open() io.Reader {
+func (s *spool) open() io.ReadSeeker {
 	if s.file == nil {
 		return bytes.NewReader(s.mem.Bytes())
 	}
@@ -115,9 +122,10 @@ func (ss *session) runFilters(ctx context.Context, in *FilterInput) (Verdict, er
 		if err != nil {
 			return Verdict{}, fmt.Errorf("%s: %w", f.Name(), err)
 		}
-		if v.Reject != nil {
+		if v.Reject != nil || v.Discard {
 			return v, nil
 		}
+		out.Changes = append(out.Changes, v.Changes...)
 		out.Prepend = v.Prepend + out.Prepend
 		out.Quarantine = out.Quarantine || v.Quarantine
 		if v.StripAuthResults != "" {
@@ -133,6 +141,12 @@ func (ss *session) runFilters(ctx context.Context, in *FilterInput) (Verdict, er
 func writeFiltered(w io.Writer, msg io.Reader, v Verdict, maxHeader int) error {
 	if _, err := io.WriteString(w, v.Prepend); err != nil {
 		return err
+	}
+	if len(v.Changes) > 0 {
+		pr, pw := io.Pipe()
+		go func(src io.Reader) { pw.CloseWithError(milter.Rewrite(pw, src, v.Changes)) }(msg)
+		defer pr.Close()
+		msg = pr
 	}
 	if v.StripAuthResults == "" {
 		_, err := io.Copy(w, msg)

@@ -31,6 +31,15 @@ func Listeners(srv *Server, auth Authenticator, listen func(cluster.Service) (ne
 	if isMX {
 		filters = append(filters, NewVerify(srv, srv.cfg.AuthResolver))
 	}
+	ms, err := NewMilters(srv)
+	if err != nil {
+		return nil, err
+	}
+	if ms != nil {
+		filters = append(filters, ms)
+	}
+	// Signing comes last, over the message as received: a relay milter's
+	// header changes must not touch the signed fields (From, Subject...).
 	if isRelay {
 		if sg := NewSign(srv); sg != nil {
 			filters = append(filters, sg)

@@ -210,6 +210,9 @@ func (ss *session) Data(r io.Reader) error {
 		}
 	} else if err := ss.filtered(w, body, trace, now); err != nil {
 		w.Abort()
+		if errors.Is(err, errDiscarded) {
+			return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("accepted (trace %s)", trace)}
+		}
 		return err
 	}
 	env := &queue.Envelope{From: ss.from, Trace: trace, Client: ss.info.Client.String(), Helo: ss.info.Helo,
@@ -253,7 +256,7 @@ func (ss *session) filtered(w *queue.Writer, body io.Reader, trace string, now t
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.DataTimeout)
 	defer cancel()
-	v, err := ss.runFilters(ctx, &FilterInput{Session: &ss.info, From: ss.from, Rcpts: rcpts, Trace: trace, Open: sp.open})
+	v, err := ss.runFilters(ctx, &FilterInput{Session: &ss.info, From: ss.from, Rcpts: rcpts, Trace: trace, QueueID: w.ID(), Open: sp.open})
 	if err != nil {
 		s.log.Error("a filter failed", logging.TraceKey, trace, "err", err)
 		return reply(451, "4.3.0", "cannot check the message now, try again later")
@@ -262,6 +265,9 @@ func (ss *session) filtered(w *queue.Writer, body io.Reader, trace string, now t
 		s.log.Info("message refused by a filter", logging.TraceKey, trace, "client", ss.info.Client.String(), "from", quote(ss.from),
 			"code", v.Reject.Code, "reply", v.Reject.Message)
 		return v.Reject
+	}
+	if v.Discard {
+		return errDiscarded
 	}
 	if v.Quarantine {
 		s.log.Info("message quarantined: filed in Junk", logging.TraceKey, trace, "from", quote(ss.from))
@@ -276,6 +282,9 @@ func (ss *session) filtered(w *queue.Writer, body io.Reader, trace string, now t
 	}
 	return nil
 }
+
+// errDiscarded: a filter dropped the message; the client still gets 250.
+var errDiscarded = errors.New("discarded by a filter")
 
 // maxFilterHeader bounds the header block a filter rewrites; the mail
 // authentication filter refuses larger ones first (552 5.3.4).
