@@ -375,6 +375,13 @@ func (c *Client) exchange(ctx context.Context, req *pwproto.Request, order []*se
 		}
 		a, err := c.attempt(ctx, s, req, ch)
 		if err == errNoAnswer {
+			// Close closes the sockets too: a send or a refusal that
+			// fails because of it is the close, not a silent server.
+			select {
+			case <-c.done:
+				return answer{}, ErrClosed
+			default:
+			}
 			tried = append(tried, fmt.Sprintf("%s %s", s.which, s.addr))
 			continue
 		}
