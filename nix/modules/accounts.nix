@@ -53,6 +53,11 @@ let
       "z ${host.tls.cert} 0644 root root -"
       "z ${host.tls.key} 0640 root ${rules.tlsGroup} -"
     ]
+    # The relays' DKIM private keys (tmpfiles() in Go).
+    ++ optionals (builtins.elem "relay" host.roles && c.mail_auth.dkim_records != "") [
+      "d ${c.mail_auth.dkim_key_dir} 0750 root ${rules.keyGroup} -"
+      "Z ${c.mail_auth.dkim_key_dir} - root ${rules.keyGroup} -"
+    ]
     ++ optional (host.storage != null && mailUser != null) "d ${host.storage.data_dir} 0750 ${mailUser} ${mailUser} -"
     ++ [ "d /var/log/correo 0750 root adm -" ];
 in

@@ -92,6 +92,12 @@ func tmpfiles(p *cluster.Profile, h *cluster.Host, daemons []Daemon) []byte {
 			fmt.Sprintf("z %s 0644 root root -", h.TLS.Cert),
 			fmt.Sprintf("z %s 0640 root %s -", h.TLS.Key, Data.TLSGroup))
 	}
+	if h.HasRole(cluster.RoleRelay) && p.Cluster.MailAuth.DKIMRecords != "" {
+		// The DKIM private keys: the relays' smtpd reads them through the
+		// key group; files an operator copies in get that group too.
+		dir := p.Cluster.MailAuth.DKIMKeyDir
+		out = append(out, fmt.Sprintf("d %s 0750 root %s -", dir, Data.KeyGroup), fmt.Sprintf("Z %s - root %s -", dir, Data.KeyGroup))
+	}
 	if h.Storage != nil {
 		for _, d := range daemons {
 			if d.Mail {
