@@ -54,7 +54,8 @@ login-bench: deps
 
 # End-to-end messages/s (SMTP → queue → LMTP → Maildir, fsync on), 4 KB
 # messages, 20 sessions driven by Postfix's smtp-source: smtp-sink alone,
-# correo, and a private Postfix delivering into Maildirs, in one run
+# correo, correo with SPF/DKIM/DMARC checks, the same plus rspamd as
+# milter, and a private Postfix delivering into Maildirs, in one run
 # (root). CORREO_BENCH_DIR: the disk to measure; CORREO_BENCH_MESSAGES:
 # messages per target (2000). Prints a table.
 smtp-bench: deps

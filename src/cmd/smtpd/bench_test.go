@@ -25,6 +25,9 @@ import (
 //
 //	sink     smtp-sink alone: SMTP with no storage (the ceiling)
 //	correo   smtpd → queue (fsync) → LMTP → pdeliveryd → Maildir (fsync)
+//	auth     the same with the mx's checks: SPF, DKIM and DMARC against a
+//	         test DNS server (the client is outside the cluster network)
+//	filters  auth, and a private rspamd as milter
 //	postfix  a private Postfix: smtpd → queue → virtual(8) → Maildir
 //
 // accepted/s counts until smtp-source has its last 250; delivered/s (the
@@ -85,6 +88,12 @@ func benchSMTP(b *testing.B, dir string) {
 	if want("correo") {
 		targets = append(targets, benchCorreo(b, dir, users))
 	}
+	if want("auth") {
+		targets = append(targets, benchCorreoFilters(b, dir, users, false))
+	}
+	if want("filters") {
+		targets = append(targets, benchCorreoFilters(b, dir, users, true))
+	}
 	if want("postfix") {
 		targets = append(targets, benchPostfix(b, dir, users))
 	}
@@ -92,6 +101,7 @@ func benchSMTP(b *testing.B, dir string) {
 	// take turns, round after round, and the ratio is taken within each
 	// round, where the conditions were alike.
 	rates := map[string][]float64{} // delivered/s per target per round
+	cpus := map[string][]float64{}  // machine CPU µs per message
 	var rows []string
 	for r := 1; r <= rounds; r++ {
 		for _, t := range targets {
@@ -106,6 +116,7 @@ func benchSMTP(b *testing.B, dir string) {
 			d := drive(b, source, t.addr, users, perUser, total, stored)
 			cpu := machineCPU() - cpu0
 			rates[t.key] = append(rates[t.key], float64(total)/d[1].Seconds())
+			cpus[t.key] = append(cpus[t.key], cpu.Seconds()*1e6/float64(total))
 			rows = append(rows, row(fmt.Sprintf("%d %s", r, t.name), total, d)+fmt.Sprintf(" %10.0f", cpu.Seconds()*1e6/float64(total)))
 		}
 	}
@@ -128,6 +139,13 @@ func benchSMTP(b *testing.B, dir string) {
 		fmt.Printf("; correo/postfix per round %s, median %.2f", fmtRatios(ratios), median(ratios))
 	}
 	fmt.Println()
+	for _, f := range []struct{ key, what string }{{"auth", "SPF/DKIM/DMARC"}, {"filters", "SPF/DKIM/DMARC + rspamd"}} {
+		if len(rates["correo"]) == rounds && len(rates[f.key]) == rounds {
+			on, off := median(rates[f.key]), median(rates["correo"])
+			fmt.Printf("%s on: %.0f delivered/s, off: %.0f; wall time per message %+.2f ms, machine CPU per message %+.0f µs\n",
+				f.what, on, off, 1e3/on-1e3/off, median(cpus[f.key])-median(cpus["correo"]))
+		}
+	}
 }
 
 type target struct {
@@ -155,6 +173,42 @@ func benchCorreo(b *testing.B, dir string, users int) target {
 	a, _ := c.Profile.Listen("mx1", cluster.SvcSMTP)
 	return target{"correo", "correo smtpd+pdeliveryd", a.String(), func() int { return countFiles(c.DataDir("mx1")) }}
 
+}
+
+// benchCorreoFilters is correo with the mx's filters on: the client is
+// outside the cluster network (127.0.2.0/24), so every message gets SPF,
+// DKIM and DMARC checked against a test DNS server (the sender's domain
+// publishes SPF and DMARC p=none) and goes through a private rspamd as
+// milter before it is queued.
+func benchCorreoFilters(b *testing.B, dir string, users int, withMilter bool) target {
+	records := []string{`example.org. 60 IN TXT "v=spf1 ip4:127.0.0.0/8 -all"`, `_dmarc.example.org. 60 IN TXT "v=DMARC1; p=none"`}
+	key, name, milters := "auth", "correo + SPF/DKIM/DMARC", ""
+	if withMilter {
+		r := clustertest.StartRspamd(b, records...)
+		key, name = "filters", "correo + SPF/DKIM/DMARC + rspamd"
+		milters = fmt.Sprintf("[[cluster.milter]]\nname = \"rspamd\"\naddress = \"tcp:%s\"\nroles = [\"mx\"]\ntimeout = \"1m\"\n", r.Addr())
+	}
+	dnsAddr := clustertest.StartDNS(b, clustertest.Zone(b, records...))
+	addr := "127.0.2.1"
+	if withMilter {
+		addr = "127.0.2.2"
+	}
+	c := clustertest.NewCluster(b, clustertest.Spec{LogLevel: "info", Network: "127.0.2.0/24", ClusterTOML: milters,
+		Hosts: []clustertest.HostSpec{
+			{Name: "mx1", Address: addr, Roles: []string{"passwd-primary", "mx", "storage"}, DataDir: filepath.Join(dir, "correo-"+key+"-mail")},
+		}})
+	c.StartDaemon(b, "passwdd", "mx1", false)
+	var us []directory.User
+	for i := 0; i < users; i++ {
+		us = append(us, directory.User{Name: fmt.Sprintf("u%d", i), Storage: "mx1"})
+	}
+	c.AddUsers(b, us...)
+	c.StartDaemon(b, "pdeliveryd", "mx1", false)
+	bin := clustertest.Build(b, "smtpd", false)
+	clustertest.StartNotify(b, "smtpd-"+key, []string{bin, "-profile", c.ProfilePath, "-host", "mx1", "-state", filepath.Join(dir, "correo-"+key+"-smtpd"),
+		"-resolvers", dnsAddr, "-lmtp-socket", filepath.Join(c.StateDir("mx1", "pdeliveryd"), delivery.SocketName)}, nil)
+	a, _ := c.Profile.Listen("mx1", cluster.SvcSMTP)
+	return target{key, name, a.String(), func() int { return countFiles(c.DataDir("mx1")) }}
 }
 
 // benchPostfix starts a private Postfix delivering into Maildirs with
