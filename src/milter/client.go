@@ -429,7 +429,7 @@ func (c *conversation) deadline() error {
 // an operator reads in the log. The caller's own cancellation stays
 // what it is.
 func (c *conversation) fail(err error) error {
-	if cerr := c.ctx.Err(); cerr != nil {
+	if cerr := ctxErr(c.ctx); cerr != nil {
 		return cerr
 	}
 	var ne net.Error
@@ -444,6 +444,19 @@ func (c *conversation) fail(err error) error {
 		}
 	}
 	return &failure{stage: c.stage, err: err}
+}
+
+// ctxErr is ctx.Err(), also once ctx's deadline has passed but its timer
+// has not fired yet: the connection's deadline is the context's, and on a
+// busy machine the I/O timeout is noticed first.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // cstr appends s and a NUL.

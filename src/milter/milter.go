@@ -295,7 +295,7 @@ func (c *Chain) Check(ctx context.Context, trace string, env Envelope, msg io.Re
 		start := time.Now()
 		out, err := m.run(ctx, trace, &env, h, msg)
 		elapsed := time.Since(start)
-		if cerr := ctx.Err(); cerr != nil {
+		if cerr := ctxErr(ctx); cerr != nil {
 			return Verdict{}, cerr
 		}
 		var me *msgError
