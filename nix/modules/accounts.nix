@@ -79,7 +79,15 @@ in
 
     systemd.tmpfiles.rules = tmpfiles;
 
-    environment.etc.${removePrefix "/etc/" rules.profilePath}.source = cfg.profile;
+    environment.etc = {
+      ${removePrefix "/etc/" rules.profilePath}.source = cfg.profile;
+    }
+    # The DKIM records file beside the profile, as host render installs
+    # it (a relative dkim_records; an absolute one is the operator's).
+    // lib.optionalAttrs (c.mail_auth.dkim_records != "" && builtins.substring 0 1 c.mail_auth.dkim_records != "/") {
+      "${dirOf (removePrefix "/etc/" rules.profilePath)}/${c.mail_auth.dkim_records}".source =
+        "${dirOf (toString cfg.profile)}/${c.mail_auth.dkim_records}";
+    };
 
     networking.hostName = lib.mkOverride 900 cfg.host;
   };

@@ -27,6 +27,7 @@ import (
 
 	"correo/hosts"
 	"correo/src/cluster"
+	"correo/src/dkimkeys"
 )
 
 // Plan is everything one host needs, as files at their real paths.
@@ -99,6 +100,12 @@ func Build(p *cluster.Profile, hostName string, opt Options) (*Plan, error) {
 		pl.Enable[target] = append(pl.Enable[target], u.Name)
 	}
 	pl.add(File{Path: Data.ProfilePath, Mode: 0o644, Data: text})
+	if r := p.Cluster.MailAuth.DKIMRecords; r != "" && !filepath.IsAbs(r) {
+		// The DKIM records file lives beside the profile, which every host
+		// reads: install it beside the installed one. (An absolute path
+		// is the operator's to provide, as the cluster key is.)
+		pl.add(File{Path: filepath.Join(filepath.Dir(Data.ProfilePath), r), Mode: 0o644, Data: (&dkimkeys.File{Keys: p.DKIM}).Marshal()})
+	}
 	pl.system(p, h)
 	return pl, nil
 }

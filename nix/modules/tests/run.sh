@@ -220,6 +220,14 @@ for toml in hosts/*.toml "${edge[@]}"; do
 		# /etc/correo/profile.toml is the profile; the host name.
 		[ "$(v '.etc["correo/profile.toml"]')" = "$root/$toml" ] || errs+=("/etc/correo/profile.toml: $(v '.etc["correo/profile.toml"]')")
 		[ "$(cat "$r/etc/hostname")" = "$(v '.hostName')" ] || errs+=("hostname: go $(cat "$r/etc/hostname") module $(v '.hostName')")
+		# Every other file render puts in /etc/correo (the DKIM records
+		# beside the profile) is in the module's /etc, with the same keys.
+		for f in $(cd "$r/etc" && find correo -maxdepth 1 -type f ! -name profile.toml | sort); do
+			src=$(v ".etc[\"$f\"]")
+			if [ "$src" = null ] || ! cmp -s <(grep -v '^#' "$r/etc/$f" | grep -v '^$') <(grep -v '^#' "$src" | grep -v '^$'); then
+				errs+=("/etc/$f: rendered by Go, module has [$src]")
+			fi
+		done
 		# The resolver: resolv.conf's search and nameservers.
 		want="$(sed -n 's/^search //p' "$r/etc/resolv.conf") $(sed -n 's/^nameserver //p' "$r/etc/resolv.conf" | paste -sd,)"
 		got="$(v '.search | join(" ")') $(v '.nameservers | join(",")')"
