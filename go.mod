@@ -16,6 +16,4 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require (
-	github.com/emersion/go-message v0.18.2 // indirect
-)
+require github.com/emersion/go-message v0.18.2 // indirect
