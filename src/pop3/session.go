@@ -391,6 +391,12 @@ func (ss *session) quit() bool {
 	if err := ss.md.Sync(); err != nil {
 		ss.s.log.Error("fsync of the Maildir after deletions failed", "trace", ss.trace, "user", ss.name, "err", err)
 	}
+	// The mailbox is free before the client hears so: a client that logs
+	// in again right after QUIT's answer must not find it [IN-USE].
+	if ss.release != nil {
+		ss.release()
+		ss.release = nil
+	}
 	if failed > 0 {
 		ss.result = "quit, some deletions failed"
 		ss.replyf("-ERR [SYS/TEMP] %d messages could not be deleted; they will be there next time.", failed)
