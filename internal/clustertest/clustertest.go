@@ -15,6 +15,7 @@ package clustertest
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -164,21 +165,27 @@ func claimPort(port int) bool {
 	return !taken
 }
 
+const (
+	portBlockBase = 20000
+	portBlockSize = 1000
+	portBlocks    = 12
+)
+
 // FreePort returns a TCP and UDP port free on every given address.
 func FreePort(t testing.TB, addrs ...string) int {
 	t.Helper()
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
-	for i := 0; i < 200; i++ {
-		l, err := net.Listen("tcp", addrs[0]+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		// The kernel may offer a port again once it is closed: a profile
-		// asking for several ports in a row could get one twice.
+	for i := 0; i < 400; i++ {
+		// Not the kernel's ephemeral range (32768-60999): there the port
+		// checked free here may become some process's outgoing
+		// connection before the daemon binds it, and test binaries of
+		// other packages run at the same time. Each process draws from
+		// its own block of 20000-31999 (by pid), away from the dev
+		// profile's fixed 10xxx ports.
+		port := portBlockBase + (os.Getpid()%portBlocks)*portBlockSize + rand.IntN(portBlockSize)
+		// The same port must not be handed out twice in one process.
 		if !claimPort(port) {
 			continue
 		}
