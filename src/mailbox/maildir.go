@@ -461,7 +461,7 @@ type Message struct {
 	Size     int64  // bytes on disk, from S= (a stat only when S= is absent)
 	WireSize int64  // from W=, or -1 when the name carries none
 	Flags    string // the flags after ":2,"
-	time     int64  // seconds prefix, for ordering
+	time     int64  // KeyTime, for ordering
 }
 
 // List returns the messages in new/ and cur/ in delivery order: by the
@@ -518,6 +518,33 @@ func readNames(dir string) ([]string, error) {
 
 // parseName splits a Maildir file name into its parts; Size is -1 when the
 // name carries no S=.
+// KeyTime is a Maildir key's delivery time in microseconds, from its
+// "<seconds>.M<microseconds>" start (what Deliver writes; other MDAs write
+// the seconds at least), so that messages list in arrival order even
+// within one second: the key as a string does not sort so ("M99999" after
+// "M123456"). 0 when the key has no time.
+func KeyTime(key string) int64 {
+	i := strings.IndexByte(key, '.')
+	if i <= 0 {
+		return 0
+	}
+	sec, err := strconv.ParseInt(key[:i], 10, 64)
+	if err != nil || sec < 0 || sec > 1<<40 {
+		return 0
+	}
+	t := sec * 1e6
+	if rest, ok := strings.CutPrefix(key[i+1:], "M"); ok {
+		n := 0
+		for n < len(rest) && n < 6 && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if us, err := strconv.ParseInt(rest[:n], 10, 64); err == nil && n > 0 && (n == len(rest) || rest[n] < '0' || rest[n] > '9') {
+			t += us
+		}
+	}
+	return t
+}
+
 func parseName(dir, name string) Message {
 	msg := Message{Dir: dir, Name: name, Key: name, Size: -1, WireSize: -1}
 	if i := strings.IndexByte(name, ':'); i >= 0 {
@@ -526,11 +553,7 @@ func parseName(dir, name string) Message {
 			msg.Flags = info[2:]
 		}
 	}
-	if i := strings.IndexByte(msg.Key, '.'); i > 0 {
-		if t, err := strconv.ParseInt(msg.Key[:i], 10, 64); err == nil {
-			msg.time = t
-		}
-	}
+	msg.time = KeyTime(msg.Key)
 	// Fields after the unique part are ",X=value"; the host part may itself
 	// contain commas in theory, so take the last occurrence of each field.
 	fields := strings.Split(msg.Key, ",")

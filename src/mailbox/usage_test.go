@@ -38,3 +38,24 @@ func TestUsage(t *testing.T) {
 		t.Errorf("usage %d, want 1230 (INBOX 1000 + Sent 200 + Archive.2026 30)", n)
 	}
 }
+
+func TestKeyTimeOrdersWithinASecond(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		want int64
+	}{
+		{"1796304596.M99999P12Q9R00.host", 1796304596*1e6 + 99999},
+		{"1796304596.M123456P12Q10R00.host", 1796304596*1e6 + 123456},
+		{"1796304596.P12.host", 1796304596 * 1e6},
+		{"1796304596.M1234567P1.host", 1796304596 * 1e6}, // not microseconds
+		{"nodots", 0},
+		{"-5.M1.x", 0},
+	} {
+		if got := KeyTime(tc.key); got != tc.want {
+			t.Errorf("KeyTime(%q) = %d, want %d", tc.key, got, tc.want)
+		}
+	}
+	if KeyTime("1796304596.M99999P1.h") >= KeyTime("1796304596.M123456P1.h") {
+		t.Error("M99999 does not come before M123456")
+	}
+}

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
 	"correo/src/dirsync"
+	"correo/src/mailbox"
 )
 
 // lockName is the per-folder lock for UID list updates. It is not
@@ -363,7 +363,7 @@ func (o *op) scan(move bool) error {
 				}
 				continue
 			}
-			fresh = append(fresh, found{sub: sub, key: key, info: info, t: keyTime(key)})
+			fresh = append(fresh, found{sub: sub, key: key, info: info, t: mailbox.KeyTime(key)})
 		}
 	}
 	var gone []uint32
@@ -429,16 +429,6 @@ func (o *op) moveToCur() {
 		o.dirty = true
 		o.moved = append(o.moved, e.uid)
 	}
-}
-
-// keyTime is the seconds prefix of a key, for delivery order.
-func keyTime(key string) int64 {
-	if i := strings.IndexByte(key, '.'); i > 0 {
-		if t, err := strconv.ParseInt(key[:i], 10, 64); err == nil {
-			return t
-		}
-	}
-	return 0
 }
 
 func readNames(dir string) ([]string, error) {
