@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"correo/src/dkimsign"
 )
 
 // Algorithm is a DKIM key type (the k= tag).
@@ -267,16 +269,13 @@ func New(f *File, dir, domain string, now time.Time, gid int) ([]Record, error) 
 	}
 	var out []Record
 	for _, alg := range Algorithms {
-		priv, pubRaw, err := generate(alg)
+		g, err := dkimsign.GenerateKey(dkimsign.Algorithm(alg), rand.Reader)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("making the %s key: %w", alg, err)
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, fmt.Errorf("encoding the %s key: %w", alg, err)
-		}
+		_, pub, _ := strings.Cut(g.TXT, "; p=")
 		r := Record{Domain: domain, Selector: day + string(letter) + "-" + string(alg), Algorithm: alg,
-			PublicKey: base64.StdEncoding.EncodeToString(pubRaw), Created: now.UTC().Truncate(time.Second)}
+			PublicKey: pub, Created: now.UTC().Truncate(time.Second)}
 		path := KeyPath(dir, domain, r.Selector)
 		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return nil, fmt.Errorf("DKIM key directory: %w", err)
@@ -285,28 +284,12 @@ func New(f *File, dir, domain string, now time.Time, gid int) ([]Record, error) 
 			os.Chown(filepath.Dir(path), 0, gid)
 			os.Chown(dir, 0, gid)
 		}
-		if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o640, gid); err != nil {
+		if err := writeFileAtomic(path, g.PEM, 0o640, gid); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-func generate(alg Algorithm) (crypto.Signer, []byte, error) {
-	switch alg {
-	case Ed25519:
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		return priv, pub, err
-	case RSA:
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			return nil, nil, err
-		}
-		spki, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-		return k, spki, err
-	}
-	return nil, nil, fmt.Errorf("unknown algorithm %q", alg)
 }
 
 // LoadPrivate reads a selector's private key and checks that it is the

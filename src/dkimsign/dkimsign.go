@@ -18,6 +18,8 @@
 package dkimsign
 
 import (
+	"correo/src/mailauth"
+
 	"bufio"
 	"bytes"
 	"crypto"
@@ -178,31 +180,14 @@ func (k Key) check() error {
 	return nil
 }
 
-// readHeader reads the header block up to and including the empty line
-// that ends it (or to the end of a message that has no body).
+// readHeader is mailauth.ReadHeader, with this package's error for a
+// block over max.
 func readHeader(br *bufio.Reader, max int) ([]byte, error) {
-	var hdr []byte
-	partial := false // the last read ended inside a long line
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(hdr)+len(line) > max {
-			return nil, ErrHeaderTooLarge
-		}
-		hdr = append(hdr, line...)
-		switch {
-		case err == bufio.ErrBufferFull:
-			partial = true
-			continue
-		case err == io.EOF:
-			return hdr, nil
-		case err != nil:
-			return nil, err
-		}
-		if !partial && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
-			return hdr, nil
-		}
-		partial = false
+	hdr, err := mailauth.ReadHeader(br, max)
+	if errors.Is(err, mailauth.ErrHeaderTooLarge) {
+		return nil, ErrHeaderTooLarge
 	}
+	return hdr, err
 }
 
 // endsBlock tells whether a header block ends with its empty line.

@@ -71,8 +71,10 @@ func (v *Verify) Filter(ctx context.Context, in *FilterInput) (Verdict, error) {
 	return out, nil
 }
 
+// replyCode is a filter's reply as go-smtp sends it; enhanced ("5.7.1")
+// falls back to X.7.1 of the code's class when it is not three numbers.
 func replyCode(code int, enhanced, text string) *smtp.SMTPError {
-	ec := smtp.EnhancedCode{5, 7, 1}
+	ec := smtp.EnhancedCode{code / 100, 7, 1}
 	if p := strings.Split(enhanced, "."); len(p) == 3 {
 		for i := range p {
 			ec[i], _ = strconv.Atoi(p[i])

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"github.com/emersion/go-smtp"
@@ -98,15 +97,4 @@ func (m *Milters) Filter(ctx context.Context, in *FilterInput) (Verdict, error) 
 	return Verdict{Changes: v.Changes}, nil
 }
 
-func milterReply(v milter.Verdict) *smtp.SMTPError {
-	ec := smtp.EnhancedCode{5, 7, 1}
-	if v.Code/100 == 4 {
-		ec = smtp.EnhancedCode{4, 7, 1}
-	}
-	if p := strings.Split(v.Enhanced, "."); len(p) == 3 {
-		for i := range p {
-			ec[i], _ = strconv.Atoi(p[i])
-		}
-	}
-	return &smtp.SMTPError{Code: v.Code, EnhancedCode: ec, Message: v.Text}
-}
+func milterReply(v milter.Verdict) *smtp.SMTPError { return replyCode(v.Code, v.Enhanced, v.Text) }
