@@ -18,8 +18,6 @@
 package dkimsign
 
 import (
-	"correo/src/mailauth"
-
 	"bufio"
 	"bytes"
 	"crypto"
@@ -180,14 +178,31 @@ func (k Key) check() error {
 	return nil
 }
 
-// readHeader is mailauth.ReadHeader, with this package's error for a
-// block over max.
+// readHeader reads the header block up to and including the empty line
+// that ends it (or to the end of a message that has no body).
 func readHeader(br *bufio.Reader, max int) ([]byte, error) {
-	hdr, err := mailauth.ReadHeader(br, max)
-	if errors.Is(err, mailauth.ErrHeaderTooLarge) {
-		return nil, ErrHeaderTooLarge
+	var hdr []byte
+	partial := false // the last read ended inside a long line
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(hdr)+len(line) > max {
+			return nil, ErrHeaderTooLarge
+		}
+		hdr = append(hdr, line...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			partial = true
+			continue
+		case err == io.EOF:
+			return hdr, nil
+		case err != nil:
+			return nil, err
+		}
+		if !partial && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
+			return hdr, nil
+		}
+		partial = false
 	}
-	return hdr, err
 }
 
 // endsBlock tells whether a header block ends with its empty line.
