@@ -369,3 +369,33 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode, gid int) error 
 	}
 	return nil
 }
+
+// Ensure gives every domain without a key its first pair: the records
+// file at recordsPath gains their records and dir their private keys.
+// Domains that have keys keep them, so a cluster booted again on the same
+// state signs with the same selectors. It is what a test or a local boot
+// does in place of `correoctl dkim new` for each domain.
+func Ensure(recordsPath, dir string, domains []string, now time.Time, gid int) (*File, error) {
+	f, err := Load(recordsPath)
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for _, d := range domains {
+		if len(f.Of(d)) > 0 {
+			continue
+		}
+		recs, err := New(f, dir, d, now, gid)
+		if err != nil {
+			return nil, fmt.Errorf("the first DKIM keys of %s: %w", d, err)
+		}
+		f.Keys = append(f.Keys, recs...)
+		changed = true
+	}
+	if changed {
+		if err := f.Save(recordsPath); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}

@@ -149,3 +149,31 @@ created = "2026-12-03T10:00:00Z"
 		t.Errorf("duplicate selector: %v", err)
 	}
 }
+
+// Ensure makes keys only for domains without any, and keeps the others:
+// a cluster booted again on its state must sign with the same selectors.
+func TestEnsure(t *testing.T) {
+	dir := t.TempDir()
+	recs, keys := filepath.Join(dir, "dkim.toml"), filepath.Join(dir, "keys")
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	f, err := Ensure(recs, keys, []string{"a.example"}, now, -1)
+	if err != nil || len(f.Keys) != 2 {
+		t.Fatalf("first Ensure: %+v %v", f, err)
+	}
+	g, err := Ensure(recs, keys, []string{"a.example", "b.example"}, now.Add(time.Hour), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Keys) != 4 || g.Keys[0] != f.Keys[0] || g.Keys[1] != f.Keys[1] {
+		t.Fatalf("second Ensure changed a.example's keys or missed b.example's: %+v", g.Keys)
+	}
+	onDisk, err := Load(recs)
+	if err != nil || len(onDisk.Keys) != 4 {
+		t.Fatalf("records file after Ensure: %+v %v", onDisk, err)
+	}
+	for _, r := range onDisk.Keys {
+		if _, err := LoadPrivate(keys, r); err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"golang.org/x/sys/unix"
 
 	"correo/src/cluster"
+	"correo/src/dkimkeys"
 	"correo/src/tlsconf"
 )
 
@@ -227,8 +229,8 @@ func InNetns(name string, f func() error) error {
 
 // localProfile rewrites a real cluster's profile for booting on this
 // machine: every file the hosts would keep under /var/lib (cluster key,
-// each storage host's mail, TLS pairs, the NSS socket) moves under the
-// state directory, so the hosts do not share paths and nothing outside the
+// DKIM keys, each storage host's mail, TLS pairs, the NSS socket) moves
+// under the state directory, so the hosts do not share paths and nothing outside the
 // state directory is written. It returns the path of the rewritten file.
 func localProfile(p *cluster.Profile, state string) (string, error) {
 	cp := struct {
@@ -253,6 +255,16 @@ func localProfile(p *cluster.Profile, state string) (string, error) {
 					return "", err
 				}
 			}
+		}
+	}
+	if cp.Cluster.MailAuth.DKIMRecords != "" {
+		// The profile's own records publish keys whose private halves live
+		// on its relays, not here: like the cluster key, a local boot makes
+		// its own, once, and keeps them in the state directory.
+		cp.Cluster.MailAuth.DKIMRecords = "dkim.toml"
+		cp.Cluster.MailAuth.DKIMKeyDir = filepath.Join(state, "dkim")
+		if _, err := dkimkeys.Ensure(filepath.Join(state, "dkim.toml"), cp.Cluster.MailAuth.DKIMKeyDir, p.Cluster.Domains, time.Now(), -1); err != nil {
+			return "", err
 		}
 	}
 	path := filepath.Join(state, "profile.toml")

@@ -20,6 +20,7 @@ import (
 	"correo/internal/rootfs"
 	"correo/internal/testutil"
 	"correo/src/cluster"
+	"correo/src/dkimkeys"
 	"correo/src/hostplan"
 	"correo/src/keyfile"
 	"correo/src/nss/nsstest"
@@ -88,6 +89,13 @@ func bootCluster(t *testing.T) *Cluster {
 	if err := scenario.WriteProfile(p, profPath); err != nil {
 		t.Fatal(err)
 	}
+	// The relays' DKIM keys, as `correoctl dkim new` would make them for
+	// each domain; the records go beside the written profile, where its
+	// dkim_records points.
+	dkimKeys := filepath.Join(dir, "dkim-keys")
+	if _, err := dkimkeys.Ensure(filepath.Join(dir, p.Cluster.MailAuth.DKIMRecords), dkimKeys, p.Cluster.Domains, time.Now(), -1); err != nil {
+		t.Fatal(err)
+	}
 	c := &Cluster{profile: p, machines: map[string]*nspawn.Machine{}, dir: dir, bridge: prefix + "br",
 		outside: prefix + "-" + scenario.Outside, States: map[string]string{}}
 	t.Cleanup(c.down)
@@ -101,7 +109,7 @@ func bootCluster(t *testing.T) *Cluster {
 	layers := map[string][]string{}
 	for _, h := range p.Hosts {
 		tree := filepath.Join(dir, "trees", h.Name)
-		args := []string{"host", "render", "-profile", profPath, "-host", h.Name, "-root", tree, "-bin", bin, "-key", key}
+		args := []string{"host", "render", "-profile", profPath, "-host", h.Name, "-root", tree, "-bin", bin, "-key", key, "-dkim-keys", dkimKeys}
 		if h.TLS != nil {
 			// What an operator brings from their CA; self-signed here.
 			crt, crtKey := filepath.Join(dir, "tls", h.Name+".crt"), filepath.Join(dir, "tls", h.Name+".key")

@@ -91,6 +91,13 @@ func Adjust(p *cluster.Profile) {
 	// not the production ladder (1m, 5m, ...). A first attempt is not
 	// delayed, so no other scenario notices.
 	p.Cluster.Queue.Retry = []cluster.Duration{cluster.Duration(time.Second)}
+	// RelaySubmission checks the relay's DKIM signatures against the
+	// cluster DNS: the cluster publishes keys from a records file beside
+	// the written profile, which each implementation fills with its own
+	// fresh keys (dkimkeys.Ensure) and installs on the relays.
+	if p.Cluster.MailAuth.DKIMRecords == "" {
+		p.Cluster.MailAuth.DKIMRecords = "dkim.toml"
+	}
 }
 
 // foreignZone is the Internet domain RelaySubmission's customer writes

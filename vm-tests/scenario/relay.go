@@ -1,10 +1,12 @@
 package scenario
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/smtp"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"correo/internal/clustertest"
+	"correo/internal/testutil"
 	"correo/src/cluster"
 )
 
@@ -31,11 +34,15 @@ func (f *foreignMX) msgs() []string {
 // RelaySubmission (the paper's scenario 5): a customer on the Internet
 // submits through the relay pool with STARTTLS and AUTH to an address at
 // a foreign domain; the relay finds the foreign MX in DNS (ExtraZones)
-// and delivers there. Without AUTH, with a sender that is not the
+// and delivers there, DKIM-signed with keys that Python's dkimpy finds in
+// the cluster DNS (Adjust publishes them). Without AUTH, with a sender that is not the
 // customer's, and through an MX host, relaying is refused.
 //
 // Users: jimena. Listens on port 25 of Outside's address while it runs.
+// Needs python3 with dkimpy and nacl (python3-dkim, python3-nacl) on this
+// machine (Outside's programs).
 func RelaySubmission(t *testing.T, c Cluster) {
+	testutil.NeedCommand(t, debianPython)
 	addUserWithPassword(t, c, "jimena", "jimena-pw")
 
 	// The foreign MX listens on Outside; only the listening socket must be
@@ -124,6 +131,11 @@ func RelaySubmission(t *testing.T, c Cluster) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// Signed by the relay with both of the domain's keys, and verified by
+	// an Internet receiver against the cluster's own DNS; the same message
+	// with its body changed is not.
+	verifyDKIM(t, c, []byte(fmx.Mails()[0].Body), "correo.example")
+
 	// Unauthenticated: refused on the relay, and an MX is no relay.
 	if err := submit(false, "jimena@correo.example", "amigo@foreign.example"); err == nil || !strings.Contains(err.Error(), "530") {
 		t.Errorf("unauthenticated submission: %v, want 530", err)
@@ -146,5 +158,54 @@ func RelaySubmission(t *testing.T, c Cluster) {
 	}
 	if n := len(fmx.msgs()); n != 1 {
 		t.Errorf("the foreign MX got %d messages, want only the authenticated one", n)
+	}
+}
+
+// debianPython is the python3 that python3-dkim is installed for; one
+// earlier on PATH (pyenv's) may lack the module.
+const debianPython = "/usr/bin/python3"
+
+// dkimVerify prints, for each DKIM-Signature of the message on stdin, its
+// d=, s= and a= and whether dkimpy verifies it with the key it looks up
+// in DNS (the host's resolver: the cluster DNS).
+const dkimVerify = `import dkim, sys
+msg = sys.stdin.buffer.read()
+head = msg.split(b"\r\n\r\n", 1)[0]
+n = sum(1 for l in head.split(b"\r\n") if l.lower().startswith(b"dkim-signature:"))
+for i in range(n):
+    try:
+        print(i, dkim.DKIM(msg).verify(idx=i))
+    except dkim.DKIMException as e:
+        print(i, False, e)
+`
+
+// verifyDKIM checks that msg carries an Ed25519 and an RSA signature of
+// domain that dkimpy verifies from Outside, and that neither verifies
+// once the body is changed.
+func verifyDKIM(t *testing.T, c Cluster, msg []byte, domain string) {
+	t.Helper()
+	// In CRLF form whatever the receiver kept: the form DKIM signs.
+	msg = bytes.ReplaceAll(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+	hdr, _, _ := strings.Cut(string(msg), "\r\n\r\n")
+	for _, alg := range []string{"ed25519-sha256", "rsa-sha256"} {
+		if !regexp.MustCompile(`(?is)DKIM-Signature:[^\r]*(\r\n[ \t][^\r]*)*\ba=`+alg+`;`).MatchString(hdr) ||
+			!strings.Contains(hdr, "d="+domain+";") {
+			t.Errorf("no %s signature of %s in the relayed header:\n%s", alg, domain, hdr)
+		}
+	}
+	check := func(m []byte) string {
+		t.Helper()
+		out, err := run(c, Outside, bytes.NewReader(m), debianPython, "-c", dkimVerify)
+		if err != nil {
+			t.Fatalf("dkimpy on %s: %v\n%s", Outside, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := check(msg); got != "0 True\n1 True" {
+		t.Errorf("dkimpy against the cluster DNS: %q, want both signatures to verify; header:\n%s", got, hdr)
+	}
+	tampered := bytes.Replace(msg, []byte("hola de afuera"), []byte("hola de adentro"), 1)
+	if got := check(tampered); !regexp.MustCompile(`^0 False.*\n1 False`).MatchString(got) {
+		t.Errorf("dkimpy with the body changed: %q, want both signatures to fail", got)
 	}
 }

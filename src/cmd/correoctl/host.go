@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"correo/src/cluster"
+	"correo/src/dkimkeys"
 	"correo/src/hostplan"
 )
 
@@ -21,6 +22,7 @@ type hostFlags struct {
 	fs                            *flag.FlagSet
 	profile, host, root, bin, key string
 	tlsCert, tlsKey               string
+	dkimKeys                      string
 }
 
 func newHostFlags(name, rootDefault string) *hostFlags {
@@ -32,6 +34,7 @@ func newHostFlags(name, rootDefault string) *hostFlags {
 	f.fs.StringVar(&f.key, "key", "", "also install this cluster key file at the profile's key_file")
 	f.fs.StringVar(&f.tlsCert, "tls-cert", "", "also install this certificate (PEM chain) at the host's [host.tls] cert (with -tls-key)")
 	f.fs.StringVar(&f.tlsKey, "tls-key", "", "also install this private key (PEM) at the host's [host.tls] key (with -tls-cert)")
+	f.fs.StringVar(&f.dkimKeys, "dkim-keys", "", "also install, on a relay host, the DKIM private keys of every published selector from this directory (the dkim_key_dir where `correoctl dkim new` wrote them)")
 	return f
 }
 
@@ -72,7 +75,44 @@ func (f *hostFlags) render(p *cluster.Profile) (*hostplan.Plan, error) {
 		}
 		pl.Files = append(pl.Files, files...)
 	}
+	if f.dkimKeys != "" {
+		files, err := dkimFiles(p, f.host, f.dkimKeys)
+		if err != nil {
+			return nil, err
+		}
+		pl.Files = append(pl.Files, files...)
+	}
 	return pl, pl.Write(f.root)
+}
+
+// dkimFiles are the private keys of every selector in the records file,
+// from dir to the profile's dkim_key_dir, each checked to be the half of
+// its published key. Only relay hosts sign, so other hosts get none: a
+// key copied where it is not needed is one more place it can leak from.
+func dkimFiles(p *cluster.Profile, host, dir string) ([]hostplan.File, error) {
+	if p.Cluster.MailAuth.DKIMRecords == "" {
+		return nil, fmt.Errorf("-dkim-keys: %s has no [cluster.mail_auth] dkim_records, so no selector is published to sign with", p.Source)
+	}
+	h, err := p.Host(host)
+	if err != nil {
+		return nil, err
+	}
+	if !h.HasRole(cluster.RoleRelay) {
+		return nil, nil
+	}
+	var files []hostplan.File
+	for _, r := range p.DKIM {
+		if _, err := dkimkeys.LoadPrivate(dir, r); err != nil {
+			return nil, fmt.Errorf("-dkim-keys: %w", err)
+		}
+		data, err := os.ReadFile(dkimkeys.KeyPath(dir, r.Domain, r.Selector))
+		if err != nil {
+			return nil, fmt.Errorf("-dkim-keys: %w", err)
+		}
+		// Group-readable: the host's tmpfiles.d gives the directory to the key group at boot.
+		files = append(files, hostplan.File{Path: dkimkeys.KeyPath(p.Cluster.MailAuth.DKIMKeyDir, r.Domain, r.Selector), Mode: 0o640, Data: data})
+	}
+	return files, nil
 }
 
 // tlsFiles are the host's certificate and key, checked to be a matching

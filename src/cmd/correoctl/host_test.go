@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"correo/src/dkimkeys"
 	"correo/src/hostplan"
 	"correo/src/tlsconf"
 )
@@ -141,5 +143,67 @@ func TestHostInstallSteps(t *testing.T) {
 	ran, fail = nil, "systemctl daemon-reload"
 	if err := install(f, p, &out, &out); err == nil || len(ran) != 3 {
 		t.Fatalf("a failed step: err %v after %d steps, want an error after 3", err, len(ran))
+	}
+}
+
+// -dkim-keys installs every published selector's private key on a relay,
+// and nothing on other hosts; a key missing or not matching its record
+// stops the render.
+func TestHostRenderDKIMKeys(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof := filepath.Join(dir, "profile.toml")
+	text := strings.Replace(string(src), `dmarc_policy = "quarantine"`, "dmarc_policy = \"quarantine\"\ndkim_records = \"dkim.toml\"", 1)
+	if err := os.WriteFile(prof, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(dir, "keys")
+	f, err := dkimkeys.Ensure(filepath.Join(dir, "dkim.toml"), keys, []string{"correo.example", "mail.correo.example"}, time.Now(), -1)
+	if err != nil || len(f.Keys) != 4 {
+		t.Fatalf("making keys: %v %v", f, err)
+	}
+	render := func(host, keyDir string) (string, int, string) {
+		root := filepath.Join(t.TempDir(), "root")
+		var out, errb bytes.Buffer
+		code := run([]string{"host", "render", "-profile", prof, "-host", host, "-root", root, "-dkim-keys", keyDir}, &out, &errb)
+		return root, code, errb.String()
+	}
+	root, code, stderr := render("relay1", keys)
+	if code != 0 {
+		t.Fatalf("render relay1: %d %s", code, stderr)
+	}
+	for _, r := range f.Keys {
+		path := filepath.Join(root, dkimkeys.KeyPath("/var/lib/correo/dkim", r.Domain, r.Selector))
+		want, _ := os.ReadFile(dkimkeys.KeyPath(keys, r.Domain, r.Selector))
+		got, err := os.ReadFile(path)
+		fi, _ := os.Stat(path)
+		if err != nil || !bytes.Equal(got, want) || fi.Mode().Perm() != 0o640 {
+			t.Errorf("%s: %v, mode %v; want the key file, 0640", path, err, fi)
+		}
+	}
+	if rec, err := dkimkeys.Load(filepath.Join(root, "etc/correo/dkim.toml")); err != nil || len(rec.Keys) != 4 {
+		t.Errorf("the records file beside the installed profile: %v %v", rec, err)
+	}
+	root, code, stderr = render("mx1", keys)
+	if _, err := os.Stat(filepath.Join(root, "var/lib/correo/dkim")); code != 0 || err == nil {
+		t.Errorf("render mx1: code %d (%s); an MX got the DKIM keys: %v", code, stderr, err)
+	}
+	if _, code, stderr := render("relay1", t.TempDir()); code != 1 || !strings.Contains(stderr, "DKIM private key of correo.example") {
+		t.Errorf("keys missing: code %d, %s", code, stderr)
+	}
+	// Keys of another records file: same selectors, other key pairs.
+	other := t.TempDir()
+	if _, err := dkimkeys.Ensure(filepath.Join(other, "dkim.toml"), other, []string{"correo.example", "mail.correo.example"}, time.Now(), -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, code, stderr := render("relay1", other); code != 1 || !strings.Contains(stderr, "does not match the public key") {
+		t.Errorf("keys not matching the records: code %d, %s", code, stderr)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"host", "render", "-profile", example, "-host", "relay1", "-root", t.TempDir(), "-dkim-keys", keys}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no [cluster.mail_auth] dkim_records") {
+		t.Errorf("a profile without dkim_records: code %d, %s", code, errb.String())
 	}
 }
