@@ -113,6 +113,15 @@ let
           ];
         }
         {
+          k = "moves";
+          t = table [
+            { k = "grace"; t = t.str; }
+            { k = "freeze_timeout"; t = t.str; }
+            { k = "rate_limit_mb"; t = t.int; }
+            { k = "journal_dir"; t = t.str; }
+          ];
+        }
+        {
           k = "mail_auth";
           t = table [
             { k = "spf_all"; t = t.str; }
@@ -310,6 +319,20 @@ let
         let r = map parseDuration (get queueRaw "retry" [ ]);
         in if r == [ ] then map (ms: { inherit ms; }) [ 60000 300000 900000 1800000 3600000 ] else r;
       queueLifetime = if queueRaw ? lifetime then parseDuration queueRaw.lifetime else { ms = 432000000; };
+      # [cluster.moves] (validateMoves in Go).
+      movesRaw = rc.moves or { };
+      moveDuration = k: def:
+        let d = if movesRaw ? ${k} then parseDuration movesRaw.${k} else { ms = 0; };
+        in if d ? error then d else if d.ms == 0 then { ms = def; } else d;
+      moveGrace = moveDuration "grace" 604800000;
+      moveFreezeTimeout = moveDuration "freeze_timeout" 10000;
+      moveRateLimit = get movesRaw "rate_limit_mb" 0;
+      moveJournalDir = let x = get movesRaw "journal_dir" ""; in if x == "" then "/var/lib/correo/moves" else x;
+      movesErrors = concatLists [
+        (if moveGrace ? error then [ (err "cluster.moves.grace" moveGrace.error) ] else [ ])
+        (if moveFreezeTimeout ? error then [ (err "cluster.moves.freeze_timeout" moveFreezeTimeout.error) ] else [ ])
+        (if moveRateLimit < 0 then [ (err "cluster.moves.rate_limit_mb" "${toString moveRateLimit} must be positive (MB/s; 0 for no limit)") ] else [ ])
+      ];
       # [[cluster.milter]] (validateMilters in Go).
       milters = map
         (m: {
@@ -502,6 +525,7 @@ let
         milterErrors
         (concatMap (r: if r ? error then [ (err "cluster.queue.retry" r.error) ] else [ ]) queueRetry)
         (if queueLifetime ? error then [ (err "cluster.queue.lifetime" queueLifetime.error) ] else [ ])
+        movesErrors
       ];
 
       # --- hosts ---
@@ -705,6 +729,12 @@ let
           inherit inbound;
         };
         milters = map (m: { inherit (m) name address roles on_failure; timeout_ms = m.timeout.ms or 0; }) milters;
+        moves = {
+          grace_ms = moveGrace.ms or 0;
+          freeze_timeout_ms = moveFreezeTimeout.ms or 0;
+          rate_limit_mb = moveRateLimit;
+          journal_dir = moveJournalDir;
+        };
       };
 
       # validatePorts: two services of one host on the same port and

@@ -28,11 +28,12 @@ rec {
     { name = "syslog"; roles = [ "loghost" ]; std = 514; tcp = true; udp = true; }
     { name = "passwd"; roles = [ "passwd-primary" "passwd-secondary" ]; std = 0; tcp = false; udp = true; }
     { name = "passwd_admin"; roles = [ "passwd-primary" "passwd-secondary" ]; std = 0; tcp = true; udp = false; }
+    { name = "mailbox_move"; roles = [ "storage" ]; std = 4424; tcp = true; udp = false; }
   ];
 
   # [cluster.ports] keys, in Go's struct order (the services that have a
   # standard port; passwd's two ports live in [cluster.passwd]).
-  portKeys = [ "smtp" "relay" "submission" "submissions" "lmtp" "pop3" "pop3s" "pop3_backend" "imap" "imaps" "imap_backend" "dns" "syslog" ];
+  portKeys = [ "smtp" "relay" "submission" "submissions" "lmtp" "pop3" "pop3s" "pop3_backend" "imap" "imaps" "imap_backend" "dns" "syslog" "mailbox_move" ];
 
   # Profile.Port: the override, or the standard port.
   port = cluster: svc:

@@ -24,7 +24,7 @@ in
       network = if c.log.target == "syslog" then c.log.network else null;
     };
     ports = listToAttrs (map (s: { name = s.name; value = port s; }) svcs.services);
-    inherit (c) nss queue mail_auth milters;
+    inherit (c) nss queue mail_auth milters moves;
   };
 
   hosts = listToAttrs (map

@@ -324,6 +324,7 @@ func (v *validator) validateCluster() {
 	if c.Queue.Lifetime == 0 {
 		c.Queue.Lifetime = Duration(DefaultQueueLifetime)
 	}
+	v.validateMoves()
 	pv := reflect.ValueOf(c.Ports)
 	for i := 0; i < pv.NumField(); i++ {
 		if n := int(pv.Field(i).Int()); n < 0 || n > 65535 {
@@ -425,6 +426,18 @@ func positiveOr[T ~int | ~int64](v *validator, key string, index int, f *T, def 
 		v.errAt(key, index, "%d must be positive (%s)", *f, what)
 	case *f < 0:
 		v.errAt(key, index, "%d must be positive", *f)
+	}
+}
+
+func (v *validator) validateMoves() {
+	m := &v.p.Cluster.Moves
+	positiveOr(v, "cluster.moves.grace", -1, &m.Grace, Duration(DefaultMoveGrace), "how long a moved mailbox is kept on its old host")
+	positiveOr(v, "cluster.moves.freeze_timeout", -1, &m.FreezeTimeout, Duration(DefaultMoveFreezeTimeout), "the wait for sessions to end")
+	if m.RateLimitMB < 0 {
+		v.errAt("cluster.moves.rate_limit_mb", -1, "%d must be positive (MB/s; 0 for no limit)", m.RateLimitMB)
+	}
+	if m.JournalDir == "" {
+		m.JournalDir = DefaultMoveJournalDir
 	}
 }
 

@@ -103,6 +103,28 @@ type Cluster struct {
 	// Milters are the content filters smtpd hands every message to
 	// (rspamd's proxy worker in milter mode, say), in order.
 	Milters []Milter `toml:"milter"`
+	// Moves is how mailboxes move between storage hosts (correoctl
+	// mailbox move).
+	Moves Moves `toml:"moves"`
+}
+
+// Moves is [cluster.moves]: the policy of online mailbox moves.
+type Moves struct {
+	// Grace is how long the source host keeps a moved mailbox, frozen,
+	// before deleting it: the undo window, and what turns away deliveries
+	// from hosts whose view of the directory is stale.
+	Grace Duration `toml:"grace"`
+	// FreezeTimeout bounds how long the source waits, once the mailbox
+	// is frozen, for POP and IMAP sessions and deliveries in progress to
+	// end; past it the move is rolled back and the mailbox thawed.
+	FreezeTimeout Duration `toml:"freeze_timeout"`
+	// RateLimitMB caps a move's copy in MB/s (0: as fast as the disks and
+	// network allow), so that moves leave room for mail.
+	RateLimitMB int `toml:"rate_limit_mb"`
+	// JournalDir is where correoctl journals each move's steps, on the
+	// host it runs on, so that `correoctl mailbox move --resume` finishes
+	// or rolls back a move that was interrupted.
+	JournalDir string `toml:"journal_dir"`
 }
 
 // Milter is one [[cluster.milter]].
@@ -174,6 +196,10 @@ const (
 
 	DefaultDKIMKeyDir      = "/var/lib/correo/dkim"
 	DefaultDKIMPublishWait = time.Hour
+
+	DefaultMoveGrace         = 7 * 24 * time.Hour
+	DefaultMoveFreezeTimeout = 10 * time.Second
+	DefaultMoveJournalDir    = "/var/lib/correo/moves"
 )
 
 // Queue is the retry policy of smtpd's on-disk queue (mx and relay).
@@ -268,6 +294,7 @@ type Ports struct {
 	IMAPBackend int `toml:"imap_backend"`
 	DNS         int `toml:"dns"`
 	Syslog      int `toml:"syslog"`
+	MailboxMove int `toml:"mailbox_move"`
 }
 
 // Host is one machine of the cluster.

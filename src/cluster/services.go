@@ -24,6 +24,7 @@ const (
 	SvcSyslog      Service = "syslog"       // loghost: 514, UDP and TCP
 	SvcPasswd      Service = "passwd"       // passwd servers: queries, UDP
 	SvcPasswdAdmin Service = "passwd_admin" // passwd servers: admin and replication, TCP
+	SvcMailboxMove Service = "mailbox_move" // storage: pdeliveryd's mailbox moves between storage hosts, 4424
 )
 
 // Transport says which socket types a service listens on.
@@ -57,12 +58,13 @@ var services = map[Service]serviceInfo{
 	SvcSyslog:      {[]Role{RoleLoghost}, 514, TCP | UDP, "syslog"},
 	SvcPasswd:      {[]Role{RolePasswdPrimary, RolePasswdSecondary}, 0, UDP, "passwd queries"},
 	SvcPasswdAdmin: {[]Role{RolePasswdPrimary, RolePasswdSecondary}, 0, TCP, "passwd admin and replication"},
+	SvcMailboxMove: {[]Role{RoleStorage}, 4424, TCP, "mailbox moves between storage hosts"},
 }
 
 // Services lists every service in a fixed order.
 func Services() []Service {
 	return []Service{SvcSMTP, SvcRelay, SvcSubmission, SvcSubmissions, SvcLMTP,
-		SvcPOP3, SvcPOP3S, SvcPOP3Backend, SvcIMAP, SvcIMAPS, SvcIMAPBackend, SvcDNS, SvcSyslog, SvcPasswd, SvcPasswdAdmin}
+		SvcPOP3, SvcPOP3S, SvcPOP3Backend, SvcIMAP, SvcIMAPS, SvcIMAPBackend, SvcDNS, SvcSyslog, SvcPasswd, SvcPasswdAdmin, SvcMailboxMove}
 }
 
 // ServicesOf lists the services a role provides.
@@ -90,6 +92,7 @@ func (p *Profile) Port(s Service) int {
 		SvcSubmissions: c.Ports.Submissions, SvcLMTP: c.Ports.LMTP, SvcPOP3: c.Ports.POP3,
 		SvcPOP3S: c.Ports.POP3S, SvcPOP3Backend: c.Ports.POP3Backend, SvcIMAP: c.Ports.IMAP, SvcIMAPS: c.Ports.IMAPS, SvcIMAPBackend: c.Ports.IMAPBackend, SvcDNS: c.Ports.DNS,
 		SvcSyslog: c.Ports.Syslog, SvcPasswd: c.Passwd.UDPPort, SvcPasswdAdmin: c.Passwd.TCPPort,
+		SvcMailboxMove: c.Ports.MailboxMove,
 	}[s]
 	if override != 0 {
 		return override

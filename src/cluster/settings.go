@@ -32,6 +32,16 @@ type ClusterSettings struct {
 	Queue           QueueSettings    `json:"queue"`
 	MailAuth        MailAuthSettings `json:"mail_auth"`
 	Milters         []MilterSettings `json:"milters"`
+	Moves           MovesSettings    `json:"moves"`
+}
+
+// MovesSettings is [cluster.moves] with defaults, durations in
+// milliseconds.
+type MovesSettings struct {
+	GraceMS         int64  `json:"grace_ms"`
+	FreezeTimeoutMS int64  `json:"freeze_timeout_ms"`
+	RateLimitMB     int    `json:"rate_limit_mb"`
+	JournalDir      string `json:"journal_dir"`
 }
 
 // MilterSettings is one [[cluster.milter]] with defaults.
@@ -171,6 +181,8 @@ func (p *Profile) Settings() Settings {
 		s.Cluster.Milters = append(s.Cluster.Milters, MilterSettings{Name: m.Name, Address: m.Address, Roles: m.Roles,
 			TimeoutMS: m.Timeout.Std().Milliseconds(), OnFailure: m.OnFailure})
 	}
+	s.Cluster.Moves = MovesSettings{GraceMS: c.Moves.Grace.Std().Milliseconds(), FreezeTimeoutMS: c.Moves.FreezeTimeout.Std().Milliseconds(),
+		RateLimitMB: c.Moves.RateLimitMB, JournalDir: c.Moves.JournalDir}
 	s.Cluster.Queue.LifetimeMS = c.Queue.Lifetime.Std().Milliseconds()
 	s.Cluster.Queue.RetryMS = []int64{}
 	for _, r := range c.Queue.Retry {
