@@ -3,8 +3,8 @@
 # as their sockets), by transport: smtp/relay 25, submission 587,
 # submissions 465, lmtp 24, pop3 110, pop3s 995, pop3_backend, imap 143,
 # imaps 993, imap_backend, dns 53
-# (TCP and UDP), syslog 514 (TCP and UDP), passwd (UDP) and passwd_admin
-# (TCP), or the profile's own ports. The cluster-only daemons restrict
+# (TCP and UDP), syslog 514 (TCP and UDP), passwd (UDP), passwd_admin
+# (TCP) and mailbox_move 4424, or the profile's own ports. The cluster-only daemons restrict
 # their peers to the profile's network themselves (IPAddressAllow=).
 { config, lib, ... }:
 let
