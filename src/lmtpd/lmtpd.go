@@ -126,6 +126,10 @@ type Config struct {
 	// LookupTimeout bounds one passwd lookup including failover (default:
 	// twice the profile's passwd timeout plus a second).
 	LookupTimeout time.Duration
+	// Gate is shared with the process's mailbox mover, which waits on it
+	// for the deliveries to a mailbox it freezes (nil: a private one,
+	// when nothing moves mailboxes).
+	Gate *mailbox.Gate
 }
 
 // Server is one storage host's LMTP service. Serve it on any number of
@@ -186,6 +190,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.LookupTimeout <= 0 {
 		cfg.LookupTimeout = 2*cfg.Profile.Cluster.Passwd.Timeout.Std() + time.Second
+	}
+	if cfg.Gate == nil {
+		cfg.Gate = new(mailbox.Gate)
 	}
 	s := &Server{
 		cfg:     cfg,

@@ -2,6 +2,7 @@ package lmtpd
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -588,5 +589,43 @@ func TestBDAT(t *testing.T) {
 	}
 	if n := len(files(t, e.c.Maildir("st1", "juan"), "new")); n != 1 {
 		t.Errorf("juan has %d messages, want 1", n)
+	}
+}
+
+// TestFrozenMailbox: a Maildir frozen for a move (its MovingMarker) takes
+// nothing: 451 4.2.0 for that recipient alone, even when passwd still
+// says active, and the mover's Gate.Wait returns once the write ends.
+func TestFrozenMailbox(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, clustertest.Spec{})
+	e.users(directory.User{Name: "fia", Storage: "st1"}, directory.User{Name: "ana", Storage: "st1"})
+	srv, addr, _ := e.serve("st1", Limits{})
+	root := e.c.Maildir("st1", "fia")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, mailbox.MovingMarker), []byte("frozen\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := dialLMTP(t, "tcp", addr)
+	c.lhlo()
+	c.Line("MAIL FROM:<a@example.org>")
+	c.Expect(250)
+	c.Line("RCPT TO:<fia@correo.test>")
+	c.Expect(250)
+	c.Line("RCPT TO:<ana@correo.test>")
+	c.Expect(250)
+	r := c.data("Subject: frozen\n\nhola\n", 2)
+	if !strings.HasPrefix(r[0], "451 4.2.0") || !strings.HasPrefix(r[1], "250 2.0.0") {
+		t.Errorf("replies %q, want 451 4.2.0 for the frozen mailbox and 250 for the other", r)
+	}
+	entries, _ := os.ReadDir(root)
+	if len(entries) != 1 {
+		t.Errorf("the frozen Maildir holds %v, want only the marker", entries)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.cfg.Gate.Wait(ctx, "fia"); err != nil {
+		t.Errorf("the gate still counts a write after DATA ended: %v", err)
 	}
 }

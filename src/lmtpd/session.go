@@ -263,6 +263,19 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		}
 		write = append(write, i)
 	}
+	// A mailbox frozen for a move takes nothing: the mover waits (Gate)
+	// for the writes that entered before its marker, and copies them.
+	kept := write[:0]
+	for _, i := range write {
+		leave := s.cfg.Gate.Enter(ss.rcpts[i].user.Name)
+		defer leave()
+		if mailbox.Moving(ss.rcpts[i].maildir) {
+			results[i] = reply(451, smtp.EnhancedCode{4, 2, 0}, "mailbox being moved, try again later")
+			continue
+		}
+		kept = append(kept, i)
+	}
+	write = kept
 	var errs []error
 	if len(write) > 0 {
 		boxes := make([]*mailbox.Maildir, len(write))

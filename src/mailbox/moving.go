@@ -3,7 +3,6 @@ package mailbox
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -23,11 +22,12 @@ const MovingMarker = "correo-moving"
 var ErrMoving = errors.New("mailbox is being moved to another storage host")
 
 // Moving reports whether the Maildir at root is frozen for a move. A
-// Maildir that does not exist is not; an error other than "not there"
-// counts as frozen, so that a change is refused rather than risked.
+// Maildir that does not exist is not, and neither is one whose marker
+// cannot be looked up (not a directory, no permission): the change that
+// asked fails on the same path with its own, truer, error.
 func Moving(root string) bool {
 	_, err := os.Lstat(filepath.Join(root, MovingMarker))
-	return err == nil || !errors.Is(err, fs.ErrNotExist)
+	return err == nil
 }
 
 // CheckNotMoving is Moving as an error for the change's caller.

@@ -18,8 +18,8 @@ func TestMoving(t *testing.T) {
 	if !Moving(root) || !errors.Is(CheckNotMoving(root), ErrMoving) {
 		t.Fatal("the marker freezes the Maildir")
 	}
-	// Unreadable (here: a path through a file) counts as frozen.
-	if !Moving(filepath.Join(root, MovingMarker, "x")) {
-		t.Error("an error other than not-found must count as moving")
+	// A path through a file: the caller's own write reports that.
+	if Moving(filepath.Join(root, MovingMarker, "x")) {
+		t.Error("a Maildir path that is not a directory is not moving")
 	}
 }
