@@ -1,0 +1,232 @@
+package mailmove
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"correo/src/keyfile"
+	"correo/src/mailtree"
+	"correo/src/pwproto"
+)
+
+// Client is one connection to a storage host's mailbox_move port. Its
+// methods run one at a time.
+type Client struct {
+	conn net.Conn
+	st   *pwproto.Stream
+	addr string
+	// Timeout bounds each step other than a pull (which may copy
+	// gigabytes; it is bounded by its progress instead).
+	Timeout time.Duration
+}
+
+// Dial connects and authenticates with the cluster key.
+func Dial(ctx context.Context, addr string, ring *keyfile.Ring) (*Client, error) {
+	d := net.Dialer{Timeout: handshakeTimeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the mailbox mover at %s: %w (is pdeliveryd running there?)", addr, err)
+	}
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	st, err := pwproto.ClientStream(c, ring)
+	if err != nil {
+		return nil, fmt.Errorf("mailbox mover at %s: %w (is the cluster key the same on both sides?)", addr, err)
+	}
+	c.SetDeadline(time.Time{})
+	return &Client{conn: c, st: st, addr: addr, Timeout: 2 * time.Minute}, nil
+}
+
+// Close ends the connection.
+func (c *Client) Close() error { return c.st.Close() }
+
+// call sends req and reads frames until the Response, handing the
+// others to on (nil: none expected). Each frame must come within idle.
+func (c *Client) call(req Request, idle time.Duration, on func(kind uint8, payload []byte) error) (Response, error) {
+	c.conn.SetDeadline(time.Now().Add(idle))
+	defer c.conn.SetDeadline(time.Time{})
+	if err := sendJSON(c.st, kindRequest, req); err != nil {
+		return Response{}, fmt.Errorf("%s at %s: %w", req.Op, c.addr, err)
+	}
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(idle))
+		kind, payload, err := c.st.Recv()
+		if err != nil {
+			return Response{}, fmt.Errorf("%s at %s: %w", req.Op, c.addr, err)
+		}
+		if kind == kindResponse {
+			var resp Response
+			if err := decode(payload, &resp, "response"); err != nil {
+				return resp, err
+			}
+			if !resp.OK {
+				return resp, &RemoteError{Op: req.Op, Msg: resp.Error}
+			}
+			return resp, nil
+		}
+		if on == nil {
+			return Response{}, fmt.Errorf("%s at %s: unexpected frame kind %d", req.Op, c.addr, kind)
+		}
+		if err := on(kind, payload); err != nil {
+			// The rest of the answer is lost with the connection.
+			c.st.Close()
+			return Response{}, err
+		}
+	}
+}
+
+// manifest asks the source for the Maildir's manifest.
+func (c *Client) manifest(user string) (*mailtree.Manifest, error) {
+	var buf bytes.Buffer
+	_, err := c.call(Request{Op: opManifest, User: user}, c.Timeout, func(kind uint8, p []byte) error {
+		if kind != kindManifest {
+			return fmt.Errorf("manifest: unexpected frame kind %d", kind)
+		}
+		if buf.Len()+len(p) > maxEntries*512 {
+			return fmt.Errorf("manifest: more than %d bytes", maxEntries*512)
+		}
+		buf.Write(p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mailtree.DecodeManifest(&buf, maxEntries)
+}
+
+// fetch receives files into stage; progress(n, done) counts body bytes
+// and finished files.
+func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stage, progress func(n int64, done bool)) error {
+	var in *mailtree.Incoming
+	want := map[string]bool{}
+	for _, e := range files {
+		want[e.Path] = true
+	}
+	defer func() {
+		if in != nil {
+			in.Abort()
+		}
+	}()
+	_, err := c.call(Request{Op: opFetch, User: user, Files: files}, c.Timeout, func(kind uint8, p []byte) error {
+		switch kind {
+		case kindFile:
+			if in != nil {
+				return fmt.Errorf("fetch: a file header before the end of the previous file")
+			}
+			var h fileHeader
+			if err := decode(p, &h, "file header"); err != nil {
+				return err
+			}
+			if !want[h.Entry.Path] || h.Entry.Dir {
+				return fmt.Errorf("fetch: the source sent %q, which was not asked for", h.Entry.Path)
+			}
+			delete(want, h.Entry.Path)
+			if h.Missing {
+				progress(0, true)
+				return nil
+			}
+			if err := h.Entry.Check(); err != nil {
+				return fmt.Errorf("fetch: %w", err)
+			}
+			var err error
+			in, err = stage.Create(h.Entry)
+			return err
+		case kindData:
+			if in == nil {
+				return fmt.Errorf("fetch: file data outside a file")
+			}
+			if _, err := in.Write(p); err != nil {
+				return err
+			}
+			progress(int64(len(p)), false)
+			return nil
+		case kindFileEnd:
+			if in == nil {
+				return fmt.Errorf("fetch: a file end outside a file")
+			}
+			var fe fileEnd
+			if err := decode(p, &fe, "file end"); err != nil {
+				return err
+			}
+			err := in.Commit(fe.Sum)
+			in = nil
+			if err != nil {
+				return err
+			}
+			progress(0, true)
+			return nil
+		}
+		return fmt.Errorf("fetch: unexpected frame kind %d", kind)
+	})
+	if err == nil && in != nil {
+		return fmt.Errorf("fetch: the answer ended inside a file")
+	}
+	return err
+}
+
+// Pull has the target copy user's Maildir from the source host from into
+// its stage, rate bytes per second at most (0: no cap); progress, if not
+// nil, gets the target's progress reports.
+func (c *Client) Pull(user, from string, rate int64, progress func(Progress)) (Pass, error) {
+	resp, err := c.call(Request{Op: opPull, User: user, From: from, RateLimit: rate}, c.Timeout, func(kind uint8, p []byte) error {
+		if kind != kindProgress {
+			return fmt.Errorf("pull: unexpected frame kind %d", kind)
+		}
+		var pr Progress
+		if err := decode(p, &pr, "progress"); err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(pr)
+		}
+		return nil
+	})
+	if err != nil {
+		return Pass{}, err
+	}
+	return *resp.Pass, nil
+}
+
+// Verify has the target compare its stage with the source's Maildir.
+func (c *Client) Verify(user, from string) (Pass, error) {
+	resp, err := c.call(Request{Op: opVerify, User: user, From: from}, c.Timeout, nil)
+	if err != nil {
+		return Pass{}, err
+	}
+	return *resp.Pass, nil
+}
+
+// Commit makes the target's stage the user's Maildir.
+func (c *Client) Commit(user string) error { return c.simple(Request{Op: opCommit, User: user}) }
+
+// Abort removes the target's stage.
+func (c *Client) Abort(user string) error { return c.simple(Request{Op: opAbort, User: user}) }
+
+// Freeze freezes the user's Maildir on the source for a move to to.
+func (c *Client) Freeze(user, to string) error {
+	return c.simple(Request{Op: opFreeze, User: user, To: to})
+}
+
+// Thaw unfreezes the source's Maildir of a move that will not finish.
+func (c *Client) Thaw(user string) error { return c.simple(Request{Op: opThaw, User: user}) }
+
+// Retire marks the source's copy moved to to.
+func (c *Client) Retire(user, to string) error {
+	return c.simple(Request{Op: opRetire, User: user, To: to})
+}
+
+// Status says what the host holds of the user's mailbox.
+func (c *Client) Status(user string) (Status, error) {
+	resp, err := c.call(Request{Op: opStatus, User: user}, c.Timeout, nil)
+	if err != nil {
+		return Status{}, err
+	}
+	return *resp.Status, nil
+}
+
+func (c *Client) simple(req Request) error {
+	_, err := c.call(req, c.Timeout, nil)
+	return err
+}
