@@ -38,13 +38,14 @@ func (ss *session) idle(cmd *imapwire.Command) bool {
 		err  error
 	}
 	lines := make(chan lineResult, 1)
+	// Autologout still applies: RFC 2177 asks clients to re-issue IDLE
+	// within 29 minutes. The marker watch ends IDLE through this deadline
+	// too.
+	ss.setReadDeadline(time.Now().Add(ss.s.cfg.Limits.IdleTimeout))
 	go func() {
 		l, err := ss.r.ReadLine()
 		lines <- lineResult{l, err}
 	}()
-	// Autologout still applies: RFC 2177 asks clients to re-issue IDLE
-	// within 29 minutes.
-	ss.conn.SetReadDeadline(time.Now().Add(ss.s.cfg.Limits.IdleTimeout))
 	for {
 		select {
 		case <-events:
@@ -58,6 +59,10 @@ func (ss *session) idle(cmd *imapwire.Command) bool {
 				return true
 			}
 		case r := <-lines:
+			if ss.moving.Load() {
+				// Even after DONE: the next command would be refused.
+				return ss.byeMoved()
+			}
 			if r.err != nil {
 				var ne net.Error
 				if errors.As(r.err, &ne) && ne.Timeout() {

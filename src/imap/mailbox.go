@@ -41,6 +41,11 @@ func noCode(err error) string {
 // no answers a failed store operation; unexpected errors are logged with
 // the user, since the client only sees a code.
 func (ss *session) no(cmd *imapwire.Command, err error) bool {
+	if errors.Is(err, mailstore.ErrMoving) {
+		// Not a NO: nothing this session tries can work any more, and the
+		// client should reconnect (to the new host) rather than retry.
+		return ss.byeMoved()
+	}
 	code := noCode(err)
 	if code == "SERVERBUG" {
 		ss.s.log.Error("mailbox operation failed", "trace", ss.trace, "user", ss.user.Name, "command", cmd.Name, "err", err)
@@ -149,7 +154,9 @@ func (ss *session) authCommand(cmd *imapwire.Command) (done, ok bool) {
 		}
 		// CLOSE expunges silently (no EXPUNGE responses); UNSELECT not.
 		if cmd.Name == "CLOSE" && !ss.mb.ReadOnly() {
-			if _, err := ss.mb.Expunge(nil); err != nil && !errors.Is(err, mailstore.ErrUIDValidity) {
+			if _, err := ss.mb.Expunge(nil); errors.Is(err, mailstore.ErrMoving) {
+				return ss.byeMoved(), true
+			} else if err != nil && !errors.Is(err, mailstore.ErrUIDValidity) {
 				ss.s.log.Warn("expunge at CLOSE failed", "trace", ss.trace, "user", ss.user.Name, "err", err)
 			}
 		}
@@ -191,6 +198,9 @@ func (ss *session) refreshAndTag(cmd *imapwire.Command, allowExpunge bool) bool 
 // FETCH FLAGS for what other sessions, pop3d and pdeliveryd changed.
 func (ss *session) announce(allowExpunge bool) bool {
 	up, err := ss.mb.Refresh(allowExpunge)
+	if errors.Is(err, mailstore.ErrMoving) {
+		return ss.byeMoved()
+	}
 	if errors.Is(err, mailstore.ErrUIDValidity) {
 		ss.w.Tagged("*", "BYE", "", "The folder was rebuilt; select it again.")
 		ss.result = "uidvalidity changed"
@@ -351,6 +361,8 @@ func (ss *session) list(cmd *imapwire.Command, verb string) bool {
 			if st, err := ss.store.Status(name); err == nil {
 				line, _ := statusLine(st, statusItems)
 				ss.w.Untagged("STATUS " + ss.wireName(name) + " (" + line + ")")
+			} else if errors.Is(err, mailstore.ErrMoving) {
+				return ss.byeMoved()
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"correo/src/imapwire"
@@ -67,6 +68,11 @@ type session struct {
 
 	result   string
 	commands int
+
+	// moving is set by the marker watch (stopMoving) when the mailbox is
+	// frozen for a move: the session ends with a BYE.
+	moving     atomic.Bool
+	stopMoving func()
 }
 
 // Replies used in several places.
@@ -187,6 +193,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 func (ss *session) finish() {
+	ss.stopWatch()
 	attrs := []any{"trace", ss.trace, "client", ss.client.String(), "user", ss.user.Name, "result", ss.result,
 		"duration_ms", float64(time.Since(ss.start).Microseconds()) / 1000, "tls", ss.tls, "commands", ss.commands}
 	if ss.via.IsValid() {
@@ -231,8 +238,17 @@ func (ss *session) deadline() time.Time {
 
 func (ss *session) loop() {
 	for ss.state != stateLogout {
-		ss.conn.SetReadDeadline(ss.deadline())
+		if ss.moving.Load() {
+			ss.byeMoved()
+			break
+		}
+		ss.setReadDeadline(ss.deadline())
 		cmd, err := ss.r.ReadCommand()
+		if ss.moving.Load() {
+			// Pipelined commands too: not one more is run.
+			ss.byeMoved()
+			break
+		}
 		if err != nil {
 			var we *imapwire.Error
 			if !errors.As(err, &we) {
@@ -581,6 +597,13 @@ func (ss *session) login(cmd *imapwire.Command, user, pw string) bool {
 		ss.w.Tagged(cmd.Tag, "NO", "AUTHENTICATIONFAILED", textAuthFailed)
 		return ss.tooBadEnd()
 	}
+	// The directory says the user is here, but the Maildir is being
+	// copied away: the move ends with the directory pointing elsewhere.
+	if mailbox.Moving(root) {
+		ss.result = "mailbox being moved"
+		ss.w.Tagged(cmd.Tag, "NO", "INUSE", textMovingLogin)
+		return false
+	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		ss.result = "mailbox unusable"
 		ss.s.log.Error("creating the user's Maildir", "trace", ss.trace, "user", u.Name, "err", err)
@@ -588,7 +611,18 @@ func (ss *session) login(cmd *imapwire.Command, user, pw string) bool {
 		return false
 	}
 	ss.user, ss.root = u, root
-	if err := ss.openStore(); err != nil {
+	err = ss.openStore()
+	if err == nil && !ss.watchMoving() {
+		err = mailstore.ErrMoving
+	}
+	if errors.Is(err, mailstore.ErrMoving) {
+		// The marker came after the check above.
+		ss.store = nil
+		ss.result = "mailbox being moved"
+		ss.w.Tagged(cmd.Tag, "NO", "INUSE", textMovingLogin)
+		return false
+	}
+	if err != nil {
 		ss.result = "mailbox unusable"
 		ss.s.log.Error("opening the user's mailbox", "trace", ss.trace, "user", u.Name, "err", err)
 		ss.w.Tagged(cmd.Tag, "NO", "SERVERBUG", "Your mailbox cannot be opened now; try again later.")

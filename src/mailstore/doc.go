@@ -13,6 +13,7 @@
 //	(*Store).Append(folder, flags, date, r) (uid, uidvalidity, error)
 //	(*Store).Usage()                  quota usage: S= of every message in every folder
 //	(*Store).Watch(folder)            IDLE: a channel that fires after changes
+//	(*Store).WatchMoving(fn)          fn runs when the mailbox may be frozen for a move
 //	(*Store).Select / Examine(folder) (*Mailbox, error): a session's view
 //	(*Mailbox).Refresh(allowExpunge)  what changed since the last look (EXISTS, EXPUNGE, FETCH FLAGS)
 //	(*Mailbox).Store(uids, op, flags, unchangedSince)   STORE with CONDSTORE
@@ -113,6 +114,27 @@
 // open file descriptions, not processes, so two Stores in one process
 // exclude each other too. Operations on two folders (COPY, MOVE) take
 // both locks in the order of the directory names.
+//
+// Create, Delete, Rename, SetSpecialUse and EnsureDefaults add, remove
+// or rename directories rather than change a list; they serialise on
+// INBOX's lock (the root's correo-mailstore.lock), never nested inside
+// another folder's.
+//
+// # A mailbox being moved
+//
+// While the file correo-moving (mailbox.MovingMarker) is in the root,
+// the mailbox is being copied to another storage host and must not
+// change. Every operation checks for it after taking its lock (the
+// mover writes the marker, then takes every folder's lock once, so an
+// operation either ended before the copy or sees the marker) and fails
+// with ErrMoving, changing nothing. Reads (List, Status, Examine,
+// Refresh, Changes, Open) still work as long as they find nothing they
+// would have to write; a scan that would adopt a delivery, move new/ to
+// cur/ or rebuild a list fails with ErrMoving too, so no answer shows a
+// UID that exists only in memory. APPEND looks for the marker before
+// writing to tmp/ as well, but only the check under the lock is
+// authoritative: a message written to tmp/ while the marker appears is
+// removed again.
 //
 // pop3d's session lock (correo-pop3.lock) is not taken: it would make
 // IMAP wait for a POP session's whole duration. The two coexist because

@@ -42,6 +42,9 @@ type op struct {
 	byKey  map[string]uint32
 	bumped bool
 	dirty  bool
+	// frozen: the mailbox's moving marker was there when the lock was
+	// taken. Only reads that find nothing to write may go on; see begin.
+	frozen bool
 	// moved lists the UIDs this op moved from new/ to cur/: the first
 	// IMAP session to see a message reports it as \Recent (RFC 3501).
 	moved []uint32
@@ -72,8 +75,19 @@ func (s *Store) dropCache(dir string) {
 // begin locks and loads folders (one or two; two are locked in the order
 // of their paths so that COPY A→B and COPY B→A cannot deadlock). The ops
 // come back in the order of the names; the same folder twice gives the
-// same op twice.
-func (s *Store) begin(names ...string) ([]*op, error) {
+// same op twice. A mailbox frozen for a move (mailbox.MovingMarker) is
+// refused with ErrMoving once the lock is held: the mover takes every
+// folder lock after writing the marker, so a change either ended before
+// it copies or sees the marker here.
+func (s *Store) begin(names ...string) ([]*op, error) { return s.beginMode(false, names...) }
+
+// beginRead is begin for operations that only look: a frozen folder is
+// still loaded, and the op fails only if it would have to write (a scan
+// that finds something new, a list to rebuild), which keeps the answers
+// true to what the mover copies.
+func (s *Store) beginRead(names ...string) ([]*op, error) { return s.beginMode(true, names...) }
+
+func (s *Store) beginMode(read bool, names ...string) ([]*op, error) {
 	ops := make([]*op, len(names))
 	var uniq []*op
 	for i, n := range names {
@@ -98,7 +112,7 @@ func (s *Store) begin(names ...string) ([]*op, error) {
 	sorted := append([]*op(nil), uniq...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].dir < sorted[j].dir })
 	for i, o := range sorted {
-		if err := o.lock(); err != nil {
+		if err := o.lock(read); err != nil {
 			for _, p := range sorted[:i] {
 				p.release(false)
 			}
@@ -108,7 +122,7 @@ func (s *Store) begin(names ...string) ([]*op, error) {
 	return ops, nil
 }
 
-func (o *op) lock() error {
+func (o *op) lock(read bool) error {
 	// Lstat: a folder that is a symbolic link could lead out of the
 	// user's mailbox; List does not show one either.
 	if fi, err := os.Lstat(o.dir); err != nil || !fi.IsDir() {
@@ -128,6 +142,11 @@ func (o *op) lock() error {
 		return fmt.Errorf("folder %q: %w", o.name, err)
 	}
 	o.lk = lk
+	o.frozen = mailbox.Moving(o.s.root)
+	if o.frozen && !read {
+		o.release(false)
+		return fmt.Errorf("folder %q: %w", o.name, ErrMoving)
+	}
 	if err := o.load(); err != nil {
 		o.release(false)
 		return err
@@ -179,6 +198,9 @@ func (o *op) load() error {
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("folder %q: opening %s: %w", o.name, path, err)
+	}
+	if o.frozen {
+		return fmt.Errorf("folder %q: its UID list needs a rebuild: %w", o.name, ErrMoving)
 	}
 	v, err := newValidity(o.s.root, hint)
 	if err != nil {
@@ -240,7 +262,11 @@ func (o *op) release(ok bool) error {
 		return nil
 	}
 	var err error
-	if ok && o.dirty {
+	switch {
+	case o.frozen && o.dirty:
+		// Nothing reaches the disk of a frozen mailbox.
+		err = fmt.Errorf("folder %q: %w", o.name, ErrMoving)
+	case ok && o.dirty:
 		err = o.save()
 	}
 	if !ok || err != nil {
@@ -250,6 +276,16 @@ func (o *op) release(ok bool) error {
 	o.lk = nil
 	o.fc.mu.Unlock()
 	return err
+}
+
+// frozenChange is ErrMoving when a read on a frozen folder found
+// something it would have had to write: its answer would show state
+// that is not on disk.
+func (o *op) frozenChange() error {
+	if o.frozen && o.dirty {
+		return fmt.Errorf("folder %q: %w", o.name, ErrMoving)
+	}
+	return nil
 }
 
 // finish releases ops from begin, saving each once.
@@ -398,7 +434,7 @@ func (o *op) scan(move bool) error {
 			return err
 		}
 	}
-	if move {
+	if move && !o.frozen {
 		o.moveToCur()
 	}
 	return nil

@@ -65,12 +65,17 @@ func (s *Store) Select(name string) (*Mailbox, error) { return s.open(name, fals
 func (s *Store) Examine(name string) (*Mailbox, error) { return s.open(name, true) }
 
 func (s *Store) open(name string, readOnly bool) (*Mailbox, error) {
-	ops, err := s.begin(name)
+	// SELECT moves new/ to cur/, so it is a change; EXAMINE only looks.
+	ops, err := s.beginMode(readOnly, name)
 	if err != nil {
 		return nil, err
 	}
 	o := ops[0]
 	if err := o.scan(!readOnly); err != nil {
+		finish(ops, false)
+		return nil, err
+	}
+	if err := o.frozenChange(); err != nil {
 		finish(ops, false)
 		return nil, err
 	}
@@ -185,12 +190,19 @@ type Update struct {
 // announced by a later Refresh. ErrUIDValidity means the list was rebuilt:
 // the server must end the session (BYE) so the client resyncs.
 func (mb *Mailbox) Refresh(allowExpunge bool) (Update, error) {
-	ops, err := mb.s.begin(mb.name)
+	// A read: on a frozen folder it works as long as nothing changed, so
+	// an IDLE or NOOP racing with the move's start gets a true answer or
+	// ErrMoving, never UIDs that exist only in memory.
+	ops, err := mb.s.beginRead(mb.name)
 	if err != nil {
 		return Update{}, err
 	}
 	o := ops[0]
 	if err := o.scan(!mb.readOnly); err != nil {
+		finish(ops, false)
+		return Update{}, err
+	}
+	if err := o.frozenChange(); err != nil {
 		finish(ops, false)
 		return Update{}, err
 	}
@@ -707,7 +719,7 @@ func (mb *Mailbox) Changes(since uint64) (changed []Message, vanished UIDSet, er
 			changed = append(changed, m)
 		}
 	}
-	ops, err := mb.s.begin(mb.name)
+	ops, err := mb.s.beginRead(mb.name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -774,12 +786,16 @@ func (mb *Mailbox) Open(uid uint32) (*os.File, error) {
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return f, err
 	}
-	ops, err := mb.s.begin(mb.name)
+	ops, err := mb.s.beginRead(mb.name)
 	if err != nil {
 		return nil, err
 	}
 	o := ops[0]
 	if err := o.scan(!mb.readOnly); err != nil {
+		finish(ops, false)
+		return nil, err
+	}
+	if err := o.frozenChange(); err != nil {
 		finish(ops, false)
 		return nil, err
 	}

@@ -30,6 +30,11 @@ var (
 	ErrUIDValidity  = errors.New("the folder's UIDVALIDITY changed; the session must reselect it")  // BYE, then the client resyncs
 	ErrUnderItself  = errors.New("a folder cannot be renamed to a name under itself")               // NO [CANNOT]
 	ErrSpecialInUse = errors.New("another folder already has this special use; choose that folder") // NO [USEATTR]
+	// ErrMoving is mailbox.ErrMoving: the mailbox is frozen while it is
+	// copied to another storage host, and nothing was changed. The server
+	// ends the session (BYE [UNAVAILABLE]); the client reconnects to the
+	// new host.
+	ErrMoving = mailbox.ErrMoving
 )
 
 // Special-use attributes (RFC 6154) for the default folders.
@@ -73,15 +78,54 @@ func Open(root string) (*Store, error) {
 	if err := ensureMaildir(root); err != nil {
 		return nil, err
 	}
-	// Leftovers of a Delete interrupted by a crash.
-	if names, err := readNames(root); err == nil {
-		for _, n := range names {
-			if strings.HasPrefix(n, deletingPrefix) {
-				os.RemoveAll(filepath.Join(root, n))
-			}
+	s := &Store{root: root, folders: map[string]*folderCache{}}
+	s.removeLeftovers()
+	return s, nil
+}
+
+// removeLeftovers removes what a Delete interrupted by a crash left
+// behind. It is a change like any other, so it waits for a mailbox that
+// is being moved: the target's Open removes the copies.
+func (s *Store) removeLeftovers() {
+	names, err := readNames(s.root)
+	if err != nil {
+		return
+	}
+	var left []string
+	for _, n := range names {
+		if strings.HasPrefix(n, deletingPrefix) {
+			left = append(left, n)
 		}
 	}
-	return &Store{root: root, folders: map[string]*folderCache{}}, nil
+	if len(left) == 0 {
+		return
+	}
+	lk, err := s.lockNames("removing leftovers of a folder deletion")
+	if err != nil {
+		return
+	}
+	defer lk.unlock()
+	for _, n := range left {
+		os.RemoveAll(filepath.Join(s.root, n))
+	}
+}
+
+// lockNames serialises the changes that add, remove or rename folder
+// directories (and their special-use files) against the mover: they take
+// no folder's own lock, so they take INBOX's (the root's), which the
+// mover takes too, and then check for the moving marker. It must not be
+// held while calling begin on INBOX: two flocks of one process on one
+// file exclude each other.
+func (s *Store) lockNames(what string) (*flock, error) {
+	lk, err := lockFile(filepath.Join(s.root, lockName))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if mailbox.Moving(s.root) {
+		lk.unlock()
+		return nil, fmt.Errorf("%s: %w", what, ErrMoving)
+	}
+	return lk, nil
 }
 
 // Root is the Maildir the Store was opened on.
@@ -204,6 +248,16 @@ func (s *Store) Create(name string) error {
 	if err != nil {
 		return err
 	}
+	lk, err := s.lockNames(fmt.Sprintf("creating folder %q", canon))
+	if err != nil {
+		return err
+	}
+	defer lk.unlock()
+	return s.createWithParents(canon)
+}
+
+// createWithParents is Create under lockNames.
+func (s *Store) createWithParents(canon string) error {
 	if canon == Inbox || s.exists(canon) {
 		return fmt.Errorf("creating folder %q: %w", canon, ErrExists)
 	}
@@ -297,6 +351,13 @@ func (s *Store) Delete(name string) error {
 	if canon == Inbox {
 		return fmt.Errorf("deleting %q: %w", name, ErrInbox)
 	}
+	// Held through the RemoveAll too: a mover copying a half-removed
+	// folder would give the target messages the user deleted.
+	lk, err := s.lockNames(fmt.Sprintf("deleting folder %q", canon))
+	if err != nil {
+		return err
+	}
+	defer lk.unlock()
 	if !s.exists(canon) {
 		return fmt.Errorf("deleting folder %q: %w", canon, ErrNoFolder)
 	}
@@ -347,6 +408,18 @@ func (s *Store) Rename(from, to string) error {
 	if dst == src || strings.HasPrefix(dst, src+"/") {
 		return fmt.Errorf("renaming %q to %q: %w", src, dst, ErrUnderItself)
 	}
+	lk, err := s.lockNames(fmt.Sprintf("renaming %q to %q", src, dst))
+	if err != nil {
+		return err
+	}
+	// Unlocked by hand: renaming INBOX goes on through begin, which takes
+	// the same lock.
+	locked := true
+	defer func() {
+		if locked {
+			lk.unlock()
+		}
+	}()
 	if !s.exists(src) {
 		return fmt.Errorf("renaming folder %q: %w", src, ErrNoFolder)
 	}
@@ -361,7 +434,14 @@ func (s *Store) Rename(from, to string) error {
 		}
 	}
 	if src == Inbox {
-		return s.renameInbox(dst)
+		if err := s.create(dst); err != nil {
+			return err
+		}
+		lk.unlock()
+		locked = false
+		// Select and Move check for the marker themselves; one that
+		// appears in between leaves dst made but empty, INBOX whole.
+		return s.moveInboxTo(dst)
 	}
 	names, err := s.folderNames()
 	if err != nil {
@@ -401,11 +481,8 @@ func (s *Store) Rename(from, to string) error {
 	return nil
 }
 
-// renameInbox creates dst and moves every message of INBOX into it.
-func (s *Store) renameInbox(dst string) error {
-	if err := s.create(dst); err != nil {
-		return err
-	}
+// moveInboxTo moves every message of INBOX into dst.
+func (s *Store) moveInboxTo(dst string) error {
 	mb, err := s.Select(Inbox)
 	if err != nil {
 		return err
@@ -434,12 +511,16 @@ type Status struct {
 // Status scans a folder and counts. It does not move new/ to cur/: a
 // STATUS is not the user looking at the messages.
 func (s *Store) Status(name string) (Status, error) {
-	ops, err := s.begin(name)
+	ops, err := s.beginRead(name)
 	if err != nil {
 		return Status{}, err
 	}
 	o := ops[0]
 	if err := o.scan(false); err != nil {
+		finish(ops, false)
+		return Status{}, err
+	}
+	if err := o.frozenChange(); err != nil {
 		finish(ops, false)
 		return Status{}, err
 	}
@@ -472,6 +553,15 @@ func (s *Store) EnsureDefaults() error {
 	if _, err := os.Lstat(filepath.Join(s.root, defaultsFile)); err == nil {
 		return nil
 	}
+	lk, err := s.lockNames("creating the default folders")
+	if err != nil {
+		return err
+	}
+	defer lk.unlock()
+	// Another session may have done it while this one waited.
+	if _, err := os.Lstat(filepath.Join(s.root, defaultsFile)); err == nil {
+		return nil
+	}
 	folders, err := s.List()
 	if err != nil {
 		return err
@@ -488,10 +578,10 @@ func (s *Store) EnsureDefaults() error {
 		if used[d.use] {
 			continue
 		}
-		if err := s.Create(d.name); err != nil && !errors.Is(err, ErrExists) {
+		if err := s.createWithParents(d.name); err != nil && !errors.Is(err, ErrExists) {
 			return fmt.Errorf("creating the default folders: %w", err)
 		}
-		if err := s.SetSpecialUse(d.name, d.use); err != nil && !errors.Is(err, ErrSpecialInUse) {
+		if err := s.setSpecialUse(d.name, d.use); err != nil && !errors.Is(err, ErrSpecialInUse) {
 			return fmt.Errorf("creating the default folders: %w", err)
 		}
 	}
@@ -502,6 +592,22 @@ func (s *Store) EnsureDefaults() error {
 // RFC 6154), or removes it with use "". One folder per use: a second one
 // is refused with ErrSpecialInUse.
 func (s *Store) SetSpecialUse(name, use string) error {
+	canon, err := CanonicalName(name)
+	if err != nil {
+		return err
+	}
+	// Under lockNames also because two sessions giving two folders the
+	// same use at once would both pass the check below.
+	lk, err := s.lockNames(fmt.Sprintf("special use for %q", canon))
+	if err != nil {
+		return err
+	}
+	defer lk.unlock()
+	return s.setSpecialUse(canon, use)
+}
+
+// setSpecialUse is SetSpecialUse under lockNames.
+func (s *Store) setSpecialUse(name, use string) error {
 	canon, err := CanonicalName(name)
 	if err != nil {
 		return err
@@ -557,6 +663,11 @@ func (s *Store) Append(name string, flags []string, date time.Time, r io.Reader)
 	}
 	if !s.exists(canon) {
 		return 0, 0, fmt.Errorf("appending to %q: %w", canon, ErrNoFolder)
+	}
+	// Not the check that counts (begin's, under the lock, is) but it
+	// spares writing a message to tmp/ of a mailbox being copied.
+	if err := mailbox.CheckNotMoving(s.root); err != nil {
+		return 0, 0, fmt.Errorf("appending to %q: %w", canon, err)
 	}
 	// Refuse bad flags before writing anything.
 	if _, _, err := lettersFor(flags, &keywords{}, false); err != nil {

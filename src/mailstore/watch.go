@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"correo/src/mailbox"
 )
 
 // Watch cost, for IDLE at scale:
@@ -50,11 +53,66 @@ func (s *Store) Watch(name string) (<-chan struct{}, func(), error) {
 	ch := make(chan struct{}, 1)
 	dirs := []string{filepath.Join(dir, "new"), filepath.Join(dir, "cur")}
 	if !forcePolling {
-		if stop, err := inotifyHub.add(dirs, ch); err == nil {
+		if stop, err := inotifyHub.add(dirs, &watcher{ch: ch}); err == nil {
 			return ch, stop, nil
 		}
 	}
 	return ch, pollWatch(dirs, ch), nil
+}
+
+// MovingPollInterval is how often WatchMoving's fallback looks for the
+// marker when inotify cannot be had.
+var MovingPollInterval = 500 * time.Millisecond
+
+// WatchMoving calls fn when the mailbox's moving marker
+// (mailbox.MovingMarker) may have appeared; fn checks with
+// mailbox.Moving. It is meant for every logged-in session, so it costs
+// no goroutine: one inotify watch on the root per mailbox, shared by
+// that mailbox's sessions, and an event only for the marker's name, so a
+// session is not woken by anything else. fn runs on the process's
+// inotify reader and must not block or call back into the Store: set a
+// flag, set a deadline. After WatchMoving returns, the caller checks
+// mailbox.Moving once itself (the marker may have come first). stop may
+// be called more than once; fn is not called after it returns. Without
+// inotify (instances or watches exhausted) it polls every
+// MovingPollInterval with a timer, still without a goroutine.
+func (s *Store) WatchMoving(fn func()) (stop func()) {
+	if !forcePolling {
+		if stop, err := movingHub.add([]string{s.root}, &watcher{fn: fn}); err == nil {
+			return stop
+		}
+	}
+	return pollMoving(s.root, fn)
+}
+
+// pollMoving is WatchMoving without inotify: a timer (no goroutine
+// between ticks) and one Lstat per interval.
+func pollMoving(root string, fn func()) func() {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	var tick func()
+	tick = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if mailbox.Moving(root) {
+			fn()
+			return // once is enough: the session ends
+		}
+		t.Reset(MovingPollInterval)
+	}
+	mu.Lock()
+	t = time.AfterFunc(MovingPollInterval, tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // forcePolling lets tests exercise the fallback.
@@ -67,9 +125,29 @@ func signal(ch chan struct{}) {
 	}
 }
 
+// watcher is one subscriber of a hub: a channel to signal, or a function
+// to call (under the hub's lock: it must not block).
+type watcher struct {
+	ch chan struct{}
+	fn func()
+}
+
+func (w *watcher) fire() {
+	if w.fn != nil {
+		w.fn()
+		return
+	}
+	signal(w.ch)
+}
+
 // hub multiplexes one inotify descriptor over every watcher of the
 // process.
 type hub struct {
+	mask uint32
+	// only, when set, passes on only events for this name: the moving
+	// marker's watchers must not wake for every UID list write in the
+	// root.
+	only   string
 	mu     sync.Mutex
 	file   *os.File
 	fd     int
@@ -79,10 +157,15 @@ type hub struct {
 
 type wdEntry struct {
 	refs int
-	subs map[chan struct{}]int
+	subs map[*watcher]int
 }
 
-var inotifyHub hub
+// Two hubs, two descriptors: one inotify instance adding a second mask to
+// a directory would replace the first.
+var (
+	inotifyHub = hub{mask: watchMask}
+	movingHub  = hub{mask: unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_ONLYDIR, only: mailbox.MovingMarker}
+)
 
 const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE | unix.IN_ONLYDIR
 
@@ -107,7 +190,7 @@ func (h *hub) start() error {
 	return nil
 }
 
-func (h *hub) add(dirs []string, ch chan struct{}) (func(), error) {
+func (h *hub) add(dirs []string, ch *watcher) (func(), error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.start(); err != nil {
@@ -120,7 +203,7 @@ func (h *hub) add(dirs []string, ch chan struct{}) (func(), error) {
 		}
 	}
 	for _, d := range dirs {
-		w, err := unix.InotifyAddWatch(h.fd, d, watchMask)
+		w, err := unix.InotifyAddWatch(h.fd, d, h.mask)
 		if err != nil {
 			undo()
 			return nil, fmt.Errorf("inotify_add_watch %s: %w", d, err)
@@ -128,7 +211,7 @@ func (h *hub) add(dirs []string, ch chan struct{}) (func(), error) {
 		wd := int32(w)
 		e := h.wds[wd]
 		if e == nil {
-			e = &wdEntry{subs: map[chan struct{}]int{}}
+			e = &wdEntry{subs: map[*watcher]int{}}
 			h.wds[wd] = e
 		}
 		e.refs++
@@ -145,7 +228,7 @@ func (h *hub) add(dirs []string, ch chan struct{}) (func(), error) {
 	}, nil
 }
 
-func (h *hub) dropLocked(wd int32, ch chan struct{}) {
+func (h *hub) dropLocked(wd int32, ch *watcher) {
 	e := h.wds[wd]
 	if e == nil {
 		return
@@ -170,8 +253,8 @@ func (h *hub) read() {
 			h.mu.Lock()
 			h.broken = fmt.Errorf("reading inotify events: %w", err)
 			for _, e := range h.wds {
-				for ch := range e.subs {
-					signal(ch)
+				for w := range e.subs {
+					w.fire()
 				}
 			}
 			h.mu.Unlock()
@@ -180,18 +263,22 @@ func (h *hub) read() {
 		h.mu.Lock()
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
 				for _, e := range h.wds {
-					for ch := range e.subs {
-						signal(ch)
+					for w := range e.subs {
+						w.fire()
 					}
 				}
 				continue
 			}
+			if h.only != "" && ev.Mask&unix.IN_IGNORED == 0 && string(bytes.TrimRight(name, "\x00")) != h.only {
+				continue
+			}
 			if e := h.wds[ev.Wd]; e != nil {
-				for ch := range e.subs {
-					signal(ch)
+				for w := range e.subs {
+					w.fire()
 				}
 				// IN_IGNORED (the folder was deleted) leaves the entry:
 				// its watchers still call stop, and forgetting it here

@@ -30,6 +30,14 @@
 //     each other too) plus an in-process set for mailboxes that do not
 //     exist yet; both vanish with the process, so a crash never leaves a
 //     stale lock.
+//   - A Maildir being moved to another storage host (the file
+//     correo-moving, mailbox.MovingMarker, in its root) is not served:
+//     login answers [IN-USE] (checked with the session lock held, which
+//     the mover waits for after writing the marker), and a session in
+//     progress notices the marker within movingPollInterval, finishes the
+//     message it may be sending, and ends without the UPDATE state (a
+//     QUIT that finds the marker first deletes nothing and says so), so
+//     the lock is free for the mover at once.
 //   - RETR and TOP stream the file: LF becomes CRLF, a line starting with
 //     '.' gets a second '.', and memory use does not depend on the
 //     message's size.

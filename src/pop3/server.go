@@ -84,6 +84,8 @@ type Server struct {
 	proxies map[netip.Addr]bool
 	trusted bool
 	locks   locks
+	// movingPoll is movingPollInterval when New ran.
+	movingPoll time.Duration
 
 	group  netserve.Group
 	active atomic.Int64
@@ -127,6 +129,8 @@ func New(cfg Config) (*Server, error) {
 		network: cfg.Profile.NetworkPrefix(),
 		proxies: map[netip.Addr]bool{},
 		trusted: cfg.Profile.Cluster.TrustedNetwork,
+
+		movingPoll: movingPollInterval,
 	}
 	for _, h := range cfg.Profile.HostsWithRole(cluster.RoleMailProxy) {
 		s.proxies[h.Addr()] = true

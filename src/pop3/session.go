@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"correo/src/logging"
@@ -58,6 +59,10 @@ type session struct {
 	msgs    []message
 	release func()
 	bad     int
+	// moving is set by the marker watch (stopWatch) when the mailbox is
+	// frozen for a move: the session ends without applying anything.
+	moving    atomic.Bool
+	stopWatch func()
 
 	// for the session's log line
 	result        string
@@ -152,9 +157,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 func (ss *session) finish() {
-	if ss.release != nil {
-		ss.release()
-	}
+	ss.unlock()
 	attrs := []any{"trace", ss.trace, "client", ss.client.String(), "user", ss.name, "result", ss.result,
 		"duration_ms", float64(time.Since(ss.start).Microseconds()) / 1000, "tls", ss.tls}
 	if ss.via.IsValid() {
@@ -193,6 +196,11 @@ func (ss *session) readLine() ([]byte, error) {
 		deadline = time.Now().Add(ss.s.cfg.Limits.IdleTimeout)
 	}
 	ss.conn.SetReadDeadline(deadline)
+	if ss.moving.Load() {
+		// The watch may have put the deadline in the past just before
+		// the line above moved it on.
+		ss.conn.SetReadDeadline(time.Now())
+	}
 	line, err := ss.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) || len(line) > ss.s.cfg.Limits.MaxLineLength {
 		return nil, errLineTooLong
@@ -202,6 +210,10 @@ func (ss *session) readLine() ([]byte, error) {
 
 func (ss *session) loop() {
 	for {
+		if ss.moving.Load() {
+			ss.endMoved()
+			return
+		}
 		// Flush only when the client has sent nothing more: a pipelined
 		// batch of commands gets its replies in one write.
 		if ss.br.Buffered() == 0 {
@@ -210,6 +222,11 @@ func (ss *session) loop() {
 			}
 		}
 		line, err := ss.readLine()
+		if ss.moving.Load() {
+			// Pipelined commands too: not one more is run.
+			ss.endMoved()
+			return
+		}
 		if err != nil {
 			switch {
 			case errors.Is(err, errLineTooLong):
@@ -375,6 +392,15 @@ func (ss *session) quit() bool {
 		ss.reply("+OK Bye.")
 		return false
 	}
+	// The watch may not have looked yet: a move that began since must
+	// find every message that was here (RFC 1939 lets QUIT answer -ERR
+	// when the removal fails).
+	if ss.moving.Load() || mailbox.Moving(ss.md.Path) {
+		ss.unlock()
+		ss.result = "quit while the mailbox is being moved"
+		ss.reply(replyMovingQuit)
+		return false
+	}
 	// The UPDATE state: only now are marked messages removed.
 	var failed int
 	for _, m := range ss.msgs {
@@ -393,10 +419,7 @@ func (ss *session) quit() bool {
 	}
 	// The mailbox is free before the client hears so: a client that logs
 	// in again right after QUIT's answer must not find it [IN-USE].
-	if ss.release != nil {
-		ss.release()
-		ss.release = nil
-	}
+	ss.unlock()
 	if failed > 0 {
 		ss.result = "quit, some deletions failed"
 		ss.replyf("-ERR [SYS/TEMP] %d messages could not be deleted; they will be there next time.", failed)
@@ -651,6 +674,15 @@ func (ss *session) login(user, pw string) bool {
 		ss.reply("-ERR [SYS/TEMP] Mailbox cannot be opened now.")
 		return true
 	}
+	// Checked with the lock held: the mover writes the marker, then waits
+	// for this lock, so either it waits for this session or the session
+	// sees the marker here, before moving new/ to cur/.
+	if mailbox.Moving(path) {
+		release()
+		ss.result = "mailbox being moved"
+		ss.reply(replyMovingLogin)
+		return true
+	}
 	md := mailbox.New(path)
 	msgs, err := loadMessages(md)
 	if err != nil {
@@ -661,6 +693,7 @@ func (ss *session) login(user, pw string) bool {
 		return true
 	}
 	ss.release, ss.md, ss.msgs, ss.name = release, md, msgs, u.Name
+	ss.stopWatch = watchMoving(path, ss.s.movingPoll, ss.conn, &ss.moving)
 	ss.state = stateTrans
 	ss.result = "logged in"
 	ss.bad = 0
