@@ -55,7 +55,7 @@ func TestUnitsPerHost(t *testing.T) {
 			"correo-mailproxy-pop3.socket", "correo-mailproxy-pop3s.socket", "correo-mailproxy-imap.socket", "correo-mailproxy-imaps.socket", "correo-mailproxy.service"}},
 		{"relay1", []string{"correo-nssd.service", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
 			"correo-smtpd-submissions.socket", "correo-smtpd.service"}},
-		{"store1", []string{"correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd.service",
+		{"store1", []string{"correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd-mailbox-move.socket", "correo-pdeliveryd.service",
 			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service", "correo-imapd-imap-backend.socket", "correo-imapd.service"}},
 	} {
 		us, err := Units(p, c.host)

@@ -45,6 +45,7 @@ var commands = []command{
 	{"dkim", "list", "list DKIM keys and which ones sign", runDKIMList},
 	{"dkim", "retire", "remove a domain's superseded DKIM keys from the zone and delete them (-selector: one key now)", runDKIMRetire},
 	{"layout", "sample", "print a realistic sample of ISP user names", runLayoutSample},
+	{"mailbox", "move", "move a user's mailbox to another storage host while in use (-resume, -abort a journaled move)", runMailboxMove},
 	{"queue", "list", "list smtpd's queued messages (safe while smtpd runs)", runQueueList},
 	{"queue", "show", "show one queued message: envelope, state, headers", runQueueShow},
 	{"queue", "flush", "make every queued message due now", runQueueFlush},

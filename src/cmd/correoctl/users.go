@@ -62,7 +62,8 @@ func (a *adminFlags) connectTo(p *cluster.Profile, host string) (*pwadmin.Client
 	return c, p, err
 }
 
-// oneName parses flags and requires exactly n positional arguments.
+// parseArgs parses flags and requires exactly n positional arguments (any
+// number when n < 0).
 func parseArgs(fs *flag.FlagSet, args []string, n int, what string) ([]string, error) {
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
@@ -81,7 +82,7 @@ func parseArgs(fs *flag.FlagSet, args []string, n int, what string) ([]string, e
 		pos = append(pos, rest[0])
 		rest = rest[1:]
 	}
-	if len(pos) != n {
+	if n >= 0 && len(pos) != n {
 		return nil, fmt.Errorf("%w: expected %s", errUsage, what)
 	}
 	return pos, nil

@@ -2,7 +2,9 @@
 // writes the messages of the users whose mailboxes live here into their
 // Maildirs (see package lmtpd). It listens on the host's LMTP port from
 // the profile (24) for the cluster's MX hosts, and on <state>/lmtp.sock
-// for local MDAs (pdelivery).
+// for local MDAs (pdelivery). On the mailbox_move port (4424) it moves
+// mailboxes to and from the other storage hosts (package mailmove,
+// driven by `correoctl mailbox move`).
 //
 //	pdeliveryd -profile hosts/example.toml -host st1 -state /var/lib/correo/pdeliveryd
 //
@@ -14,14 +16,18 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"correo/src/cluster"
 	"correo/src/daemon"
 	"correo/src/delivery"
 	"correo/src/lmtpd"
+	"correo/src/mailbox"
+	"correo/src/mailmove"
 )
 
 func main() {
@@ -47,14 +53,25 @@ func run(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(h.Storage.DataDir, 0o755); err != nil {
 		return fmt.Errorf("mail data directory: %w", err)
 	}
-	users, _, err := env.Passwd()
+	users, ring, err := env.Passwd()
 	if err != nil {
 		return err
 	}
 	defer users.Close()
-	srv, err := lmtpd.New(lmtpd.Config{Profile: p, Host: h, Users: users, SpoolDir: env.StateDir, Log: log})
+	// One gate for deliveries and moves: a freeze waits out the
+	// deliveries already writing to the mailbox it freezes.
+	gate := new(mailbox.Gate)
+	srv, err := lmtpd.New(lmtpd.Config{Profile: p, Host: h, Users: users, SpoolDir: env.StateDir, Log: log, Gate: gate})
 	if err != nil {
 		return err
+	}
+	mover, err := mailmove.New(mailmove.Config{Profile: p, Host: h, Ring: ring, Gate: gate, Log: log})
+	if err != nil {
+		return err
+	}
+	moveLn, err := env.Listen(cluster.SvcMailboxMove)
+	if err != nil {
+		return fmt.Errorf("mailbox moves: %w", err)
 	}
 	tcp, err := env.Listen(cluster.SvcLMTP)
 	if err != nil {
@@ -75,9 +92,24 @@ func run(args []string, stderr io.Writer) error {
 	}
 	env.Go("lmtp", func() error { return srv.ServeTCP(tcp) })
 	env.Go("lmtp "+sock, func() error { return srv.ServeUnix(unix) })
+	env.Go("mailbox_move", func() error { return mover.Serve(moveLn) })
+	go sweepMoved(mover, log)
 	log.Info("serving LMTP", "tcp", tcp.Addr().String(), "socket", unix.Addr().String(), "data_dir", h.Storage.DataDir,
 		"layout", string(p.LayoutScheme()), "network", p.NetworkPrefix().String())
 	// Messages already in DATA are written and answered within the grace
 	// period; new transactions get 421.
-	return env.Run(srv)
+	return env.Run(srv, mover)
+}
+
+// sweepMoved deletes the mailboxes moved away from this host once their
+// grace period is over: at start, then hourly.
+func sweepMoved(m *mailmove.Server, log *slog.Logger) {
+	for {
+		if n, err := m.Sweep(); err != nil {
+			log.Error("sweeping moved mailboxes failed", "err", err)
+		} else if n > 0 {
+			log.Info("swept moved mailboxes", "deleted", n)
+		}
+		time.Sleep(time.Hour)
+	}
 }
