@@ -239,6 +239,7 @@ func localProfile(p *cluster.Profile, state string) (string, error) {
 	}{Cluster: p.Cluster, Hosts: append([]cluster.Host(nil), p.Hosts...)}
 	cp.Cluster.KeyFile = filepath.Join(state, "cluster.key")
 	cp.Cluster.NSS.Socket = filepath.Join(state, "nssd", "nssd.sock")
+	cp.Cluster.Moves.JournalDir = filepath.Join(state, "moves")
 	for i := range cp.Hosts {
 		h := &cp.Hosts[i]
 		dir := filepath.Join(state, h.Name)

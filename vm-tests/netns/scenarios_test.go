@@ -54,6 +54,10 @@ func TestClientAutoconfig(t *testing.T) {
 	scenario.ClientAutoconfig(t, sharedCluster(t))
 }
 
+func TestMailboxMove(t *testing.T) {
+	scenario.MailboxMove(t, sharedCluster(t))
+}
+
 // TestGrowthWithoutMigration boots a cluster of its own: growing stops it
 // and boots the grown profile on the same state, as an operator would
 // after adding store4.

@@ -166,4 +166,5 @@ var Shared = []Scenario{
 	{"InternetMailToPOP", InternetMailToPOP},
 	{"IMAPThroughProxy", IMAPThroughProxy},
 	{"ClientAutoconfig", ClientAutoconfig},
+	{"MailboxMove", MailboxMove},
 }

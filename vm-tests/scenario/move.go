@@ -1,0 +1,240 @@
+package scenario
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/smtp"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"correo/internal/testutil"
+	"correo/src/cluster"
+	"correo/src/mailbox"
+)
+
+// mailboxState prints, as JSON, what a client of user sees: INBOX's
+// UIDVALIDITY, each message's UID and flags by Message-ID (IMAP, through
+// the proxy pool), and each message's UIDL by Message-ID (POP3). With
+// "flag" first, it flags the first messages \Flagged and marks others
+// \Seen, so that flags have something to keep.
+const mailboxState = `import imaplib, poplib, ssl, sys, json, re
+host, port, user, pw, mode = sys.argv[1:6]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4(host, int(port), timeout=30)
+m.starttls(ssl_context=ctx)
+m.login(user, pw)
+typ, data = m.select("INBOX")
+assert typ == "OK", data
+if mode == "flag":
+    m.store("1:5", "+FLAGS", "\\Flagged")
+    m.store("6:8", "+FLAGS", "\\Seen")
+uv = m.response("UIDVALIDITY")[1][0].decode()
+typ, data = m.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+uids = {}
+for part in data:
+    if not isinstance(part, tuple):
+        continue
+    meta, hdr = part
+    mid = re.search(rb"<([^>]+)>", hdr).group(1).decode()
+    uid = re.search(rb"UID (\d+)", meta).group(1).decode()
+    flags = sorted(f.decode() for f in re.search(rb"FLAGS \(([^)]*)\)", meta).group(1).split())
+    uids[mid] = [uid, flags]
+m.logout()
+p = poplib.POP3(host.replace("imap.", "pop."), 110, timeout=30)
+p.stls(context=ctx); p.user(user); p.pass_(pw)
+uidl = {}
+for line in p.uidl()[1]:
+    n, u = line.decode().split()
+    hdr = b"\n".join(p.top(int(n), 0)[1])
+    mid = re.search(rb"(?i)message-id:\s*<([^>]+)>", hdr).group(1).decode()
+    uidl[mid] = u
+p.quit()
+print(json.dumps({"uidvalidity": uv, "uids": uids, "uidl": uidl}))
+`
+
+type clientView struct {
+	UIDValidity string                    `json:"uidvalidity"`
+	UIDs        map[string][2]interface{} `json:"uids"`
+	UIDL        map[string]string         `json:"uidl"`
+}
+
+func viewOf(t *testing.T, c Cluster, user, pw, mode string) clientView {
+	t.Helper()
+	zone := c.Profile().Cluster.DNS.Zone
+	out, err := run(c, Outside, nil, "python3", "-c", mailboxState, "imap."+zone, strconv.Itoa(c.Profile().Port(cluster.SvcIMAP)), user, pw, mode)
+	if err != nil {
+		t.Fatalf("what %s's mail clients see: %v\n%s", user, err, out)
+	}
+	var v clientView
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("mailbox state %q: %v", out, err)
+	}
+	return v
+}
+
+// MailboxMove (issue 18): a user's mailbox moves to another storage host
+// with `correoctl mailbox move` while a sender keeps mailing them through
+// the MX pool. Every message acknowledged to the sender is on the new
+// host exactly once; IMAP's UIDVALIDITY, UIDs and flags and POP3's UIDLs
+// are what they were, so no client resynchronises; passwd points at the
+// new host; the old copy stays frozen, marked moved.
+//
+// Users: moritz. Needs python3 on this machine (Outside's programs).
+func MailboxMove(t *testing.T, c Cluster) {
+	testutil.NeedCommand(t, "python3")
+	const user, pw = "moritz", "moritz-pw"
+	addUserWithPassword(t, c, user, pw)
+	from := lookup(t, c, user).Storage
+	var to string
+	for _, h := range c.Profile().HostsWithRole(cluster.RoleStorage) {
+		if h.Name != from {
+			to = h.Name
+			break
+		}
+	}
+	const pre = 20
+	// 40 KB each and a copy capped at 0.5 MB/s: the live copy takes a
+	// couple of seconds, and the sender's mail arrives during it.
+	body := strings.Repeat("una línea de texto para que el mensaje pese algo\n", 800)
+	for i := 0; i < pre; i++ {
+		msg := fmt.Sprintf("From: a@b.example\nTo: %s@correo.example\nSubject: antes %d\nMessage-ID: <move-pre-%d@b.example>\n\n%s", user, i, i, body)
+		if _, err := run(c, operator, strings.NewReader(msg), "pdelivery", "-profile", c.ProfilePath(), "-f", "a@b.example", "-d", user+"@correo.example"); err != nil {
+			t.Fatalf("pdelivery to %s: %v", user, err)
+		}
+	}
+	before := viewOf(t, c, user, pw, "flag")
+	if len(before.UIDs) != pre || len(before.UIDL) != pre {
+		t.Fatalf("before the move the clients see %d messages over IMAP and %d over POP3, want %d", len(before.UIDs), len(before.UIDL), pre)
+	}
+
+	// The sender: one message at a time through mx1, from the Internet,
+	// until told to stop; it keeps the Message-IDs the MX acknowledged.
+	var (
+		mu    sync.Mutex
+		acked []string
+		stop  = make(chan struct{})
+		done  = make(chan struct{})
+	)
+	mx := addr(t, c, "mx1", cluster.SvcSMTP)
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := fmt.Sprintf("move-live-%d@outside.example", i)
+			err := c.In(Outside, func() error {
+				sc, err := smtp.Dial(mx)
+				if err != nil {
+					return err
+				}
+				defer sc.Close()
+				if err := sc.Mail("s@outside.example"); err != nil {
+					return err
+				}
+				if err := sc.Rcpt(user + "@correo.example"); err != nil {
+					return err
+				}
+				w, err := sc.Data()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "From: s@outside.example\r\nTo: %s@correo.example\r\nSubject: durante %d\r\nMessage-ID: <%s>\r\n\r\nhola\r\n", user, i, id)
+				if err := w.Close(); err != nil {
+					return err
+				}
+				return sc.Quit()
+			})
+			if err == nil {
+				mu.Lock()
+				acked = append(acked, id)
+				mu.Unlock()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	out, err := run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.5", user, "-to", to)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatalf("correoctl mailbox move %s -to %s: %v\n%s", user, to, err, out)
+	}
+	t.Logf("correoctl mailbox move: %s", out)
+	if m := regexp.MustCompile(`frozen ([0-9.]+m?s)`).FindStringSubmatch(string(out)); m == nil {
+		t.Errorf("correoctl's report does not say how long the mailbox was frozen:\n%s", out)
+	}
+	waitQueuesEmpty(t, c)
+	if got := lookup(t, c, user).Storage; got != to {
+		t.Fatalf("passwd says %s's mailbox is on %s, want %s", user, got, to)
+	}
+
+	// Every acknowledged message exactly once on the new host.
+	mu.Lock()
+	want := append([]string(nil), acked...)
+	mu.Unlock()
+	for i := 0; i < pre; i++ {
+		want = append(want, fmt.Sprintf("move-pre-%d@b.example", i))
+	}
+	if len(want) < pre+5 {
+		t.Errorf("the sender got only %d messages acknowledged during the move", len(want)-pre)
+	}
+	midRE := regexp.MustCompile(`(?im)^message-id:\s*<([^>]+)>`)
+	seen := map[string]int{}
+	for _, f := range maildirFiles(t, c, to, user) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := midRE.FindSubmatch(b); m != nil {
+			seen[string(m[1])]++
+		}
+	}
+	for _, id := range want {
+		if seen[id] != 1 {
+			t.Errorf("message %s is on %s %d times, want once", id, to, seen[id])
+		}
+	}
+
+	// What the clients saw is kept.
+	after := viewOf(t, c, user, pw, "dump")
+	if after.UIDValidity != before.UIDValidity {
+		t.Errorf("UIDVALIDITY changed from %s to %s: every IMAP client would resynchronise", before.UIDValidity, after.UIDValidity)
+	}
+	for id, v := range before.UIDs {
+		// \Recent belongs to a session, not to the message.
+		if !reflect.DeepEqual(withoutRecent(after.UIDs[id]), withoutRecent(v)) {
+			t.Errorf("message %s: UID and flags %v before the move, %v after", id, v, after.UIDs[id])
+		}
+		if after.UIDL[id] != before.UIDL[id] {
+			t.Errorf("message %s: POP3 UIDL %q before the move, %q after", id, before.UIDL[id], after.UIDL[id])
+		}
+	}
+
+	// The old copy is frozen and says where the mailbox went.
+	marker, err := os.ReadFile(c.Path(from, filepath.Join(maildir(t, c, from, user), mailbox.MovingMarker)))
+	if err != nil || !strings.HasPrefix(string(marker), "moved to "+to) {
+		t.Errorf("the old copy on %s: marker %q, %v; want \"moved to %s ...\"", from, marker, err, to)
+	}
+}
+
+func withoutRecent(v [2]interface{}) [2]interface{} {
+	flags, _ := v[1].([]interface{})
+	var kept []interface{}
+	for _, f := range flags {
+		if f != `\Recent` {
+			kept = append(kept, f)
+		}
+	}
+	return [2]interface{}{v[0], kept}
+}
