@@ -240,6 +240,9 @@ func TestPutRefusesBadBody(t *testing.T) {
 			if !strings.Contains(err.Error(), "cur/msg") {
 				t.Errorf("error %q does not name the file", err)
 			}
+			if err := st.Sync(); err != nil { // removes the dirty marker
+				t.Fatal(err)
+			}
 			if got := listAll(t, st.Root()); !slices.Equal(got, []string{"cur"}) {
 				t.Errorf("left behind: %v", got)
 			}
@@ -448,12 +451,18 @@ func TestManifestDropsLeftovers(t *testing.T) {
 	}
 }
 
-// TestSyncOncePerDirectory: fsyncs scale with directories, not files.
-func TestSyncOncePerDirectory(t *testing.T) {
-	var calls []int
-	fsyncDir = func(fd int) error { calls = append(calls, fd); return unix.Fsync(fd) }
-	defer func() { fsyncDir = unix.Fsync }()
+// TestSyncOncePerPass: durability costs a fixed number of flushes per
+// pass, whatever the number of files: the marker (file and root) when the
+// pass starts, one syncfs and the root's fsync when Sync ends it.
+func TestSyncOncePerPass(t *testing.T) {
+	var fsyncs, syncfss []int
+	fsyncFD = func(fd int) error { fsyncs = append(fsyncs, fd); return unix.Fsync(fd) }
+	syncFS = func(fd int) error { syncfss = append(syncfss, fd); return unix.Syncfs(fd) }
+	defer func() { fsyncFD, syncFS = unix.Fsync, unix.Syncfs }()
 	st, _ := newStage(t)
+	if len(fsyncs)+len(syncfss) != 0 {
+		t.Fatalf("opening a new stage: %d fsyncs, %d syncfs; want none", len(fsyncs), len(syncfss))
+	}
 	for _, d := range []string{"cur", "new"} {
 		if err := st.Put(Entry{Path: d, Dir: true, Mode: 0o700, MTime: at(9).UnixNano()}, nil, nil); err != nil {
 			t.Fatal(err)
@@ -466,19 +475,33 @@ func TestSyncOncePerDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if len(fsyncs) != 2 || fsyncs[1] != st.fd || len(syncfss) != 0 {
+		t.Errorf("200 files put: fsyncs %v, syncfs %v; want the marker's and the root's (%d) fsync only", fsyncs, syncfss, st.fd)
+	}
+	fsyncs = nil
 	if err := st.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if len(calls) != 3 { // root (new entries cur, new), cur, new
-		t.Errorf("%d directory fsyncs for 200 files in 2 directories, want 3", len(calls))
+	if !slices.Equal(syncfss, []int{st.fd}) || !slices.Equal(fsyncs, []int{st.fd}) {
+		t.Errorf("Sync: syncfs %v, fsyncs %v; want one of each, on the root (%d)", syncfss, fsyncs, st.fd)
 	}
 	fi, err := os.Stat(filepath.Join(st.Root(), "cur"))
 	if err != nil || !fi.ModTime().Equal(at(9)) {
 		t.Errorf("cur's mtime not set by Sync: %v %v", fi.ModTime(), err)
 	}
-	calls = nil
-	if err := st.Sync(); err != nil || len(calls) != 0 {
-		t.Errorf("second Sync: %v, %d fsyncs; want none", err, len(calls))
+	fsyncs, syncfss = nil, nil
+	if err := st.Sync(); err != nil || len(fsyncs)+len(syncfss) != 0 {
+		t.Errorf("second Sync: %v, %d fsyncs, %d syncfs; want none", err, len(fsyncs), len(syncfss))
+	}
+	// A remove starts a pass too.
+	if err := st.Remove(Entry{Path: "new", Dir: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(fsyncs) != 3 || len(syncfss) != 1 {
+		t.Errorf("a pass of one remove: %d fsyncs, %d syncfs; want 3 and 1", len(fsyncs), len(syncfss))
 	}
 }
 

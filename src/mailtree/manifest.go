@@ -1,33 +1,3 @@
-// Package mailtree is the file-level engine of an online mailbox move: it
-// lists one user's Maildir++ tree (Scan), compares two listings (Diff,
-// Verify), and builds the copy on the target host (Stage). It does no
-// networking; a transport carries manifests (Encode, DecodeManifest) and
-// file contents between the two sides.
-//
-// A move runs as passes. The first copies the tree while the mailbox is
-// live; later ones (the delta, once the mailbox is frozen by
-// mailbox.MovingMarker) copy only what changed. Each pass is:
-//
-//	src := Scan(root)                       on the source
-//	dst := stage.Manifest()                 on the target (resumes after a crash)
-//	fetch, remove := Diff(src, dst)
-//	for e in remove: stage.Remove(e)        before the fetches: a path that
-//	                                        changed kind is in both lists
-//	for e in fetch:  f, cur := Open(root, e) on the source; the target
-//	                 stage.Put(cur, body, sum) (or Create/Write/Commit)
-//	stage.Sync()                            everything durable
-//	Verify(Scan(root), stage.Manifest())    once the source is frozen
-//
-// Names, contents, permission bits and modification times are kept
-// exactly, because the mail protocols read them: IMAP's INTERNALDATE is the
-// file's mtime, POP3's UIDL hashes the file name, flags live in the name
-// and quota usage is its S= part.
-//
-// Every path that comes from the other side goes through ValidPath, and the
-// stage walks paths one component at a time with O_NOFOLLOW, so a hostile
-// or buggy peer cannot make the target write outside the stage, and a
-// symbolic link in the source tree (which could point at another user's
-// mail) is neither listed nor followed.
 package mailtree
 
 import (

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,16 +25,35 @@ import (
 // (a directory's Put returns before anything is put into it), and removes
 // of a pass are best done before its puts (see Diff).
 //
-// A pass ends with Sync, which makes everything durable with one fsync per
-// directory touched rather than one per file.
+// A pass ends with Sync, which makes everything durable at once; until
+// then the stage's dirty marker says it cannot be trusted after a crash
+// (see the package documentation).
 type Stage struct {
 	root string
-	fd   int // the root, opened once: every path is walked from it
+	// fd is the root, opened once: every path is walked from it. Sync's
+	// syncfs goes through it too, which matters: syncfs reports the file
+	// system's writeback errors that happened since its descriptor was
+	// opened, and a descriptor opened by Sync itself would miss those of
+	// files written back early, in the middle of the pass.
+	fd int
+
+	// pass is held for reading by whatever changes the tree (from the
+	// marker's check to the change) and for writing by Sync and by the
+	// check for an interrupted pass, so that no change slips in between
+	// Sync's syncfs and its removal of the marker, where it would be
+	// neither durable nor covered by the marker.
+	pass sync.RWMutex
+	// dirtyMu guards dirty and broken, and makes the goroutines that start
+	// a pass together write the marker once.
+	dirtyMu sync.Mutex
+	// dirty is set while the marker is on disk for a pass of this Stage.
+	dirty bool
+	// broken is the error of a failed syncfs. It sticks: the failure was
+	// reported once and would not be again, so a later syncfs could succeed
+	// with the pass's data lost. The marker stays for OpenStage to find.
+	broken error
 
 	mu sync.Mutex
-	// touched holds the directories (relative, "" for the root) whose
-	// entries or metadata changed since the last Sync.
-	touched map[string]bool
 	// dirs holds the directory entries put since the last Sync: their mode
 	// and mtime are applied by Sync, after the files have gone in (which
 	// changes a directory's mtime, and a read-only mode would refuse them).
@@ -45,11 +65,19 @@ type Stage struct {
 
 var tempSeq atomic.Uint64
 
-// fsyncDir is replaced by a test that counts directory fsyncs.
-var fsyncDir = unix.Fsync
+// dirtyMarker, in the stage root, is on disk while a pass is in progress.
+// Its prefix keeps it out of Scan and refused by Entry.Check.
+const dirtyMarker = tempPrefix + "dirty"
+
+// fsyncFD and syncFS are replaced by a test that counts them.
+var (
+	fsyncFD = unix.Fsync
+	syncFS  = unix.Syncfs
+)
 
 // OpenStage opens the stage at root, creating it (mode 0700) and its
-// missing parents (0700) if needed. Close it when done.
+// missing parents (0700) if needed. A stage left with the dirty marker by
+// an interrupted pass is emptied. Close it when done.
 func OpenStage(root string) (*Stage, error) {
 	if err := mkdirDurable(root); err != nil {
 		return nil, fmt.Errorf("creating stage %s: %w", root, err)
@@ -58,13 +86,140 @@ func OpenStage(root string) (*Stage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening stage %s: %w", root, err)
 	}
-	return &Stage{
-		root:    root,
-		fd:      fd,
-		touched: make(map[string]bool),
-		dirs:    make(map[string]Entry),
-		active:  make(map[string]bool),
-	}, nil
+	s := &Stage{
+		root:   root,
+		fd:     fd,
+		dirs:   make(map[string]Entry),
+		active: make(map[string]bool),
+	}
+	if err := s.dropInterrupted(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return s, nil
+}
+
+// markDirty makes sure the dirty marker is on disk before the caller,
+// which holds s.pass for reading, changes the tree.
+func (s *Stage) markDirty() error {
+	s.dirtyMu.Lock()
+	defer s.dirtyMu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
+	if s.dirty {
+		return nil
+	}
+	if err := writeMarker(s.fd); err != nil {
+		return fmt.Errorf("stage %s: marking a pass in progress: %w", s.root, err)
+	}
+	s.dirty = true
+	return nil
+}
+
+func writeMarker(rootfd int) error {
+	fd, err := openat(rootfd, dirtyMarker, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), dirtyMarker)
+	// For an operator who finds it; only its presence counts.
+	_, err = fmt.Fprintf(f, "mailtree pass in progress (pid %d): if no pass is running, the stage is emptied when next opened\n", os.Getpid())
+	if err == nil {
+		err = fsyncFD(fd)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return fsyncFD(rootfd)
+}
+
+// dropInterrupted empties the stage if it has the dirty marker and no pass
+// of this Stage is in progress.
+func (s *Stage) dropInterrupted() error {
+	s.pass.Lock()
+	defer s.pass.Unlock()
+	s.dirtyMu.Lock()
+	dirty, broken := s.dirty, s.broken
+	s.dirtyMu.Unlock()
+	if broken != nil {
+		return broken
+	}
+	if dirty {
+		return nil
+	}
+	if _, err := lstatAt(s.fd, dirtyMarker); errors.Is(err, unix.ENOENT) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("stage %s: looking for the dirty marker: %w", s.root, err)
+	}
+	// Marker last, and only once the rest is durably gone: a crash in the
+	// middle leaves it for the next open to finish the job.
+	if err := emptyDir(s.fd, dirtyMarker); err != nil {
+		return fmt.Errorf("stage %s: emptying the stage of an interrupted pass: %w", s.root, err)
+	}
+	if err := fsyncFD(s.fd); err != nil {
+		return fmt.Errorf("stage %s: fsync: %w", s.root, err)
+	}
+	if err := unix.Unlinkat(s.fd, dirtyMarker, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("stage %s: removing the dirty marker: %w", s.root, err)
+	}
+	if err := fsyncFD(s.fd); err != nil {
+		return fmt.Errorf("stage %s: fsync: %w", s.root, err)
+	}
+	return nil
+}
+
+// emptyDir removes everything in the directory dirfd but the entry keep,
+// following no symbolic link. A directory that Sync made read-only is made
+// writable first, since its entries could not be removed otherwise.
+func emptyDir(dirfd int, keep string) error {
+	rfd, err := openDirAt(dirfd, "")
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(rfd), "")
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if n == keep {
+			continue
+		}
+		st, err := lstatAt(dirfd, n)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !isDir(&st) {
+			err = unix.Unlinkat(dirfd, n, 0)
+		} else if err = emptySubdir(dirfd, n); err == nil {
+			err = unix.Unlinkat(dirfd, n, unix.AT_REMOVEDIR)
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("removing %q: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func emptySubdir(dirfd int, name string) error {
+	fd, err := openat(dirfd, name, dirFlags, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, 0o700); err != nil {
+		return err
+	}
+	return emptyDir(fd, "")
 }
 
 // mkdirDurable makes dir and its missing parents, fsyncing the parent of
@@ -104,8 +259,9 @@ func fsyncPath(dir string) error {
 	return nil
 }
 
-// Close releases the stage's root descriptor. Puts not followed by Sync
-// may be lost in a crash.
+// Close releases the stage's root descriptor. A pass not ended by a Sync
+// that succeeded leaves the dirty marker, so the next OpenStage empties
+// the stage: to keep what an aborted pass copied, Sync before Close.
 func (s *Stage) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -124,19 +280,18 @@ func (s *Stage) full(rel string) string {
 	return filepath.Join(s.root, filepath.FromSlash(rel))
 }
 
-func (s *Stage) touch(dirs ...string) {
-	s.mu.Lock()
-	for _, d := range dirs {
-		s.touched[d] = true
-	}
-	s.mu.Unlock()
-}
-
 // Manifest scans the stage, so that a move resumed after a crash continues
 // from what is already there. It removes the temporary files that an
-// interrupted transfer left behind.
+// interrupted transfer left behind, and empties the stage first if it has
+// the dirty marker of an interrupted pass (not one of this Stage).
 func (s *Stage) Manifest() (*Manifest, error) {
+	if err := s.dropInterrupted(); err != nil {
+		return nil, err
+	}
 	return scanFD(s.fd, s.root, func(dirfd int, name string) {
+		if name == dirtyMarker {
+			return // ours: a pass may have started since dropInterrupted
+		}
 		s.mu.Lock()
 		busy := s.active[name]
 		s.mu.Unlock()
@@ -177,12 +332,16 @@ func (s *Stage) putDir(e Entry) error {
 	if err := e.Check(); err != nil {
 		return fmt.Errorf("stage %s: %w", s.root, err)
 	}
+	s.pass.RLock()
+	defer s.pass.RUnlock()
+	if err := s.markDirty(); err != nil {
+		return err
+	}
 	dirfd, name, err := openParent(s.fd, e.Path)
 	if err != nil {
 		return fmt.Errorf("putting directory %s: %w", s.full(e.Path), err)
 	}
 	defer unix.Close(dirfd)
-	parent, _ := splitPath(e.Path)
 	st, err := lstatAt(dirfd, name)
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -191,7 +350,6 @@ func (s *Stage) putDir(e Entry) error {
 		if err := unix.Mkdirat(dirfd, name, 0o700); err != nil {
 			return fmt.Errorf("creating directory %s: %w", s.full(e.Path), err)
 		}
-		s.touch(parent)
 	case err != nil:
 		return fmt.Errorf("putting directory %s: %w", s.full(e.Path), err)
 	case !isDir(&st):
@@ -199,7 +357,6 @@ func (s *Stage) putDir(e Entry) error {
 	}
 	s.mu.Lock()
 	s.dirs[e.Path] = e
-	s.touched[e.Path] = true
 	s.mu.Unlock()
 	return nil
 }
@@ -228,6 +385,11 @@ func (s *Stage) Create(e Entry) (*Incoming, error) {
 	}
 	if e.Dir {
 		return nil, fmt.Errorf("stage %s: %q is a directory, which has no contents to receive", s.root, e.Path)
+	}
+	s.pass.RLock()
+	defer s.pass.RUnlock()
+	if err := s.markDirty(); err != nil {
+		return nil, err
 	}
 	dirfd, _, err := openParent(s.fd, e.Path)
 	if err != nil {
@@ -284,14 +446,19 @@ func (in *Incoming) Write(p []byte) (int, error) {
 }
 
 // Commit checks the size and the SHA-256 of what was written, sets the
-// mode and the times (atime = mtime), makes the file durable and renames
-// it over e.Path. The name's directory is made durable by the next Sync.
-// On any error nothing is left behind.
+// mode and the times (atime = mtime) and renames the file over e.Path.
+// The next Sync makes it durable. On any error nothing is left behind.
 func (in *Incoming) Commit(sum []byte) error {
 	if in.done {
 		return fmt.Errorf("receiving %s: Commit after Commit or Abort", in.s.full(in.e.Path))
 	}
-	err := in.commit(sum)
+	// Again, not only in Create: a Sync may have ended the pass since.
+	in.s.pass.RLock()
+	err := in.s.markDirty()
+	if err == nil {
+		err = in.commit(sum)
+	}
+	in.s.pass.RUnlock()
 	if err != nil {
 		in.Abort()
 		return err
@@ -313,18 +480,15 @@ func (in *Incoming) commit(sum []byte) error {
 	if !bytes.Equal(in.h.Sum(nil), sum) {
 		return fmt.Errorf("receiving %s: SHA-256 mismatch, contents corrupted in transit; refused", path)
 	}
-	// Mode and times before the fsync, so that the one fsync makes them
-	// durable with the data: a message whose mtime (its INTERNALDATE)
-	// came back as the time of the copy after a crash would be wrong.
+	// Mode and times before the rename, so that the name never shows the
+	// message with the time of the copy as its mtime (its INTERNALDATE),
+	// not even to a Manifest taken meanwhile.
 	if err := unix.Fchmod(int(in.f.Fd()), in.e.Mode); err != nil {
 		return fmt.Errorf("receiving %s: %w", path, err)
 	}
 	ts := unix.NsecToTimespec(in.e.MTime)
 	if err := unix.UtimesNanoAt(in.dirfd, in.tmp, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("receiving %s: setting times: %w", path, err)
-	}
-	if err := in.f.Sync(); err != nil {
-		return fmt.Errorf("receiving %s: fsync: %w", path, err)
 	}
 	if err := in.f.Close(); err != nil {
 		in.f = nil
@@ -339,10 +503,8 @@ func (in *Incoming) commit(sum []byte) error {
 		return fmt.Errorf("receiving %s: renaming into place: %w", path, err)
 	}
 	in.done = true
-	dir, _ := splitPath(in.e.Path)
 	in.s.mu.Lock()
 	delete(in.s.active, in.tmp)
-	in.s.touched[dir] = true
 	in.s.mu.Unlock()
 	unix.Close(in.dirfd)
 	in.dirfd = -1
@@ -370,10 +532,19 @@ func (in *Incoming) Abort() {
 // Remove removes e.Path from the stage, whatever it is there: a file, a
 // symbolic link (not followed), or a directory, which must be empty but
 // for what Scan does not list (the contents of a tmp/ directory, lock
-// files, temporary files). A path that is not there is not an error.
+// files, temporary files). A path that is not there is not an error. The
+// stage's own files (the temporary files and the dirty marker) are refused.
 func (s *Stage) Remove(e Entry) error {
 	if err := ValidPath(e.Path); err != nil {
 		return fmt.Errorf("stage %s: removing: %w", s.root, err)
+	}
+	if _, name := splitPath(e.Path); strings.HasPrefix(name, tempPrefix) {
+		return fmt.Errorf("stage %s: removing %q: a file of the stage itself, refused", s.root, e.Path)
+	}
+	s.pass.RLock()
+	defer s.pass.RUnlock()
+	if err := s.markDirty(); err != nil {
+		return err
 	}
 	path := s.full(e.Path)
 	dirfd, name, err := openParent(s.fd, e.Path)
@@ -402,11 +573,8 @@ func (s *Stage) Remove(e Entry) error {
 		}
 		return fmt.Errorf("removing %s: %w", path, err)
 	}
-	parent, _ := splitPath(e.Path)
 	s.mu.Lock()
-	s.touched[parent] = true
 	delete(s.dirs, e.Path)
-	delete(s.touched, e.Path)
 	s.mu.Unlock()
 	return nil
 }
@@ -471,62 +639,76 @@ func clearUnlisted(dirfd int, name string, all bool, depth int) error {
 	return nil
 }
 
-// Sync makes the pass durable: for each directory touched since the last
-// Sync, once and deepest first, it applies the mode and mtime of a
-// directory Put (now that no more files go into it) and fsyncs it. When it
-// returns nil, everything Put and removed before it survives a crash. On
-// an error the same directories are tried again by the next Sync.
+// Sync makes the pass durable. It applies the mode and mtime of each
+// directory Put since the last Sync (now that no more files go into it),
+// deepest first, then flushes the stage's file system and removes the
+// dirty marker. When it returns nil, everything Put and removed before it
+// survives a crash. An error while applying or removing the marker can be
+// retried by the next Sync; a failed flush cannot (the stage must be
+// closed and opened again, which empties it).
 func (s *Stage) Sync() error {
-	s.mu.Lock()
-	touched, dirs := s.touched, s.dirs
-	s.touched, s.dirs = make(map[string]bool), make(map[string]Entry)
-	s.mu.Unlock()
-
-	paths := make([]string, 0, len(touched))
-	for p := range touched {
-		paths = append(paths, p)
+	s.pass.Lock()
+	defer s.pass.Unlock()
+	s.dirtyMu.Lock()
+	defer s.dirtyMu.Unlock()
+	if s.broken != nil {
+		return s.broken
 	}
+	if !s.dirty {
+		return nil
+	}
+
+	// No lock for s.dirs: its writers hold s.pass for reading.
+	paths := slices.Collect(maps.Keys(s.dirs))
 	// Deepest first (reverse path order puts children before parents), so
 	// that a parent whose mode forbids entering it is changed last.
 	slices.SortFunc(paths, func(a, b string) int { return strings.Compare(b, a) })
 	for _, p := range paths {
-		if err := s.syncDir(p, dirs); err != nil {
-			s.mu.Lock()
-			for q := range touched {
-				s.touched[q] = true
-			}
-			for q, e := range dirs {
-				if _, newer := s.dirs[q]; !newer {
-					s.dirs[q] = e
-				}
-			}
-			s.mu.Unlock()
+		if err := s.applyDir(s.dirs[p]); err != nil {
 			return err
 		}
+		delete(s.dirs, p)
 	}
+
+	// One syncfs rather than an fsync per file and per directory: a pass
+	// writes thousands of small files, and each fsync waits for its own
+	// disk flush (a journal commit on ext4 and XFS), where syncfs writes
+	// them all back and waits once. What it flushes beyond the pass is the
+	// rest of the stage's file system, which is the data_dir's (the stage
+	// is made beside the mailboxes so that the commit is a rename): other
+	// mailboxes' recent writes, which their writers fsync anyway. Since
+	// Linux 5.8 it reports the writeback errors of the whole file system
+	// since s.fd was opened, files already evicted from memory included.
+	if err := syncFS(s.fd); err != nil {
+		s.broken = fmt.Errorf("stage %s: syncfs: %w; the pass may be lost: close and reopen the stage, which empties it", s.root, err)
+		return s.broken
+	}
+	if err := unix.Unlinkat(s.fd, dirtyMarker, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("stage %s: removing the dirty marker: %w", s.root, err)
+	}
+	if err := fsyncFD(s.fd); err != nil {
+		return fmt.Errorf("stage %s: fsync: %w", s.root, err)
+	}
+	s.dirty = false
 	return nil
 }
 
-func (s *Stage) syncDir(p string, dirs map[string]Entry) error {
-	fd, err := openDirAt(s.fd, p)
+// applyDir sets the mode and mtime of a directory Put.
+func (s *Stage) applyDir(e Entry) error {
+	fd, err := openDirAt(s.fd, e.Path)
 	if errors.Is(err, unix.ENOENT) {
-		return nil // removed later in the pass; its parent's fsync covers that
+		return nil // removed since: nothing to apply
 	}
 	if err != nil {
-		return fmt.Errorf("stage %s: syncing directory %q: %w", s.root, p, explain(err))
+		return fmt.Errorf("stage %s: setting mode and times of directory %q: %w", s.root, e.Path, explain(err))
 	}
 	defer unix.Close(fd)
-	if e, ok := dirs[p]; ok {
-		ts := unix.NsecToTimespec(e.MTime)
-		if err := unix.UtimesNanoAt(fd, ".", []unix.Timespec{ts, ts}, 0); err != nil {
-			return fmt.Errorf("setting times of %s: %w", s.full(p), err)
-		}
-		if err := unix.Fchmod(fd, e.Mode); err != nil {
-			return fmt.Errorf("setting mode of %s: %w", s.full(p), err)
-		}
+	ts := unix.NsecToTimespec(e.MTime)
+	if err := unix.UtimesNanoAt(fd, ".", []unix.Timespec{ts, ts}, 0); err != nil {
+		return fmt.Errorf("setting times of %s: %w", s.full(e.Path), err)
 	}
-	if err := fsyncDir(fd); err != nil {
-		return fmt.Errorf("fsync of directory %s: %w", s.full(p), err)
+	if err := unix.Fchmod(fd, e.Mode); err != nil {
+		return fmt.Errorf("setting mode of %s: %w", s.full(e.Path), err)
 	}
 	return nil
 }
