@@ -51,7 +51,15 @@ func (s *Server) pull(c net.Conn, st *pwproto.Stream, user, from string, rate in
 	if err != nil {
 		return pass, err
 	}
-	defer stage.Close()
+	synced := false
+	defer func() {
+		// A pass cut short (the source went away) keeps what it copied:
+		// a stage left unsynced is emptied when next opened.
+		if !synced {
+			stage.Sync()
+		}
+		stage.Close()
+	}()
 	have, err := stage.Manifest()
 	if err != nil {
 		return pass, err
@@ -102,6 +110,7 @@ func (s *Server) pull(c net.Conn, st *pwproto.Stream, user, from string, rate in
 			return pass, fmt.Errorf("copying from %s: %w", from, err)
 		}
 	}
+	synced = true
 	if err := stage.Sync(); err != nil {
 		return pass, err
 	}
