@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: all build nss nss-bench lmtp-bench pop3-bench imap-bench login-bench deps test fmt-check vet gotest nix-check dev rootfs image clean
+.PHONY: all build nss nss-bench lmtp-bench pop3-bench imap-bench login-bench move-bench deps test fmt-check vet gotest nix-check dev rootfs image clean
 
 all: build
 
@@ -60,6 +60,15 @@ login-bench: deps
 # messages per target (2000). Prints a table.
 smtp-bench: deps
 	$(GO) test -run '^$$' -bench SMTP -benchtime 1x ./src/cmd/smtpd
+
+# A 2 000-message mailbox moved between two storage hosts of a namespace
+# cluster with correoctl mailbox move, next to rsync -a of the same
+# Maildir between the same hosts, and the time the user saw it frozen.
+# Root.
+move-bench: deps build
+	unshare -n -m --propagation private sh -c 'ip link set lo up && exec "$$0" "$$@"' \
+		env CORREO_BIN=$(CURDIR)/bin CORREO_NSS_LIB=$(CURDIR)/bin/libnss_correo.so.2 \
+		$(GO) test -run '^$$' -bench MailboxMove -benchtime 1x ./vm-tests/netns
 
 deps:
 	@bash .ci/deps

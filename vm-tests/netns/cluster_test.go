@@ -80,7 +80,7 @@ func boot(p *cluster.Profile, state, bin, prefix string) (*nsCluster, error) {
 }
 
 // needs skips (or fails, under CORREO_STRICT) where a cluster cannot boot.
-func needs(t *testing.T) {
+func needs(t testing.TB) {
 	t.Helper()
 	testutil.NeedRoot(t)
 	for _, c := range []string{"ip", "nsd", "rsyslogd", "unshare"} {
@@ -89,7 +89,7 @@ func needs(t *testing.T) {
 }
 
 // bootOwn boots a cluster for one test alone, torn down at its end.
-func bootOwn(t *testing.T) *nsCluster {
+func bootOwn(t testing.TB) *nsCluster {
 	t.Helper()
 	needs(t)
 	p, err := scenario.LoadProfile(example)
@@ -99,7 +99,7 @@ func bootOwn(t *testing.T) *nsCluster {
 	return bootOwnProfile(t, p, filepath.Join(t.TempDir(), "state"))
 }
 
-func bootOwnProfile(t *testing.T, p *cluster.Profile, state string) *nsCluster {
+func bootOwnProfile(t testing.TB, p *cluster.Profile, state string) *nsCluster {
 	t.Helper()
 	c, err := boot(p, state, clustertest.BuildAll(t, false), ownPrefix)
 	if err != nil {
@@ -192,7 +192,7 @@ func (c *nsCluster) notRunning() []string {
 }
 
 // dumpLogs logs the runner's log and the end of every daemon's log.
-func (c *nsCluster) dumpLogs(t *testing.T) {
+func (c *nsCluster) dumpLogs(t testing.TB) {
 	t.Logf("runner log:\n%s", c.logs.String())
 	filepath.Walk(c.r.StateDir, func(path string, info os.FileInfo, err error) error {
 		if err == nil && strings.HasSuffix(path, ".log") && !info.IsDir() {
