@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"correo/src/keyfile"
@@ -97,13 +98,21 @@ func (c *Client) manifest(user string) (*mailtree.Manifest, error) {
 }
 
 // fetch receives files into stage; progress(n, done) counts body bytes
-// and finished files.
+// and received files, always on the calling goroutine. Small files are
+// written by a few writers while the next ones arrive: creating a file
+// costs more than receiving 4 KiB, and a lone writer would leave the
+// stream waiting.
 func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stage, progress func(n int64, done bool)) error {
-	var in *mailtree.Incoming
+	var (
+		in   *mailtree.Incoming // a big file, written as it arrives
+		cur  *mailtree.Entry    // a small file, gathered in body
+		body []byte
+	)
 	want := map[string]bool{}
 	for _, e := range files {
 		want[e.Path] = true
 	}
+	w := newWriters(stage, fetchWriters)
 	defer func() {
 		if in != nil {
 			in.Abort()
@@ -112,7 +121,7 @@ func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stag
 	_, err := c.call(Request{Op: opFetch, User: user, Files: files}, c.Timeout, func(kind uint8, p []byte) error {
 		switch kind {
 		case kindFile:
-			if in != nil {
+			if in != nil || cur != nil {
 				return fmt.Errorf("fetch: a file header before the end of the previous file")
 			}
 			var h fileHeader
@@ -130,40 +139,124 @@ func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stag
 			if err := h.Entry.Check(); err != nil {
 				return fmt.Errorf("fetch: %w", err)
 			}
+			if h.Entry.Size <= smallFile {
+				e := h.Entry
+				cur, body = &e, make([]byte, 0, e.Size)
+				return nil
+			}
 			var err error
 			in, err = stage.Create(h.Entry)
 			return err
 		case kindData:
-			if in == nil {
+			switch {
+			case cur != nil:
+				if int64(len(body)+len(p)) > cur.Size {
+					return fmt.Errorf("fetch: %s: more than the announced %d bytes", cur.Path, cur.Size)
+				}
+				body = append(body, p...)
+			case in != nil:
+				if _, err := in.Write(p); err != nil {
+					return err
+				}
+			default:
 				return fmt.Errorf("fetch: file data outside a file")
-			}
-			if _, err := in.Write(p); err != nil {
-				return err
 			}
 			progress(int64(len(p)), false)
 			return nil
 		case kindFileEnd:
-			if in == nil {
-				return fmt.Errorf("fetch: a file end outside a file")
-			}
 			var fe fileEnd
 			if err := decode(p, &fe, "file end"); err != nil {
 				return err
 			}
-			err := in.Commit(fe.Sum)
-			in = nil
-			if err != nil {
-				return err
+			switch {
+			case cur != nil:
+				if err := w.put(*cur, body, fe.Sum); err != nil {
+					return err
+				}
+				cur, body = nil, nil
+			case in != nil:
+				err := in.Commit(fe.Sum)
+				in = nil
+				if err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("fetch: a file end outside a file")
 			}
 			progress(0, true)
 			return nil
 		}
 		return fmt.Errorf("fetch: unexpected frame kind %d", kind)
 	})
-	if err == nil && in != nil {
-		return fmt.Errorf("fetch: the answer ended inside a file")
+	werr := w.wait()
+	if err == nil && (in != nil || cur != nil) {
+		err = fmt.Errorf("fetch: the answer ended inside a file")
+	}
+	if err == nil {
+		err = werr
 	}
 	return err
+}
+
+const (
+	// smallFile: files up to this size are gathered in memory and
+	// written by the writers (nearly every message).
+	smallFile = 1 << 20
+	// fetchWriters write small files concurrently.
+	fetchWriters = 4
+)
+
+// writers put gathered files into the stage concurrently; the first
+// error stops the fetch.
+type writers struct {
+	stage *mailtree.Stage
+	jobs  chan writeJob
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	err   error
+}
+
+type writeJob struct {
+	e         mailtree.Entry
+	body, sum []byte
+}
+
+func newWriters(stage *mailtree.Stage, n int) *writers {
+	w := &writers{stage: stage, jobs: make(chan writeJob, 2*n)}
+	for i := 0; i < n; i++ {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for j := range w.jobs {
+				if err := stage.Put(j.e, bytes.NewReader(j.body), j.sum); err != nil {
+					w.mu.Lock()
+					if w.err == nil {
+						w.err = err
+					}
+					w.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return w
+}
+
+func (w *writers) put(e mailtree.Entry, body, sum []byte) error {
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	w.jobs <- writeJob{e, body, sum}
+	return nil
+}
+
+// wait ends the writers and returns their first error.
+func (w *writers) wait() error {
+	close(w.jobs)
+	w.wg.Wait()
+	return w.err
 }
 
 // Pull has the target copy user's Maildir from the source host from into
