@@ -63,7 +63,7 @@ func (c *Client) call(req Request, idle time.Duration, on func(kind uint8, paylo
 				return resp, err
 			}
 			if !resp.OK {
-				return resp, &RemoteError{Op: req.Op, Msg: resp.Error}
+				return resp, &RemoteError{Op: req.Op, Msg: resp.Error, Code: resp.Code}
 			}
 			return resp, nil
 		}
@@ -98,11 +98,12 @@ func (c *Client) manifest(user string) (*mailtree.Manifest, error) {
 }
 
 // fetch receives files into stage; progress(n, done) counts body bytes
-// and received files, always on the calling goroutine. Small files are
+// and received files, always on the calling goroutine, and an error from
+// it ends the fetch. Small files are
 // written by a few writers while the next ones arrive: creating a file
 // costs more than receiving 4 KiB, and a lone writer would leave the
 // stream waiting.
-func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stage, progress func(n int64, done bool)) error {
+func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stage, progress func(n int64, done bool) error) error {
 	var (
 		in   *mailtree.Incoming // a big file, written as it arrives
 		cur  *mailtree.Entry    // a small file, gathered in body
@@ -133,8 +134,7 @@ func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stag
 			}
 			delete(want, h.Entry.Path)
 			if h.Missing {
-				progress(0, true)
-				return nil
+				return progress(0, true)
 			}
 			if err := h.Entry.Check(); err != nil {
 				return fmt.Errorf("fetch: %w", err)
@@ -161,8 +161,7 @@ func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stag
 			default:
 				return fmt.Errorf("fetch: file data outside a file")
 			}
-			progress(int64(len(p)), false)
-			return nil
+			return progress(int64(len(p)), false)
 		case kindFileEnd:
 			var fe fileEnd
 			if err := decode(p, &fe, "file end"); err != nil {
@@ -183,8 +182,7 @@ func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stag
 			default:
 				return fmt.Errorf("fetch: a file end outside a file")
 			}
-			progress(0, true)
-			return nil
+			return progress(0, true)
 		}
 		return fmt.Errorf("fetch: unexpected frame kind %d", kind)
 	})

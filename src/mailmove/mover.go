@@ -261,7 +261,7 @@ func (m *Mover) rollback(ctx context.Context, j *Journal, cause error) error {
 		if src, err := m.dial(ctx, j.From); err != nil {
 			errs = append(errs, err)
 		} else {
-			if err := src.Thaw(j.User); err != nil {
+			if err := retry(ctx, func() error { return src.Thaw(j.User) }); err != nil {
 				errs = append(errs, err)
 			}
 			src.Close()
@@ -270,13 +270,17 @@ func (m *Mover) rollback(ctx context.Context, j *Journal, cause error) error {
 			errs = append(errs, err)
 		}
 	}
-	if dst, err := m.dial(ctx, j.To); err != nil {
-		errs = append(errs, err)
-	} else {
-		if err := dst.Abort(j.User); err != nil {
-			errs = append(errs, err)
-		}
+	// The target's partial copy is only disk space: it is never served,
+	// and the next move of the user to that host continues from it. A
+	// target that cannot be reached (it may be why the move failed) does
+	// not keep the rollback from finishing.
+	dst, err := m.dial(ctx, j.To)
+	if err == nil {
+		err = retry(ctx, func() error { return dst.Abort(j.User) })
 		dst.Close()
+	}
+	if err != nil {
+		m.note("the partial copy of %s on %s stays until the next move there (%v)", j.User, j.To, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%v; rolling back failed too (%v): run `correoctl mailbox move -abort %s` again", cause, errors.Join(errs...), j.User)
@@ -300,7 +304,11 @@ func (m *Mover) run(ctx context.Context, j *Journal, rep Report) (Report, error)
 		// Live passes: the first copies everything, the second what
 		// arrived meanwhile, so the frozen pass is short.
 		for i := 0; i < 2; i++ {
-			p, err := dst.Pull(j.User, j.From, m.rate(), m.progress(j.User, "live"))
+			var p Pass
+			err := retry(ctx, func() (err error) {
+				p, err = dst.Pull(j.User, j.From, m.rate(), m.progress(j.User, "live"))
+				return err
+			})
 			if err != nil {
 				return rep, m.rollback(ctx, j, fmt.Errorf("copying %s's mailbox: %w", j.User, err))
 			}
@@ -324,17 +332,25 @@ func (m *Mover) run(ctx context.Context, j *Journal, rep Report) (Report, error)
 		if err != nil {
 			return rep, m.rollback(ctx, j, err)
 		}
-		err = src.Freeze(j.User, j.To)
+		err = retry(ctx, func() error { return src.Freeze(j.User, j.To) })
 		src.Close()
 		if err != nil {
 			return rep, m.rollback(ctx, j, err)
 		}
-		p, err := dst.Pull(j.User, j.From, m.rate(), m.progress(j.User, "frozen"))
+		var p Pass
+		err = retry(ctx, func() (err error) {
+			p, err = dst.Pull(j.User, j.From, m.rate(), m.progress(j.User, "frozen"))
+			return err
+		})
 		if err != nil {
 			return rep, m.rollback(ctx, j, fmt.Errorf("copying what changed: %w", err))
 		}
 		rep.Delta = p
-		v, err := dst.Verify(j.User, j.From)
+		var v Pass
+		err = retry(ctx, func() (err error) {
+			v, err = dst.Verify(j.User, j.From)
+			return err
+		})
 		if err != nil {
 			return rep, m.rollback(ctx, j, err)
 		}
@@ -346,7 +362,7 @@ func (m *Mover) run(ctx context.Context, j *Journal, rep Report) (Report, error)
 		}
 	}
 	if j.Step == StepCommit {
-		if err := dst.Commit(j.User); err != nil {
+		if err := retry(ctx, func() error { return dst.Commit(j.User) }); err != nil {
 			return rep, fmt.Errorf("committing on %s: %w; the move is journaled: -resume", j.To, err)
 		}
 		j.Step = StepSwitch
@@ -369,7 +385,7 @@ func (m *Mover) run(ctx context.Context, j *Journal, rep Report) (Report, error)
 	if j.Step == StepRetire {
 		src, err := m.dial(ctx, j.From)
 		if err == nil {
-			err = src.Retire(j.User, j.To)
+			err = retry(ctx, func() error { return src.Retire(j.User, j.To) })
 			src.Close()
 		}
 		if err != nil {
@@ -382,6 +398,26 @@ func (m *Mover) run(ctx context.Context, j *Journal, rep Report) (Report, error)
 	rep.Took = time.Since(start)
 	m.note("moved %s to %s in %s (frozen %s)", j.User, j.To, rep.Took.Round(time.Millisecond), rep.Frozen.Round(time.Millisecond))
 	return rep, nil
+}
+
+// busyWait is how long a step waits for another operation on the same
+// mailbox to end: the copy of a killed correoctl stops within a second,
+// a freeze within freeze_timeout.
+const busyWait = time.Minute
+
+// retry runs f again while the host answers that the mailbox is busy.
+func retry(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(busyWait)
+	for {
+		err := f()
+		if !IsBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (m *Mover) progress(user, phase string) func(Progress) {

@@ -233,7 +233,9 @@ func (s *Server) do(c net.Conn, st *pwproto.Stream, req Request) (Response, erro
 	default:
 		release, err := s.hold(user, req.Op)
 		if err != nil {
-			return refuse(req.Op, "%v", err), nil
+			r := refuse(req.Op, "%v", err)
+			r.Code = CodeBusy
+			return r, nil
 		}
 		defer release()
 	}

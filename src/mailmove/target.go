@@ -92,7 +92,7 @@ func (s *Server) pull(c net.Conn, st *pwproto.Stream, user, from string, rate in
 	for len(files) > 0 {
 		batch := files[:min(len(files), fetchBatch)]
 		files = files[len(batch):]
-		err := src.fetch(user, batch, stage, func(n int64, done bool) {
+		err := src.fetch(user, batch, stage, func(n int64, done bool) error {
 			prog.Bytes += n
 			pass.Bytes += n
 			if done {
@@ -103,8 +103,13 @@ func (s *Server) pull(c net.Conn, st *pwproto.Stream, user, from string, rate in
 			if time.Since(lastProgress) > 250*time.Millisecond {
 				lastProgress = time.Now()
 				c.SetWriteDeadline(time.Now().Add(ioTimeout))
-				sendJSON(st, kindProgress, prog)
+				// correoctl gone (killed, say): stop copying, so that
+				// its -resume finds the user free.
+				if err := sendJSON(st, kindProgress, prog); err != nil {
+					return fmt.Errorf("correoctl went away: %w", err)
+				}
 			}
+			return nil
 		})
 		if err != nil {
 			return pass, fmt.Errorf("copying from %s: %w", from, err)

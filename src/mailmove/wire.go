@@ -65,6 +65,9 @@ type Request struct {
 type Response struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// Code is CodeBusy when another operation holds the user's mailbox on
+	// that host: worth retrying shortly.
+	Code string `json:"code,omitempty"`
 	// Pass is what a pull or verify did.
 	Pass *Pass `json:"pass,omitempty"`
 	// Status answers status.
@@ -117,12 +120,21 @@ func sendJSON(st *pwproto.Stream, kind uint8, v any) error {
 	return st.Send(kind, b)
 }
 
+// CodeBusy: another operation on the user's mailbox is in progress.
+const CodeBusy = "busy"
+
 // RemoteError is an operation the other side refused or failed.
 type RemoteError struct {
-	Op, Msg string
+	Op, Msg, Code string
 }
 
 func (e *RemoteError) Error() string { return e.Op + ": " + e.Msg }
+
+// IsBusy reports whether err says another operation holds the mailbox.
+func IsBusy(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code == CodeBusy
+}
 
 // IsRemote reports whether err came from the other side's Response.
 func IsRemote(err error) bool {

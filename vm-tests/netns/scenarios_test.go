@@ -58,6 +58,10 @@ func TestMailboxMove(t *testing.T) {
 	scenario.MailboxMove(t, sharedCluster(t))
 }
 
+func TestMailboxMoveCrashes(t *testing.T) {
+	scenario.MailboxMoveCrashes(t, sharedCluster(t))
+}
+
 // TestGrowthWithoutMigration boots a cluster of its own: growing stops it
 // and boots the grown profile on the same state, as an operator would
 // after adding store4.

@@ -167,4 +167,5 @@ var Shared = []Scenario{
 	{"IMAPThroughProxy", IMAPThroughProxy},
 	{"ClientAutoconfig", ClientAutoconfig},
 	{"MailboxMove", MailboxMove},
+	{"MailboxMoveCrashes", MailboxMoveCrashes},
 }

@@ -1,16 +1,19 @@
 package scenario
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/smtp"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -237,4 +240,152 @@ func withoutRecent(v [2]interface{}) [2]interface{} {
 		}
 	}
 	return [2]interface{}{v[0], kept}
+}
+
+// MailboxMoveCrashes (issue 18): moves cut short by a kill -9 end with
+// the mailbox whole and served from one host. correoctl killed during
+// the copy leaves its journal; `-resume` finishes the move, copying only
+// what the stage lacks. The target's pdeliveryd killed during the copy
+// (moving the mailbox back, onto the host that keeps the frozen old
+// copy) makes correoctl roll the move back by itself; run again, it
+// replaces the old copy.
+//
+// Users: greta. Needs python3 on this machine (Outside's programs).
+func MailboxMoveCrashes(t *testing.T, c Cluster) {
+	testutil.NeedCommand(t, "python3")
+	const user, pw, n = "greta", "greta-pw", 30
+	addUserWithPassword(t, c, user, pw)
+	from := lookup(t, c, user).Storage
+	var to string
+	for _, h := range c.Profile().HostsWithRole(cluster.RoleStorage) {
+		if h.Name != from {
+			to = h.Name
+			break
+		}
+	}
+	body := strings.Repeat("cuarenta kilobytes de texto, más o menos, por mensaje\n", 750)
+	for i := 0; i < n; i++ {
+		msg := fmt.Sprintf("From: a@b.example\nTo: %s@correo.example\nSubject: %d\nMessage-ID: <crash-%d@b.example>\n\n%s", user, i, i, body)
+		if _, err := run(c, operator, strings.NewReader(msg), "pdelivery", "-profile", c.ProfilePath(), "-f", "a@b.example", "-d", user+"@correo.example"); err != nil {
+			t.Fatalf("pdelivery to %s: %v", user, err)
+		}
+	}
+	before := viewOf(t, c, user, pw, "flag")
+	journal := c.Path(operator, filepath.Join(c.Profile().Cluster.Moves.JournalDir, user+".json"))
+
+	// 1. correoctl killed during the copy (0.3 MB/s: about four seconds).
+	killed := startKillable(t, c, operator, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.3", user, "-to", to)
+	waitFile(t, journal)
+	time.Sleep(time.Second)
+	killed()
+	if _, err := os.Stat(journal); err != nil {
+		t.Fatalf("after the kill the move's journal is gone: %v", err)
+	}
+	if got := lookup(t, c, user); got.Storage != from || got.State.String() != "active" {
+		t.Errorf("killed during the copy, passwd says %s on %s; want active on %s", got.State, got.Storage, from)
+	}
+	out, err := run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-resume", user)
+	if err != nil {
+		t.Fatalf("correoctl mailbox move -resume %s: %v\n%s", user, err, out)
+	}
+	t.Logf("resumed: %s", out)
+	if m := regexp.MustCompile(`copied (\d+) files`).FindStringSubmatch(string(out)); m == nil || m[1] == strconv.Itoa(n) {
+		t.Errorf("the resumed move copied everything again (the stage's files were lost):\n%s", out)
+	}
+	checkMoved(t, c, user, pw, from, to, n, before)
+
+	// 2. The target's pdeliveryd killed during a move back to from.
+	killedAt := make(chan error, 1)
+	go func() {
+		waitFileT(journal, 30*time.Second)
+		time.Sleep(time.Second)
+		killedAt <- c.Kill(from, "pdeliveryd")
+	}()
+	out, err = run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.3", user, "-to", from)
+	if kerr := <-killedAt; kerr != nil {
+		t.Fatalf("killing pdeliveryd on %s: %v", from, kerr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if serr := c.Start(ctx, from, "pdeliveryd"); serr != nil {
+		t.Fatalf("starting pdeliveryd on %s again: %v", from, serr)
+	}
+	if err == nil {
+		t.Fatalf("the move went through although its target's pdeliveryd was killed:\n%s", out)
+	}
+	if _, serr := os.Stat(journal); serr == nil {
+		t.Errorf("the failed move left its journal: it should have rolled back\n%s\n%v", out, err)
+	}
+	if got := lookup(t, c, user); got.Storage != to || got.State.String() != "active" {
+		t.Errorf("after the rolled-back move passwd says %s on %s; want active on %s", got.State, got.Storage, to)
+	}
+	out, err = run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", user, "-to", from)
+	if err != nil {
+		t.Fatalf("moving %s back to %s: %v\n%s", user, from, err, out)
+	}
+	checkMoved(t, c, user, pw, to, from, n, before)
+}
+
+// checkMoved: user's mailbox is on to with its n messages once each and
+// what clients saw unchanged; the copy on from is frozen, marked moved.
+func checkMoved(t *testing.T, c Cluster, user, pw, from, to string, n int, before clientView) {
+	t.Helper()
+	if got := lookup(t, c, user).Storage; got != to {
+		t.Fatalf("passwd says %s is on %s, want %s", user, got, to)
+	}
+	if got := maildirCount(t, c, to, user); got != n {
+		t.Errorf("%s has %d messages on %s, want %d", user, got, to, n)
+	}
+	after := viewOf(t, c, user, pw, "dump")
+	if after.UIDValidity != before.UIDValidity || len(after.UIDL) != n {
+		t.Errorf("after the move: UIDVALIDITY %s (was %s), %d UIDLs (want %d)", after.UIDValidity, before.UIDValidity, len(after.UIDL), n)
+	}
+	for id, v := range before.UIDs {
+		if !reflect.DeepEqual(withoutRecent(after.UIDs[id]), withoutRecent(v)) || after.UIDL[id] != before.UIDL[id] {
+			t.Errorf("message %s: %v / %q before, %v / %q after", id, v, before.UIDL[id], after.UIDs[id], after.UIDL[id])
+		}
+	}
+	marker, err := os.ReadFile(c.Path(from, filepath.Join(maildir(t, c, from, user), mailbox.MovingMarker)))
+	if err != nil || !strings.HasPrefix(string(marker), "moved to "+to) {
+		t.Errorf("the old copy on %s: marker %q, %v; want \"moved to %s ...\"", from, marker, err, to)
+	}
+	if _, err := os.Stat(c.Path(to, filepath.Join(maildir(t, c, to, user), mailbox.MovingMarker))); err == nil {
+		t.Errorf("the live copy on %s carries the moving marker", to)
+	}
+}
+
+// startKillable starts argv on host; the returned func kills it and
+// everything it started (its process group) with SIGKILL and waits.
+func startKillable(t *testing.T, c Cluster, host string, argv ...string) func() {
+	t.Helper()
+	line := c.Command(host, argv...)
+	cmd := exec.Command(line[0], line[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	if err := waitFileT(path, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFileT(path string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within %s", path, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
