@@ -321,3 +321,25 @@ func (c *Client) simple(req Request) error {
 	_, err := c.call(req, c.Timeout, nil)
 	return err
 }
+
+// Usage measures users' mailboxes on the host, and its data_dir's file
+// system.
+func (c *Client) Usage(users []string) (Usage, error) {
+	out := Usage{Bytes: map[string]int64{}}
+	for len(users) > 0 || out.Capacity == 0 {
+		batch := users[:min(len(users), maxUsageUsers)]
+		users = users[len(batch):]
+		resp, err := c.call(Request{Op: opUsage, Users: batch}, c.Timeout, nil)
+		if err != nil {
+			return out, err
+		}
+		out.Capacity, out.Free = resp.Usage.Capacity, resp.Usage.Free
+		for u, b := range resp.Usage.Bytes {
+			out.Bytes[u] = b
+		}
+		if len(users) == 0 {
+			break
+		}
+	}
+	return out, nil
+}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"correo/src/cluster"
 	"correo/src/keyfile"
 	"correo/src/mailbox"
@@ -217,6 +219,13 @@ func (s *Server) handle(c net.Conn) {
 // do runs one request. A returned error means the stream is broken; a
 // refusal is a Response without OK.
 func (s *Server) do(c net.Conn, st *pwproto.Stream, req Request) (Response, error) {
+	if req.Op == opUsage {
+		u, err := s.usage(req.Users)
+		if err != nil {
+			return refuse(req.Op, "%v", err), nil
+		}
+		return Response{OK: true, Usage: u}, nil
+	}
 	user, err := mailbox.NormalizeName(req.User)
 	if err != nil || user != req.User {
 		return refuse(req.Op, "user name %q: not a valid mailbox name", req.User), nil
@@ -324,6 +333,39 @@ func (s *Server) status(user, root string) *Status {
 		st.Stage = true
 	}
 	return st
+}
+
+// usage measures the asked mailboxes and the data_dir's file system. A
+// mailbox frozen or moved away counts 0: it is leaving, or gone.
+func (s *Server) usage(users []string) (*Usage, error) {
+	if len(users) > maxUsageUsers {
+		return nil, fmt.Errorf("%d users in one request, at most %d", len(users), maxUsageUsers)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dataDir, &st); err != nil {
+		return nil, fmt.Errorf("statfs %s: %w", s.dataDir, err)
+	}
+	u := &Usage{Capacity: int64(st.Blocks) * st.Bsize, Free: int64(st.Bavail) * st.Bsize, Bytes: map[string]int64{}}
+	for _, name := range users {
+		n, err := mailbox.NormalizeName(name)
+		if err != nil || n != name {
+			return nil, fmt.Errorf("user name %q: not a valid mailbox name", name)
+		}
+		root, err := s.scheme.MaildirPath(s.dataDir, name)
+		if err != nil {
+			return nil, err
+		}
+		if mailbox.Moving(root) {
+			u.Bytes[name] = 0
+			continue
+		}
+		b, err := mailbox.Usage(root)
+		if err != nil {
+			return nil, fmt.Errorf("usage of %s: %w", name, err)
+		}
+		u.Bytes[name] = b
+	}
+	return u, nil
 }
 
 func trimNL(b []byte) []byte {

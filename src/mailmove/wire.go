@@ -33,6 +33,7 @@ const (
 	opCommit   = "commit"
 	opAbort    = "abort"
 	opStatus   = "status"
+	opUsage    = "usage"
 )
 
 const (
@@ -59,6 +60,19 @@ type Request struct {
 	Files []mailtree.Entry `json:"files,omitempty"`
 	// RateLimit caps a pull in bytes per second (0: none).
 	RateLimit int64 `json:"rate_limit,omitempty"`
+	// Users are the mailboxes whose usage is asked (usage).
+	Users []string `json:"users,omitempty"`
+}
+
+// maxUsageUsers bounds one usage request.
+const maxUsageUsers = 5000
+
+// Usage is a storage host's mail: each asked user's bytes
+// (mailbox.Usage) and the size of the data_dir's file system.
+type Usage struct {
+	Capacity int64            `json:"capacity"`
+	Free     int64            `json:"free"`
+	Bytes    map[string]int64 `json:"bytes"`
 }
 
 // Response ends every operation.
@@ -72,6 +86,7 @@ type Response struct {
 	Pass *Pass `json:"pass,omitempty"`
 	// Status answers status.
 	Status *Status `json:"status,omitempty"`
+	Usage  *Usage  `json:"usage,omitempty"`
 }
 
 // Pass is what one pull copied, or what a verify compared.

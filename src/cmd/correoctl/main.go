@@ -46,6 +46,8 @@ var commands = []command{
 	{"dkim", "retire", "remove a domain's superseded DKIM keys from the zone and delete them (-selector: one key now)", runDKIMRetire},
 	{"layout", "sample", "print a realistic sample of ISP user names", runLayoutSample},
 	{"mailbox", "move", "move a user's mailbox to another storage host while in use (-resume, -abort a journaled move)", runMailboxMove},
+	{"storage", "drain", "move every user off a storage host (for decommissioning); -dry-run prints the plan", runStorageDrain},
+	{"storage", "rebalance", "move users until the storage hosts' fill is within -margin of the mean, biggest gain first; -dry-run prints the plan", runStorageRebalance},
 	{"queue", "list", "list smtpd's queued messages (safe while smtpd runs)", runQueueList},
 	{"queue", "show", "show one queued message: envelope, state, headers", runQueueShow},
 	{"queue", "flush", "make every queued message due now", runQueueFlush},
