@@ -31,6 +31,21 @@ func (s *Server) peer(from string) (*Client, error) {
 	return Dial(ctx, addr.String(), s.cfg.Ring)
 }
 
+// sourceManifest connects to the source and fetches the manifest of
+// user's Maildir there; the caller closes the connection.
+func (s *Server) sourceManifest(user, from string) (*Client, *mailtree.Manifest, error) {
+	src, err := s.peer(from)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := src.manifest(user)
+	if err != nil {
+		src.Close()
+		return nil, nil, fmt.Errorf("the manifest of %s's mailbox on %s: %w", user, from, err)
+	}
+	return src, m, nil
+}
+
 // pull brings the stage up to the source's Maildir: removals first (a
 // path that changed kind is in both lists), then directories, then the
 // files in batches; Sync makes it durable. Progress goes to correoctl on
@@ -38,15 +53,11 @@ func (s *Server) peer(from string) (*Client, error) {
 func (s *Server) pull(c net.Conn, st *pwproto.Stream, user, from string, rate int64) (Pass, error) {
 	start := time.Now()
 	var pass Pass
-	src, err := s.peer(from)
+	src, m, err := s.sourceManifest(user, from)
 	if err != nil {
 		return pass, err
 	}
 	defer src.Close()
-	m, err := src.manifest(user)
-	if err != nil {
-		return pass, fmt.Errorf("the manifest of %s's mailbox on %s: %w", user, from, err)
-	}
 	stage, err := mailtree.OpenStage(s.stagePath(user))
 	if err != nil {
 		return pass, err
@@ -128,15 +139,11 @@ func (s *Server) pull(c net.Conn, st *pwproto.Stream, user, from string, rate in
 func (s *Server) verify(user, from string) (Pass, error) {
 	start := time.Now()
 	var pass Pass
-	src, err := s.peer(from)
+	src, m, err := s.sourceManifest(user, from)
 	if err != nil {
 		return pass, err
 	}
 	defer src.Close()
-	m, err := src.manifest(user)
-	if err != nil {
-		return pass, fmt.Errorf("the manifest of %s's mailbox on %s: %w", user, from, err)
-	}
 	stage, err := mailtree.OpenStage(s.stagePath(user))
 	if err != nil {
 		return pass, err
