@@ -62,6 +62,34 @@ p.quit()
 print(json.dumps({"uidvalidity": uv, "uids": uids, "uidl": uidl}))
 `
 
+// mailboxReader logs in over IMAP (through the proxy pool) and POP3 in a
+// loop for the given seconds, reading the newest message each time, and
+// prints one line per round: "ok" or the error. During a move, rounds
+// meet refused logins and ended sessions; before and after, none.
+const mailboxReader = `import imaplib, poplib, ssl, sys, time
+host, port, user, pw, secs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+end = time.time() + secs
+while time.time() < end:
+    try:
+        m = imaplib.IMAP4(host, port, timeout=30)
+        m.starttls(ssl_context=ctx)
+        m.login(user, pw)
+        typ, data = m.select("INBOX", readonly=True)
+        n = int(data[0])
+        m.fetch(str(n), "(BODY.PEEK[HEADER])")
+        m.logout()
+        p = poplib.POP3(host.replace("imap.", "pop."), 110, timeout=30)
+        p.stls(context=ctx); p.user(user); p.pass_(pw)
+        count = p.stat()[0]
+        p.retr(count)
+        p.quit()
+        print("ok", flush=True)
+    except Exception as e:
+        print("error", repr(e).replace("\n", " "), flush=True)
+    time.sleep(0.05)
+`
+
 type clientView struct {
 	UIDValidity string                    `json:"uidvalidity"`
 	UIDs        map[string][2]interface{} `json:"uids"`
@@ -165,11 +193,34 @@ func MailboxMove(t *testing.T, c Cluster) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
+	// A reader too, over IMAP and POP3, from before the move to after it.
+	readerOut := make(chan []byte, 1)
+	go func() {
+		zone := c.Profile().Cluster.DNS.Zone
+		out, err := run(c, Outside, nil, "python3", "-c", mailboxReader, "imap."+zone, strconv.Itoa(c.Profile().Port(cluster.SvcIMAP)), user, pw, "6")
+		if err != nil {
+			out = append(out, []byte("error "+err.Error()+"\n")...)
+		}
+		readerOut <- out
+	}()
 	time.Sleep(500 * time.Millisecond)
 	out, err := run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.5", user, "-to", to)
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	<-done
+	rounds := strings.Split(strings.TrimSpace(string(<-readerOut)), "\n")
+	oks := 0
+	for _, r := range rounds {
+		if r == "ok" {
+			oks++
+		}
+	}
+	t.Logf("reader: %d rounds, %d ok", len(rounds), oks)
+	// Refusals during the freeze are expected; the reader must read
+	// before the move, and again once it is over.
+	if len(rounds) < 2 || rounds[0] != "ok" || rounds[len(rounds)-1] != "ok" {
+		t.Errorf("the reader's first and last rounds must succeed; rounds:\n%s", strings.Join(rounds, "\n"))
+	}
 	if err != nil {
 		t.Fatalf("correoctl mailbox move %s -to %s: %v\n%s", user, to, err, out)
 	}
