@@ -261,8 +261,14 @@ func (m *Mover) rollback(ctx context.Context, j *Journal, cause error) error {
 		if src, err := m.dial(ctx, j.From); err != nil {
 			errs = append(errs, err)
 		} else {
-			if err := retry(ctx, func() error { return src.Thaw(j.User) }); err != nil {
-				errs = append(errs, err)
+			// A copy already marked moved was not frozen by this move
+			// (its freeze refused it) and thaw refuses it for good:
+			// there is nothing to undo there, and counting it as a
+			// failure would leave a journal no -abort can clear.
+			if st, err := src.Status(j.User); err != nil || !strings.HasPrefix(st.Marker, "moved") {
+				if err := retry(ctx, func() error { return src.Thaw(j.User) }); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			src.Close()
 		}

@@ -49,6 +49,10 @@ type Server struct {
 	busy      map[string]string // user → operation holding it
 	closed    bool
 	wg        sync.WaitGroup
+
+	// handshake bounds a new connection's key exchange: handshakeTimeout,
+	// shortened by tests that wait for a silent client to be dropped.
+	handshake time.Duration
 }
 
 // New builds a server; nothing listens until Serve.
@@ -69,7 +73,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	return &Server{cfg: cfg, log: cfg.Log, dataDir: cfg.Host.Storage.DataDir, scheme: cfg.Profile.LayoutScheme(),
-		conns: map[net.Conn]bool{}, busy: map[string]string{}}, nil
+		conns: map[net.Conn]bool{}, busy: map[string]string{}, handshake: handshakeTimeout}, nil
 }
 
 // Serve accepts connections until the listener is closed.
@@ -181,7 +185,7 @@ const (
 
 func (s *Server) handle(c net.Conn) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	c.SetDeadline(time.Now().Add(s.handshake))
 	st, err := pwproto.ServerStream(c, s.cfg.Ring)
 	if err != nil {
 		s.log.Warn("mailbox move handshake failed", "client", c.RemoteAddr().String(), "err", err)
