@@ -46,8 +46,7 @@ func (s *Server) Sweep() (removed int, err error) {
 		}
 		root, err := s.scheme.MaildirPath(s.dataDir, user)
 		if err == nil {
-			m, _ := os.ReadFile(filepath.Join(root, mailbox.MovingMarker))
-			if strings.HasPrefix(string(m), "moved") {
+			if strings.HasPrefix(readMarker(root), "moved") {
 				if err := s.trash(root); err != nil {
 					s.log.Error("mailbox move: deleting a moved mailbox failed", "user", user, "path", root, "err", err)
 					release()

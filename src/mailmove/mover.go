@@ -218,6 +218,20 @@ func (m *Mover) Move(ctx context.Context, user, to string) (Report, error) {
 	case state == directory.StateMoving:
 		return rep, fmt.Errorf("%s is marked moving in passwd but no move is journaled here: if no other correoctl is moving it, set it back with `correoctl users mod -state active %s`", user, user)
 	}
+	// A Maildir of the user already live on the target would only be
+	// found at the commit, with the source frozen: refuse now.
+	dst, err := m.dial(ctx, to)
+	if err != nil {
+		return rep, err
+	}
+	st, err := dst.Status(user)
+	dst.Close()
+	if err != nil {
+		return rep, err
+	}
+	if st.Live && !strings.HasPrefix(st.Marker, "moved") {
+		return rep, fmt.Errorf("%s already holds a Maildir of %s that was not moved there: move it aside on %s before moving the mailbox there", to, user, to)
+	}
 	j := &Journal{User: user, From: from, To: to, State: state, Step: StepCopy, Started: time.Now().UTC()}
 	if err := m.save(j); err != nil {
 		return rep, err

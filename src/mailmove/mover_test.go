@@ -574,3 +574,28 @@ func TestMoveFromRetiredCopy(t *testing.T) {
 		t.Error("abort left the journal")
 	}
 }
+
+// A Maildir of the user already live on the target (not left there by a
+// move away) is refused before anything is copied or frozen: found only
+// at the commit, it would leave the user frozen with no way to abort.
+func TestMoveRefusesLiveTarget(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	e.dir.add(user, "st1", directory.StateActive)
+	fillMaildir(t, e.maildir("st1", user))
+	stale := e.maildir("st2", user)
+	if err := os.MkdirAll(filepath.Join(stale, "cur"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	before := listAll(t, e.c.Dir)
+	m := e.mover()
+	if _, err := m.Move(context.Background(), user, "st2"); err == nil || !strings.Contains(err.Error(), "already holds a Maildir") {
+		t.Fatalf("move onto a live Maildir: %v", err)
+	}
+	if after := listAll(t, e.c.Dir); strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Errorf("the refused move changed files:\nbefore %v\nafter  %v", before, after)
+	}
+	if got := e.dir.get(user); got != (dirUser{"st1", directory.StateActive}) {
+		t.Errorf("directory = %+v after the refused move", got)
+	}
+}

@@ -330,9 +330,7 @@ func (s *Server) status(user, root string) *Status {
 	if fi, err := os.Stat(root); err == nil && fi.IsDir() {
 		st.Live = true
 	}
-	if b, err := os.ReadFile(filepath.Join(root, mailbox.MovingMarker)); err == nil {
-		st.Marker = string(trimNL(b))
-	}
+	st.Marker = readMarker(root)
 	if fi, err := os.Stat(s.stagePath(user)); err == nil && fi.IsDir() {
 		st.Stage = true
 	}

@@ -102,6 +102,22 @@ func (s *Server) sendFile(st *pwproto.Stream, f *os.File, e mailtree.Entry, buf 
 	return sendJSON(st, kindFileEnd, fileEnd{Sum: hr.Sum()})
 }
 
+// readMarker is the marker's text, "" when there is none. It does not
+// follow a symbolic link: the marker is ours, and a link planted in its
+// place must not make status read another file.
+func readMarker(root string) string {
+	f, err := os.OpenFile(filepath.Join(root, mailbox.MovingMarker), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 4096))
+	return string(trimNL(b))
+}
+
 // writeMarker replaces the marker's text durably.
 func writeMarker(root, text string) error {
 	tmp := filepath.Join(root, mailbox.MovingMarker+".new")
@@ -144,8 +160,8 @@ func syncDir(dir string) error {
 // Each of them checks the marker after taking its lock. Past the
 // profile's freeze_timeout the marker is removed and the move refused.
 func (s *Server) freeze(user, root, to string) error {
-	if b, err := os.ReadFile(filepath.Join(root, mailbox.MovingMarker)); err == nil && strings.HasPrefix(string(b), "moved") {
-		return fmt.Errorf("%s's mailbox here was already moved (%s)", user, trimNL(b))
+	if mk := readMarker(root); strings.HasPrefix(mk, "moved") {
+		return fmt.Errorf("%s's mailbox here was already moved (%s)", user, mk)
 	}
 	// A user who never received mail has no Maildir: make the root so
 	// that the marker also stops the first delivery.
@@ -234,17 +250,13 @@ func waitLock(ctx context.Context, path, holder string) error {
 // marked moved stays frozen: the user's mailbox lives elsewhere now.
 func (s *Server) thaw(root string) error {
 	path := filepath.Join(root, mailbox.MovingMarker)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err != nil {
-		return err
+	if mk := readMarker(root); strings.HasPrefix(mk, "moved") {
+		return fmt.Errorf("this copy was already moved (%s): thawing it would serve the mailbox from two hosts", mk)
 	}
-	if strings.HasPrefix(string(b), "moved") {
-		return fmt.Errorf("this copy was already moved (%s): thawing it would serve the mailbox from two hosts", trimNL(b))
-	}
-	if err := os.Remove(path); err != nil {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return syncDir(root)

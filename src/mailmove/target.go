@@ -180,8 +180,7 @@ func (s *Server) commit(user, root string) error {
 		return fmt.Errorf("no copy of %s's mailbox is staged here: pull it first", user)
 	}
 	if _, err := os.Lstat(root); err == nil {
-		b, _ := os.ReadFile(filepath.Join(root, mailbox.MovingMarker))
-		if !strings.HasPrefix(string(b), "moved") {
+		if !strings.HasPrefix(readMarker(root), "moved") {
 			return fmt.Errorf("%s already holds a mailbox of %s at %s that was not moved away; move it aside by hand if it is stale", s.cfg.Host.Name, user, root)
 		}
 		if err := s.trash(root); err != nil {
