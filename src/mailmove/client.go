@@ -103,7 +103,7 @@ func (c *Client) manifest(user string) (*mailtree.Manifest, error) {
 // written by a few writers while the next ones arrive: creating a file
 // costs more than receiving 4 KiB, and a lone writer would leave the
 // stream waiting.
-func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stage, progress func(n int64, done bool) error) error {
+func (c *Client) fetch(user string, files []mailtree.Entry, rate int64, stage *mailtree.Stage, progress func(n int64, done bool) error) error {
 	var (
 		in   *mailtree.Incoming // a big file, written as it arrives
 		cur  *mailtree.Entry    // a small file, gathered in body
@@ -119,7 +119,7 @@ func (c *Client) fetch(user string, files []mailtree.Entry, stage *mailtree.Stag
 			in.Abort()
 		}
 	}()
-	_, err := c.call(Request{Op: opFetch, User: user, Files: files}, c.Timeout, func(kind uint8, p []byte) error {
+	_, err := c.call(Request{Op: opFetch, User: user, Files: files, RateLimit: rate}, c.Timeout, func(kind uint8, p []byte) error {
 		switch kind {
 		case kindFile:
 			if in != nil || cur != nil {

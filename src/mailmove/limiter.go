@@ -24,3 +24,12 @@ func (l *limiter) wait(n int64) {
 		time.Sleep(d)
 	}
 }
+
+// chunk is how much to read before the next wait: small enough that a
+// slow rate is paced within a fraction of a second, not per 256 KiB.
+func (l *limiter) chunk() int {
+	if l.rate <= 0 {
+		return chunkSize
+	}
+	return int(max(4096, min(int64(chunkSize), l.rate/10)))
+}

@@ -259,7 +259,7 @@ func (s *Server) do(c net.Conn, st *pwproto.Stream, req Request) (Response, erro
 	case opManifest:
 		resp, streamErr = s.sendManifest(c, st, root)
 	case opFetch:
-		resp, streamErr = s.sendFiles(c, st, root, req.Files)
+		resp, streamErr = s.sendFiles(c, st, root, req.Files, req.RateLimit)
 	case opFreeze:
 		err = s.freeze(user, root, req.To)
 	case opThaw:

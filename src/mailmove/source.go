@@ -45,7 +45,7 @@ func (s *Server) sendManifest(c net.Conn, st *pwproto.Stream, root string) (Resp
 // sendFiles sends each requested file as it is now: header, body,
 // checksum. A file that vanished or changed kind since the scan is sent
 // as missing; the next pass sees what replaced it.
-func (s *Server) sendFiles(c net.Conn, st *pwproto.Stream, root string, files []mailtree.Entry) (Response, error) {
+func (s *Server) sendFiles(c net.Conn, st *pwproto.Stream, root string, files []mailtree.Entry, rate int64) (Response, error) {
 	if len(files) > fetchBatch {
 		return refuse(opFetch, "%d files in one request, at most %d", len(files), fetchBatch), nil
 	}
@@ -55,6 +55,7 @@ func (s *Server) sendFiles(c net.Conn, st *pwproto.Stream, root string, files []
 		}
 	}
 	buf := make([]byte, chunkSize)
+	lim := newLimiter(rate)
 	for _, e := range files {
 		c.SetWriteDeadline(time.Now().Add(ioTimeout))
 		f, cur, err := mailtree.Open(root, e)
@@ -67,7 +68,7 @@ func (s *Server) sendFiles(c net.Conn, st *pwproto.Stream, root string, files []
 			}
 			continue
 		}
-		err = s.sendFile(st, f, cur, buf)
+		err = s.sendFile(st, f, cur, buf, lim)
 		f.Close()
 		if err != nil {
 			return Response{}, err
@@ -76,14 +77,15 @@ func (s *Server) sendFiles(c net.Conn, st *pwproto.Stream, root string, files []
 	return Response{OK: true}, nil
 }
 
-func (s *Server) sendFile(st *pwproto.Stream, f *os.File, e mailtree.Entry, buf []byte) error {
+func (s *Server) sendFile(st *pwproto.Stream, f *os.File, e mailtree.Entry, buf []byte, lim *limiter) error {
 	if err := sendJSON(st, kindFile, fileHeader{Entry: e}); err != nil {
 		return err
 	}
 	hr := mailtree.NewHashReader(io.LimitReader(f, e.Size))
 	for {
-		n, err := io.ReadFull(hr, buf)
+		n, err := io.ReadFull(hr, buf[:min(len(buf), lim.chunk())])
 		if n > 0 {
+			lim.wait(int64(n))
 			if err := st.Send(kindData, buf[:n]); err != nil {
 				return err
 			}

@@ -98,19 +98,17 @@ func (s *Server) pull(c net.Conn, st *pwproto.Stream, user, from string, rate in
 		prog.TotalFiles++
 		prog.TotalBytes += e.Size
 	}
-	lim := newLimiter(rate)
 	lastProgress := time.Now()
 	for len(files) > 0 {
 		batch := files[:min(len(files), fetchBatch)]
 		files = files[len(batch):]
-		err := src.fetch(user, batch, stage, func(n int64, done bool) error {
+		err := src.fetch(user, batch, rate, stage, func(n int64, done bool) error {
 			prog.Bytes += n
 			pass.Bytes += n
 			if done {
 				prog.Files++
 				pass.Files++
 			}
-			lim.wait(n)
 			if time.Since(lastProgress) > 250*time.Millisecond {
 				lastProgress = time.Now()
 				c.SetWriteDeadline(time.Now().Add(ioTimeout))

@@ -58,7 +58,10 @@ type Request struct {
 	To   string `json:"to,omitempty"`
 	// Files are the files to send (fetch).
 	Files []mailtree.Entry `json:"files,omitempty"`
-	// RateLimit caps a pull in bytes per second (0: none).
+	// RateLimit caps a pull, and the fetches it makes, in bytes per
+	// second (0: none). The source paces its reads and sends: pacing the
+	// receiver instead would let the socket buffers take megabytes at
+	// full speed from the source's disk.
 	RateLimit int64 `json:"rate_limit,omitempty"`
 	// Users are the mailboxes whose usage is asked (usage).
 	Users []string `json:"users,omitempty"`

@@ -299,7 +299,8 @@ func withoutRecent(v [2]interface{}) [2]interface{} {
 // what the stage lacks. The target's pdeliveryd killed during the copy
 // (moving the mailbox back, onto the host that keeps the frozen old
 // copy) makes correoctl roll the move back by itself; run again, it
-// replaces the old copy.
+// replaces the old copy. The source's pdeliveryd killed: rolled back
+// too. The passwd primary down as a move begins: the move waits for it.
 //
 // Users: greta. Needs python3 on this machine (Outside's programs).
 func MailboxMoveCrashes(t *testing.T, c Cluster) {
@@ -375,6 +376,50 @@ func MailboxMoveCrashes(t *testing.T, c Cluster) {
 		t.Fatalf("moving %s back to %s: %v\n%s", user, from, err, out)
 	}
 	checkMoved(t, c, user, pw, to, from, n, before)
+
+	// 3. The source's pdeliveryd killed during the copy: rolled back, the
+	// mailbox whole where it was; the next move goes through.
+	go func() {
+		waitFileT(journal, 30*time.Second)
+		time.Sleep(time.Second)
+		killedAt <- c.Kill(from, "pdeliveryd")
+	}()
+	out, err = run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.3", user, "-to", to)
+	if kerr := <-killedAt; kerr != nil {
+		t.Fatalf("killing pdeliveryd on %s: %v", from, kerr)
+	}
+	if serr := c.Start(ctx, from, "pdeliveryd"); serr != nil {
+		t.Fatalf("starting pdeliveryd on %s again: %v", from, serr)
+	}
+	if err == nil {
+		t.Fatalf("the move went through although its source's pdeliveryd was killed:\n%s", out)
+	}
+	if got := lookup(t, c, user); got.Storage != from || got.State.String() != "active" {
+		t.Errorf("after the rolled-back move passwd says %s on %s; want active on %s", got.State, got.Storage, from)
+	}
+	if got := maildirCount(t, c, from, user); got != n {
+		t.Errorf("after the rolled-back move %s has %d messages on %s, want %d", user, got, from, n)
+	}
+
+	// 4. The passwd primary down when the move begins and back two
+	// seconds later: the move waits for it and finishes.
+	prim, _ := c.Profile().PasswdServers()
+	if err := c.Stop(prim.Name, "passwdd"); err != nil {
+		t.Fatalf("stopping passwdd on %s: %v", prim.Name, err)
+	}
+	restarted := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * time.Second)
+		restarted <- c.Start(ctx, prim.Name, "passwdd")
+	}()
+	out, err = run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", user, "-to", to)
+	if rerr := <-restarted; rerr != nil {
+		t.Fatalf("starting passwdd on %s again: %v", prim.Name, rerr)
+	}
+	if err != nil {
+		t.Fatalf("a move while the passwd primary was down for two seconds: %v\n%s", err, out)
+	}
+	checkMoved(t, c, user, pw, from, to, n, before)
 }
 
 // checkMoved: user's mailbox is on to with its n messages once each and
