@@ -68,7 +68,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"correo/src/cluster"
+	"correo/src/dedup"
 	"correo/src/delivery"
+	"correo/src/keyfile"
 	"correo/src/logging"
 	"correo/src/mailbox"
 	"correo/src/netserve"
@@ -126,6 +128,12 @@ type Config struct {
 	// LookupTimeout bounds one passwd lookup including failover (default:
 	// twice the profile's passwd timeout plus a second).
 	LookupTimeout time.Duration
+	// Ring checks the delivery keys smtpd sends (the cluster key file);
+	// Keys records them (in pdeliveryd's state directory). With Ring nil
+	// a key header is neither honoured nor removed; with Keys nil a valid
+	// one is removed but every message is stored (see package dedup).
+	Ring *keyfile.Ring
+	Keys *dedup.Store
 	// Gate is shared with the process's mailbox mover, which waits on it
 	// for the deliveries to a mailbox it freezes (nil: a private one,
 	// when nothing moves mailboxes).
@@ -144,6 +152,7 @@ type Server struct {
 	smtp     *smtp.Server
 	usage    *usageCache
 	refusals logging.Throttle
+	forged   logging.Throttle
 
 	mu        sync.Mutex
 	listeners []net.Listener

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"correo/src/dedup"
 	"correo/src/delivery"
 	"correo/src/logging"
 	"correo/src/mailbox"
@@ -55,6 +56,7 @@ type outcome struct {
 	enhanced smtp.EnhancedCode
 	text     string
 	err      error // the underlying failure, for the log only
+	repeat   bool  // answered from the delivery key record, not stored again
 }
 
 type session struct {
@@ -122,6 +124,9 @@ func (ss *session) flushLog(trace string) {
 		}
 		if o.err != nil {
 			attrs = append(attrs, "err", o.err.Error())
+		}
+		if o.repeat {
+			attrs = append(attrs, "repeat", true)
 		}
 		ss.s.log.Log(ctx, level, msg, attrs...)
 	}
@@ -244,17 +249,48 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		ss.flushLog("")
 		return nil
 	}
-	size := sp.Size()
-	trace, junk := findTrace(sp.ReaderAt(), size)
+	key, skip := s.deliveryKey(sp.ReaderAt(), sp.Size())
+	size := sp.Size() - skip
+	body := io.NewSectionReader(sp.ReaderAt(), skip, size)
+	trace, junk := findTrace(body, size)
 	if trace == "" {
 		trace = logging.NewTraceID()
 	}
 	now := time.Now()
 
-	// Recheck quotas with the real size; the rest is written.
 	results := make([]*smtp.SMTPError, len(ss.rcpts))
+	repeat := make([]bool, len(ss.rcpts))
+	// A recipient whose key is recorded got this message already (the
+	// client did not see, or did not record, our 250): answer as then.
+	// The others hold their key's claim until answered, so a retry racing
+	// this attempt waits for its outcome instead of storing a second copy.
+	rkeys := make([]dedup.Key, len(ss.rcpts))
+	claimed := make([]bool, len(ss.rcpts))
+	if key != "" && s.cfg.Keys != nil {
+		mine := map[dedup.Key]bool{}
+		for i, rc := range ss.rcpts {
+			k := dedup.RecipientKey(key, rc.to)
+			if mine[k] {
+				continue // the same recipient twice: as without a key
+			}
+			mine[k] = true
+			seen, release := s.cfg.Keys.Claim(k)
+			if seen {
+				results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
+				repeat[i] = true
+				continue
+			}
+			defer release()
+			rkeys[i], claimed[i] = k, true
+		}
+	}
+
+	// Recheck quotas with the real size; the rest is written.
 	var write []int
 	for i, rc := range ss.rcpts {
+		if results[i] != nil {
+			continue
+		}
 		if q := rc.user.Quota; q > 0 {
 			if used, err := s.usage.get(rc.user.Name, rc.maildir, now); err == nil && used+size > q {
 				results[i] = reply(552, smtp.EnhancedCode{5, 2, 2}, "mailbox full (quota %d bytes, %d used, message %d)", q, used, size)
@@ -293,9 +329,23 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		} else {
 			hdr = s.headers(ss, trace, "", "", now)
 		}
-		_, err := mailbox.DeliverMany(boxes, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+		_, err := mailbox.DeliverMany(boxes, io.MultiReader(strings.NewReader(hdr), io.NewSectionReader(body, 0, size)))
 		errs = mailbox.BoxErrors(err, len(boxes))
 		stored := int64(len(hdr)) + size
+		// Recorded before the 250, durable like the message: a crash from
+		// here on leaves message and key, or the message alone (a retry
+		// then stores it again, as it would without keys).
+		var record []dedup.Key
+		for j, i := range write {
+			if errs[j] == nil && claimed[i] {
+				record = append(record, rkeys[i])
+			}
+		}
+		if len(record) > 0 {
+			if err := s.cfg.Keys.Record(record); err != nil {
+				s.log.Error("recording delivery keys failed: the message is stored and acknowledged, but a retry of it would be stored again", logging.TraceKey, trace, "err", err)
+			}
+		}
 		for j, i := range write {
 			rc := ss.rcpts[i]
 			if errs[j] != nil {
@@ -315,7 +365,7 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	for i, rc := range ss.rcpts {
 		re := results[i]
 		status.SetStatus(rc.to, re)
-		ss.addLog(outcome{to: rc.to, user: rc.user.Name, from: ss.from, code: re.Code, enhanced: re.EnhancedCode, text: re.Message, err: errAt[i]})
+		ss.addLog(outcome{to: rc.to, user: rc.user.Name, from: ss.from, code: re.Code, enhanced: re.EnhancedCode, text: re.Message, err: errAt[i], repeat: repeat[i]})
 	}
 	ss.flushLog(trace)
 	return nil
@@ -373,4 +423,34 @@ func (s *Server) headers(ss *session, trace, deliveredTo, forRcpt string, now ti
 	b.WriteString(now.Format(time.RFC1123Z))
 	b.WriteString("\n")
 	return b.String()
+}
+
+// maxKeyLine bounds the first line read for the delivery key header.
+const maxKeyLine = 512
+
+// deliveryKey returns the delivery key of a message whose first line is a
+// valid key header (see package dedup), and that line's length, which is
+// not stored. Any other first line, including a key header whose MAC is
+// wrong (not written by a correo host), leaves the message as it came.
+func (s *Server) deliveryKey(msg io.ReaderAt, size int64) (key string, skip int64) {
+	if s.cfg.Ring == nil {
+		return "", 0
+	}
+	head := make([]byte, min(size, maxKeyLine))
+	n, _ := msg.ReadAt(head, 0)
+	line, _, ok := strings.Cut(string(head[:n]), "\n")
+	if !ok {
+		return "", 0
+	}
+	key, valid, isHeader := dedup.ParseLine(s.cfg.Ring, line)
+	if !valid {
+		if isHeader {
+			if ok, suppressed := s.forged.Allow("", time.Now()); ok {
+				s.log.Warn("ignored a delivery key header without a valid MAC: not from a correo host of this cluster, or sealed with a key no longer in the key file",
+					"field", dedup.Header, "suppressed", suppressed)
+			}
+		}
+		return "", 0
+	}
+	return key, int64(len(line)) + 1
 }
