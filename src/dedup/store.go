@@ -157,7 +157,10 @@ func (s *Store) load(f *os.File) (good int64, recs int, err error) {
 	if n, err := io.ReadFull(r, head); err != nil || string(head) != magic {
 		if n < len(magic) && string(head[:n]) == magic[:n] {
 			// A crash while the magic itself was written: empty log.
-			return 0, 0, s.writeMagic(f)
+			if err := f.Truncate(0); err != nil {
+				return 0, 0, fmt.Errorf("delivery key log %s: %w", s.path, err)
+			}
+			return int64(len(magic)), 0, s.writeMagic(f)
 		}
 		return 0, 0, fmt.Errorf("%s is not a correo delivery key log (no %q at its start); move it away, pdeliveryd starts a new one", s.path, magic[:len(magic)-1])
 	}
