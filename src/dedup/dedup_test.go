@@ -33,12 +33,12 @@ func TestReopenKeepsKeys(t *testing.T) {
 		t.Fatalf("reopened: %+v, want 2 keys", info)
 	}
 	for _, k := range []Key{key(1), key(2)} {
-		if seen, _ := s.Claim(k); !seen {
+		if st, _, _ := s.Claim(k); st != Delivered {
 			t.Errorf("key %x lost across reopen", k)
 		}
 	}
-	seen, release := s.Claim(key(3))
-	if seen {
+	st, _, release := s.Claim(key(3))
+	if st != New {
 		t.Fatal("unrecorded key seen")
 	}
 	release()
@@ -116,14 +116,14 @@ func TestBounds(t *testing.T) {
 	if s.Len() != 100 {
 		t.Fatalf("%d keys kept, want the bound 100", s.Len())
 	}
-	if seen, _ := s.Claim(key(0)); seen {
+	if st, _, _ := s.Claim(key(0)); st == Delivered {
 		t.Error("the oldest key outlived the size bound")
 	}
-	if seen, _ := s.Claim(key(149)); !seen {
+	if st, _, _ := s.Claim(key(149)); st != Delivered {
 		t.Error("the newest key was dropped")
 	}
 	now = now.Add(2 * time.Hour)
-	if seen, _ := s.Claim(key(149)); seen {
+	if st, _, _ := s.Claim(key(149)); st == Delivered {
 		t.Error("a key older than the age bound still counts")
 	}
 	s.Record([]Key{key(1000)})
@@ -169,7 +169,7 @@ func TestCompaction(t *testing.T) {
 	if info.Keys != 1000 {
 		t.Errorf("%d keys after compaction and reopen, want 1000", info.Keys)
 	}
-	if seen, _ := s.Claim(key(3*compactMin - 1)); !seen {
+	if st, _, _ := s.Claim(key(3*compactMin - 1)); st != Delivered {
 		t.Error("the last key is missing after compaction")
 	}
 }
@@ -191,10 +191,11 @@ func TestConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 200 {
 				k := key(i) // every goroutine delivers the same 200 keys
-				seen, release := s.Claim(k)
-				if seen {
+				st, _, release := s.Claim(k)
+				if st == Delivered {
 					continue
 				}
+				s.Intend([]Key{k})
 				mu.Lock()
 				stored[k]++
 				mu.Unlock()
@@ -251,5 +252,38 @@ func TestLine(t *testing.T) {
 	if RecipientKey("k", "Ana@Correo.Test") != RecipientKey("k", "Ana@correo.test") ||
 		RecipientKey("k", "ana@x") == RecipientKey("k", "bob@x") || RecipientKey("k1", "a@x") == RecipientKey("k2", "a@x") {
 		t.Error("RecipientKey does not separate what it must")
+	}
+}
+
+// TestIntentWithoutDelivery: a key whose attempt began but whose end was
+// never recorded (a crash) comes back Unsure, also after reopening; once
+// recorded delivered it stays so.
+func TestIntentWithoutDelivery(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "keys")
+	s, _, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Intend([]Key{key(1), key(2)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Record([]Key{key(2)})
+	s.Close()
+	s, _, err = Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, since, release := s.Claim(key(1))
+	if st != Unsure || since == 0 {
+		t.Fatalf("intended key: state %v since %d, want Unsure", st, since)
+	}
+	s.Record([]Key{key(1)})
+	release()
+	s.Intend([]Key{key(2)}) // a later intent does not undo a delivery
+	for _, k := range []Key{key(1), key(2)} {
+		if st, _, _ := s.Claim(k); st != Delivered {
+			t.Errorf("key %x: state %v, want Delivered", k, st)
+		}
 	}
 }

@@ -14,8 +14,9 @@ import (
 // finds nothing more to cut.
 func FuzzLoad(f *testing.F) {
 	valid := []byte(magic)
-	valid = appendRecord(valid, key(1), time.Now().Unix())
-	valid = appendRecord(valid, key(2), time.Now().Unix())
+	valid = appendRecord(valid, key(1), time.Now().Unix(), false)
+	valid = appendRecord(valid, key(1), time.Now().Unix(), true)
+	valid = appendRecord(valid, key(2), time.Now().Unix(), true)
 	f.Add(valid)
 	f.Add(valid[:len(valid)-5])
 	f.Add([]byte(magic[:4]))

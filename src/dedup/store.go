@@ -32,15 +32,41 @@ const (
 // order:
 //
 //	magic   16 bytes  "correo-dkeys-v1\n"
-//	record  28 bytes  key (16), unix seconds (8, big endian),
-//	                  CRC-32C of the 24 bytes before (4, big endian)
+//	record  32 bytes  key (16), unix seconds (8, big endian), kind (1:
+//	                  'I' intent, 'D' delivered), 3 zero bytes,
+//	                  CRC-32C of the 28 bytes before (4, big endian)
 //
 // Fixed records make a torn tail (a crash during an append) easy to find:
 // the first record that is short or fails its checksum ends the log, and
 // the file is cut there at start-up.
 const (
 	magic     = "correo-dkeys-v1\n"
-	recordLen = 28
+	recordLen = 32
+)
+
+// Record kinds. An intent is appended (not synced) before the message is
+// written to the Maildir, the delivered record after it, synced before
+// the 250. The Maildir write makes the message visible (rename) before it
+// is durable (directory fsync), so a crash between the two leaves a
+// message in new/ whose key says only "intent": the next attempt with
+// that key must look in the mailbox (Claim's Unsure) instead of trusting
+// the log's silence.
+const (
+	kindIntent    = 'I'
+	kindDelivered = 'D'
+)
+
+// State is what the record knows of a key.
+type State int
+
+const (
+	// New: never attempted here (or forgotten: past the bounds).
+	New State = iota
+	// Unsure: an attempt began and its end was not recorded (a crash):
+	// the message may be in the mailbox.
+	Unsure
+	// Delivered: stored, and answered 250 (or about to be).
+	Delivered
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -62,7 +88,7 @@ type Store struct {
 	f       *os.File
 	size    int64 // bytes of f known to be whole records (or the magic)
 	recs    int   // records in f
-	seen    map[Key]int64
+	seen    map[Key]rec
 	order   []entry // keys in append order, from head on: the eviction queue
 	head    int
 	claims  map[Key]chan struct{}
@@ -78,6 +104,11 @@ type entry struct {
 	t int64
 }
 
+type rec struct {
+	t    int64
+	done bool // delivered, not only intended
+}
+
 // OpenInfo says what Open found.
 type OpenInfo struct {
 	Keys      int   // keys loaded (within the bounds)
@@ -91,7 +122,7 @@ func Open(path string) (*Store, OpenInfo, error) {
 
 func open(path string, maxAge time.Duration, maxKeys int, now func() time.Time) (*Store, OpenInfo, error) {
 	s := &Store{path: path, maxAge: maxAge, maxKeys: maxKeys, now: now,
-		seen: map[Key]int64{}, claims: map[Key]chan struct{}{}}
+		seen: map[Key]rec{}, claims: map[Key]chan struct{}{}}
 	s.cond = sync.NewCond(&s.mu)
 	var info OpenInfo
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
@@ -170,37 +201,50 @@ func (s *Store) load(f *os.File) (good int64, recs int, err error) {
 		if _, err := io.ReadFull(r, rec); err != nil {
 			return good, recs, nil // EOF, or a short record: a torn tail
 		}
-		k, t, ok := ParseRecord(rec)
+		k, t, done, ok := ParseRecord(rec)
 		if !ok {
 			return good, recs, nil
 		}
-		s.add(k, t)
+		s.add(k, t, done)
 		good += recordLen
 		recs++
 	}
 }
 
 // ParseRecord decodes one log record; ok is false when its checksum does
-// not match (torn or damaged) or it is not recordLen bytes.
-func ParseRecord(b []byte) (k Key, unix int64, ok bool) {
+// not match (torn or damaged), its kind is unknown, or it is not
+// recordLen bytes.
+func ParseRecord(b []byte) (k Key, unix int64, delivered, ok bool) {
 	if len(b) != recordLen {
-		return k, 0, false
+		return k, 0, false, false
 	}
-	if crc32.Checksum(b[:24], castagnoli) != binary.BigEndian.Uint32(b[24:]) {
-		return k, 0, false
+	if crc32.Checksum(b[:28], castagnoli) != binary.BigEndian.Uint32(b[28:]) {
+		return k, 0, false, false
+	}
+	if b[24] != kindIntent && b[24] != kindDelivered || b[25]|b[26]|b[27] != 0 {
+		return k, 0, false, false
 	}
 	copy(k[:], b[:16])
-	return k, int64(binary.BigEndian.Uint64(b[16:24])), true
+	return k, int64(binary.BigEndian.Uint64(b[16:24])), b[24] == kindDelivered, true
 }
 
-func appendRecord(b []byte, k Key, unix int64) []byte {
+func appendRecord(b []byte, k Key, unix int64, delivered bool) []byte {
 	b = append(b, k[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(unix))
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[len(b)-24:], castagnoli))
+	kind := byte(kindIntent)
+	if delivered {
+		kind = kindDelivered
+	}
+	b = append(b, kind, 0, 0, 0)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[len(b)-28:], castagnoli))
 }
 
-func (s *Store) add(k Key, t int64) {
-	s.seen[k] = t
+// add notes a record; a delivered key stays delivered.
+func (s *Store) add(k Key, t int64, done bool) {
+	if r, ok := s.seen[k]; ok && r.done && !done {
+		return
+	}
+	s.seen[k] = rec{t, done}
 	s.order = append(s.order, entry{k, t})
 }
 
@@ -212,7 +256,7 @@ func (s *Store) evict(now int64) {
 		if len(s.seen) <= s.maxKeys && e.t > cutoff {
 			break
 		}
-		if s.seen[e.k] == e.t {
+		if s.seen[e.k].t == e.t {
 			delete(s.seen, e.k)
 		}
 		s.head++
@@ -231,18 +275,26 @@ func (s *Store) Len() int {
 	return len(s.seen)
 }
 
-// Claim reserves k for one delivery. seen is true when k was delivered
-// already (then there is nothing to release). Otherwise the caller
-// delivers, calls Record if it stored the message, and then release; a
-// second Claim of k waits until then, so two attempts with one key (a
-// retry racing the attempt it repeats, whose client died) never both
-// store the message.
-func (s *Store) Claim(k Key) (seen bool, release func()) {
+// Claim reserves k for one delivery. Delivered means k was stored
+// already (then there is nothing to release). Otherwise (New, or Unsure:
+// look in the mailbox first) the caller calls Intend, delivers, calls
+// Record if it stored the message, and then release; a second Claim of k
+// waits until then, so two attempts with one key (a retry racing the
+// attempt it repeats, whose client died) never both store the message.
+// since is when an Unsure attempt began (unix seconds).
+func (s *Store) Claim(k Key) (st State, since int64, release func()) {
 	s.mu.Lock()
 	for {
-		if t, ok := s.seen[k]; ok && t > s.now().Unix()-int64(s.maxAge/time.Second) {
+		r, ok := s.seen[k]
+		if ok && r.t <= s.now().Unix()-int64(s.maxAge/time.Second) {
+			ok = false
+		}
+		if ok && r.done {
 			s.mu.Unlock()
-			return true, nil
+			return Delivered, r.t, nil
+		}
+		if ok {
+			st, since = Unsure, r.t
 		}
 		ch, busy := s.claims[k]
 		if !busy {
@@ -256,7 +308,7 @@ func (s *Store) Claim(k Key) (seen bool, release func()) {
 	s.claims[k] = ch
 	s.mu.Unlock()
 	var once sync.Once
-	return false, func() {
+	return st, since, func() {
 		once.Do(func() {
 			s.mu.Lock()
 			delete(s.claims, k)
@@ -266,44 +318,34 @@ func (s *Store) Claim(k Key) (seen bool, release func()) {
 	}
 }
 
-// Record adds keys durably: when it returns nil they survive a crash of
-// the process or the machine. Concurrent calls share one fdatasync (group
-// commit): whoever finds no sync running syncs everything appended so
-// far, the others wait for it.
+// Intend notes that keys are about to be stored: appended, not synced (it
+// must reach the file, not the disk, before the Maildir rename: a SIGKILL
+// keeps what was written, and after a power loss the rename is not
+// durable either unless the directory fsync ran, see the package doc).
+func (s *Store) Intend(keys []Key) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.appendLocked(keys, false)
+	return err
+}
+
+// Record adds keys as delivered, durably: when it returns nil they
+// survive a crash of the process or the machine. Concurrent calls share
+// one fdatasync (group commit): whoever finds no sync running syncs
+// everything appended so far, the others wait for it.
 func (s *Store) Record(keys []Key) error {
 	if len(keys) == 0 {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return fmt.Errorf("%w: %s", ErrClosed, s.path)
+	mine, err := s.appendLocked(keys, true)
+	if err != nil {
+		return err
 	}
-	if s.broken != nil {
-		return s.broken
-	}
-	now := s.now().Unix()
-	buf := make([]byte, 0, len(keys)*recordLen)
-	for _, k := range keys {
-		buf = appendRecord(buf, k, now)
-	}
-	if n, err := s.f.Write(buf); err != nil {
-		// A partial record would end the log at the next start and hide
-		// every record after it: cut it off now.
-		if n > 0 {
-			s.f.Truncate(s.size)
-			s.f.Seek(s.size, io.SeekStart)
-		}
-		return fmt.Errorf("appending to the delivery key log %s: %w", s.path, err)
-	}
-	s.size += int64(len(buf))
-	s.recs += len(keys)
-	for _, k := range keys {
-		s.add(k, now)
-	}
-	s.evict(now)
-	s.written++
-	mine := s.written
 	// Not while a sync runs: it holds the old file's descriptor.
 	if s.recs >= compactMin && s.recs > 2*len(s.seen) && !s.syncing {
 		if err := s.compact(); err == nil {
@@ -313,6 +355,43 @@ func (s *Store) Record(keys []Key) error {
 		}
 		// Compaction failed: the log is intact, only longer; sync it.
 	}
+	return s.syncLocked(mine)
+}
+
+// appendLocked writes records for keys and returns the append's number.
+func (s *Store) appendLocked(keys []Key, done bool) (uint64, error) {
+	if s.closed {
+		return 0, fmt.Errorf("%w: %s", ErrClosed, s.path)
+	}
+	if s.broken != nil {
+		return 0, s.broken
+	}
+	now := s.now().Unix()
+	buf := make([]byte, 0, len(keys)*recordLen)
+	for _, k := range keys {
+		buf = appendRecord(buf, k, now, done)
+	}
+	if n, err := s.f.Write(buf); err != nil {
+		// A partial record would end the log at the next start and hide
+		// every record after it: cut it off now.
+		if n > 0 {
+			s.f.Truncate(s.size)
+			s.f.Seek(s.size, io.SeekStart)
+		}
+		return 0, fmt.Errorf("appending to the delivery key log %s: %w", s.path, err)
+	}
+	s.size += int64(len(buf))
+	s.recs += len(keys)
+	for _, k := range keys {
+		s.add(k, now, done)
+	}
+	s.evict(now)
+	s.written++
+	return s.written, nil
+}
+
+// syncLocked returns once append number mine is durable.
+func (s *Store) syncLocked(mine uint64) error {
 	for s.synced < mine {
 		if s.broken != nil {
 			return s.broken
@@ -353,14 +432,15 @@ func (s *Store) compact() error {
 	}
 	w := bufio.NewWriterSize(f, 256<<10)
 	w.WriteString(magic)
-	var rec []byte
+	var buf []byte
 	n := 0
 	for _, e := range s.order[s.head:] {
-		if s.seen[e.k] != e.t {
+		r, ok := s.seen[e.k]
+		if !ok || r.t != e.t {
 			continue
 		}
-		rec = appendRecord(rec[:0], e.k, e.t)
-		w.Write(rec)
+		buf = appendRecord(buf[:0], e.k, e.t, r.done)
+		w.Write(buf)
 		n++
 	}
 	err = w.Flush()

@@ -1,12 +1,14 @@
 package lmtpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -266,6 +268,7 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	// this attempt waits for its outcome instead of storing a second copy.
 	rkeys := make([]dedup.Key, len(ss.rcpts))
 	claimed := make([]bool, len(ss.rcpts))
+	var record []dedup.Key
 	if key != "" && s.cfg.Keys != nil {
 		mine := map[dedup.Key]bool{}
 		for i, rc := range ss.rcpts {
@@ -274,14 +277,21 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 				continue // the same recipient twice: as without a key
 			}
 			mine[k] = true
-			seen, release := s.cfg.Keys.Claim(k)
-			if seen {
+			st, since, release := s.cfg.Keys.Claim(k)
+			if st == dedup.Delivered {
 				results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
 				repeat[i] = true
 				continue
 			}
 			defer release()
 			rkeys[i], claimed[i] = k, true
+			// An attempt cut short by a crash: its message may be in
+			// new/ without its delivered record.
+			if st == dedup.Unsure && storedAlready(boxPath(rc.maildir, junk), trace, since) {
+				results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
+				repeat[i] = true
+				record = append(record, k)
+			}
 		}
 	}
 
@@ -315,12 +325,17 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	var errs []error
 	if len(write) > 0 {
 		boxes := make([]*mailbox.Maildir, len(write))
+		var intents []dedup.Key
 		for j, i := range write {
-			box := ss.rcpts[i].maildir
-			if junk {
-				box = filepath.Join(box, JunkFolder) // quarantined by the mx
+			boxes[j] = mailbox.New(boxPath(ss.rcpts[i].maildir, junk))
+			if claimed[i] {
+				intents = append(intents, rkeys[i])
 			}
-			boxes[j] = mailbox.New(box)
+		}
+		// The intent reaches the file before the message reaches new/:
+		// a crash in between makes the next attempt look in the mailbox.
+		if err := s.cfg.Keys.Intend(intents); err != nil {
+			s.log.Error("noting delivery keys failed: a retry after a crash may store this message again", logging.TraceKey, trace, "err", err)
 		}
 		var hdr string
 		if len(write) == 1 {
@@ -332,18 +347,9 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		_, err := mailbox.DeliverMany(boxes, io.MultiReader(strings.NewReader(hdr), io.NewSectionReader(body, 0, size)))
 		errs = mailbox.BoxErrors(err, len(boxes))
 		stored := int64(len(hdr)) + size
-		// Recorded before the 250, durable like the message: a crash from
-		// here on leaves message and key, or the message alone (a retry
-		// then stores it again, as it would without keys).
-		var record []dedup.Key
 		for j, i := range write {
 			if errs[j] == nil && claimed[i] {
 				record = append(record, rkeys[i])
-			}
-		}
-		if len(record) > 0 {
-			if err := s.cfg.Keys.Record(record); err != nil {
-				s.log.Error("recording delivery keys failed: the message is stored and acknowledged, but a retry of it would be stored again", logging.TraceKey, trace, "err", err)
 			}
 		}
 		for j, i := range write {
@@ -354,6 +360,12 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 			}
 			s.usage.add(rc.user.Name, stored)
 			results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
+		}
+	}
+	// Durable before the 250, like the message.
+	if len(record) > 0 {
+		if err := s.cfg.Keys.Record(record); err != nil {
+			s.log.Error("recording delivery keys failed: the message is stored and acknowledged, but a retry of it may be stored again", logging.TraceKey, trace, "err", err)
 		}
 	}
 	errAt := map[int]error{}
@@ -453,4 +465,51 @@ func (s *Server) deliveryKey(msg io.ReaderAt, size int64) (key string, skip int6
 		return "", 0
 	}
 	return key, int64(len(line)) + 1
+}
+
+// boxPath is the Maildir a message goes to: the user's, or its Junk
+// folder when the mx quarantined it.
+func boxPath(maildir string, junk bool) string {
+	if junk {
+		return filepath.Join(maildir, JunkFolder)
+	}
+	return maildir
+}
+
+// unsureWindow bounds which messages storedAlready reads: those whose
+// Maildir name says they arrived from a little before the interrupted
+// attempt began to well after (the write follows the intent at once; the
+// slack covers a clock step).
+const unsureWindow = 10 * time.Minute
+
+// storedAlready reports whether box holds the message with this trace id
+// that an interrupted attempt began to store at since (unix seconds): its
+// Received line names the trace, and the trace is the queued message's
+// own. Only files named within unsureWindow of since are read, so this
+// costs a directory listing and a few reads, once per key after a crash.
+func storedAlready(box, trace string, since int64) bool {
+	msgs, err := mailbox.New(box).List()
+	if err != nil {
+		return false // no mailbox, or unreadable: deliver, at worst twice
+	}
+	lo, hi := (since-int64(unsureWindow/time.Second))*1e6, (since+int64(unsureWindow/time.Second))*1e6
+	mark := []byte("(correo pdeliveryd) with LMTP id " + trace)
+	head := make([]byte, 4096)
+	for _, m := range msgs {
+		if t := mailbox.KeyTime(m.Key); t < lo || t > hi {
+			continue
+		}
+		f, err := os.Open(filepath.Join(box, m.Dir, m.Name))
+		if err != nil {
+			continue // moved to cur/ or deleted meanwhile
+		}
+		n, _ := f.ReadAt(head, 0)
+		f.Close()
+		if i := bytes.Index(head[:n], mark); i >= 0 {
+			if rest := head[i+len(mark) : n]; len(rest) > 0 && (rest[0] == '\n' || rest[0] == ';') {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -110,10 +110,6 @@ func TestExactlyOnceUnderKills(t *testing.T) {
 					continue
 				}
 				stored[u][string(m[1])]++
-				if os.Getenv("DUMPDUP") != "" {
-					q := regexp.MustCompile(`with ESMTP id (\w+)`).FindSubmatch(b)
-					t.Logf("COPY %s %s %s %s", u, m[1], q[1], x.Name())
-				}
 				total++
 			}
 		}
