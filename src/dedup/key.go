@@ -30,6 +30,30 @@
 // smtpd, Postfix or pdelivery) cannot produce the MAC, and a copy of a
 // valid line never reaches a mailbox. Without a valid line a delivery is
 // handled exactly as before.
+//
+// # Durability, and the window left
+//
+// pdeliveryd appends an intent for each (key, recipient) before the
+// Maildir write (no sync: it must precede the rename into new/ in the
+// page cache, which a SIGKILL keeps), then, once the Maildir write is
+// durable, a delivered record, fdatasynced before the 250; concurrent
+// deliveries share that fdatasync. After a crash a key found as an
+// intent only is Unsure: the next attempt looks in the mailbox for a
+// message with the trace id, named near the intent's time, and answers
+// 250 if it is there. What remains:
+//
+//   - a power loss (not a kill) after the Maildir directory fsync and
+//     before the key log's fdatasync: the intent may not have reached the
+//     disk, the message has; the retry stores it again;
+//   - a message found Unsure that the user deleted (POP3 DELE, IMAP
+//     EXPUNGE) between the crash and the retry is stored again;
+//   - keys past the bounds (MaxAge, MaxKeys) are forgotten;
+//   - a mailbox moved to another storage host between the attempt and its
+//     retry: the record stays on the old host.
+//
+// Each is a duplicate, never a loss: nothing here can make pdeliveryd
+// answer 250 for a message it does not hold, except a key it recorded as
+// delivered, which it writes only after the Maildir write is durable.
 package dedup
 
 import (

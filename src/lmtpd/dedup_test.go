@@ -90,4 +90,33 @@ func TestDeliveryKey(t *testing.T) {
 	if kept != 2 {
 		t.Errorf("%d forged messages stored as sent, want 2", kept)
 	}
+
+	// A crash between the Maildir write and the delivered record leaves
+	// an intent: the retry finds the message in the mailbox by its trace
+	// (stored here through the forged-key path, which keeps the trace)
+	// and answers without a second copy.
+	const key2 = "0190f2c3a4b5c0000099.zyxwvuts98765432"
+	keys.Intend([]dedup.Key{dedup.RecipientKey(key2, "ana@correo.test")})
+	plain := "X-Correo-Trace: zyxwvuts98765432\r\nSubject: interrupted\r\n\r\nx\r\n"
+	if r := send("tcp", addr, plain, "ana@correo.test"); !strings.HasPrefix(r[0], "250 ") {
+		t.Fatalf("plain delivery: %q", r[0])
+	}
+	if r := send("tcp", addr, dedup.Line(e.c.Ring, key2)+plain, "ana@correo.test"); !strings.HasPrefix(r[0], "250 2.0.0 <ana@correo.test> delivered to ana (zyxwvuts98765432)") {
+		t.Fatalf("retry after an interrupted attempt: %q", r[0])
+	}
+	if n := count("ana"); n != 2 {
+		t.Errorf("ana holds %d messages, want 2 (the first and the interrupted one, once)", n)
+	}
+	if st, _, _ := keys.Claim(dedup.RecipientKey(key2, "ana@correo.test")); st != dedup.Delivered {
+		t.Errorf("the confirmed key is %v, want recorded as delivered", st)
+	}
+	// An intent whose message never arrived: delivered normally.
+	const key3 = "0190f2c3a4b5c0000098.qqqqqqqq98765432"
+	keys.Intend([]dedup.Key{dedup.RecipientKey(key3, "ana@correo.test")})
+	if r := send("tcp", addr, dedup.Line(e.c.Ring, key3)+"X-Correo-Trace: qqqqqqqq98765432\r\n\r\ny\r\n", "ana@correo.test"); !strings.HasPrefix(r[0], "250 ") {
+		t.Fatalf("%q", r[0])
+	}
+	if n := count("ana"); n != 3 {
+		t.Errorf("ana holds %d messages, want 3: an intent without its message must not stop a delivery", n)
+	}
 }

@@ -37,6 +37,20 @@
 // adds when present, a new id otherwise. One log line per recipient
 // outcome carries it too.
 //
+// # Delivery keys
+//
+// smtpd's queue sends each message with a delivery key as its first line
+// (package dedup: queue id and trace id, sealed with the cluster key).
+// Per recipient, a key already recorded is answered "250 2.0.0 delivered
+// to <user> (<trace>)", as the first delivery was, and nothing is stored;
+// otherwise an intent is appended to the key log before the Maildir
+// write, and the delivered record after it, fdatasynced (one sync for
+// concurrent deliveries) before the 250. A key left as an intent by a
+// crash makes the next attempt look in the mailbox for the message's
+// trace before storing it. The key line is never stored. A message
+// without a key, or with a line whose MAC is wrong, is handled as if keys
+// did not exist.
+//
 // # Access and limits
 //
 // TCP connections are accepted only from the cluster's network (profile);
