@@ -39,6 +39,8 @@ import (
 	"time"
 
 	"correo/src/cluster"
+	"correo/src/dedup"
+	"correo/src/keyfile"
 	"correo/src/pwclient"
 	"correo/src/pwproto"
 )
@@ -83,6 +85,11 @@ type Envelope struct {
 	// storage host checks it anyway, and one that has moved since answers
 	// "stored on" and is followed. For a first attempt only: a retry asks.
 	Hosts []string
+	// Key names this message for every attempt (smtpd's queue: queue id
+	// and trace id), so that a storage host that stored it already answers
+	// a retry without storing it again (see package dedup). Sent only when
+	// Config.Ring is set; "" sends none.
+	Key string
 }
 
 // Message is the message to deliver: read from the start for every
@@ -151,6 +158,10 @@ type Config struct {
 	MaxIdle     int
 	IdleTimeout time.Duration
 	Log         *slog.Logger
+	// Ring seals the Envelope.Key sent to the storage hosts (the cluster
+	// key file); nil sends no key (pdelivery: a one-shot MDA has no retry
+	// of its own to deduplicate).
+	Ring *keyfile.Ring
 }
 
 // SocketName is pdeliveryd's Unix socket in its state directory, and
@@ -300,6 +311,9 @@ func (d *Deliverer) Deliver(ctx context.Context, env Envelope, msg Message) []Re
 			results[i] = Result{Rcpt: rcpt, Status: Permanent, Code: 501, Enhanced: "5.1.7", Text: "bad sender address syntax: " + ae.Reason}
 		}
 		return results
+	}
+	if line := dedup.Line(d.cfg.Ring, env.Key); line != "" {
+		msg = &keyed{head: line, msg: msg}
 	}
 	// Route every recipient: a host, or a final result already.
 	route := make([]string, len(env.To))
@@ -466,4 +480,28 @@ func isEnhanced(s string) bool {
 // temp is a Temporary result for a failure on our side of the wire.
 func temp(rcpt, host, enh, text string) Result {
 	return Result{Rcpt: rcpt, Status: Temporary, Code: 451, Enhanced: enh, Text: text, Host: host}
+}
+
+// keyed is a message with the delivery key's header line in front: the
+// queue's bytes stay as accepted, the line exists only on the wire.
+type keyed struct {
+	head string
+	msg  Message
+}
+
+func (k *keyed) Size() int64 { return int64(len(k.head)) + k.msg.Size() }
+
+func (k *keyed) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	if off < int64(len(k.head)) {
+		n = copy(p, k.head[off:])
+		if n == len(p) {
+			return n, nil
+		}
+		off = 0
+	} else {
+		off -= int64(len(k.head))
+	}
+	m, err := k.msg.ReadAt(p[n:], off)
+	return n + m, err
 }

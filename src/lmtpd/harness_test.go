@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"correo/internal/clustertest"
+	"correo/src/dedup"
 	"correo/src/directory"
 )
 
@@ -25,6 +26,9 @@ type testEnv struct {
 	c    *clustertest.Cluster
 	pw   *clustertest.Proc
 	logs *clustertest.SyncBuffer
+	// keys, when set before serve, turns delivery keys on (with the
+	// cluster's ring).
+	keys *dedup.Store
 }
 
 func newEnv(t *testing.T, spec clustertest.Spec) *testEnv {
@@ -58,8 +62,12 @@ func (e *testEnv) serve(host string, lim Limits) (*Server, string, string) {
 		t.Fatal(err)
 	}
 	spool := clustertest.ShortTempDir(t, "spool-")
-	srv, err := New(Config{Profile: e.c.Profile, Host: h, Users: e.c.Client(t), SpoolDir: spool, Limits: lim,
-		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	cfg := Config{Profile: e.c.Profile, Host: h, Users: e.c.Client(t), SpoolDir: spool, Limits: lim,
+		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if e.keys != nil {
+		cfg.Ring, cfg.Keys = e.c.Ring, e.keys
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

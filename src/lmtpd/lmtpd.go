@@ -37,6 +37,20 @@
 // adds when present, a new id otherwise. One log line per recipient
 // outcome carries it too.
 //
+// # Delivery keys
+//
+// smtpd's queue sends each message with a delivery key as its first line
+// (package dedup: queue id and trace id, sealed with the cluster key).
+// Per recipient, a key already recorded is answered "250 2.0.0 delivered
+// to <user> (<trace>)", as the first delivery was, and nothing is stored;
+// otherwise an intent is appended to the key log before the Maildir
+// write, and the delivered record after it, fdatasynced (one sync for
+// concurrent deliveries) before the 250. A key left as an intent by a
+// crash makes the next attempt look in the mailbox for the message's
+// trace before storing it. The key line is never stored. A message
+// without a key, or with a line whose MAC is wrong, is handled as if keys
+// did not exist.
+//
 // # Access and limits
 //
 // TCP connections are accepted only from the cluster's network (profile);
@@ -68,7 +82,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"correo/src/cluster"
+	"correo/src/dedup"
 	"correo/src/delivery"
+	"correo/src/keyfile"
 	"correo/src/logging"
 	"correo/src/mailbox"
 	"correo/src/netserve"
@@ -126,6 +142,12 @@ type Config struct {
 	// LookupTimeout bounds one passwd lookup including failover (default:
 	// twice the profile's passwd timeout plus a second).
 	LookupTimeout time.Duration
+	// Ring checks the delivery keys smtpd sends (the cluster key file);
+	// Keys records them (in pdeliveryd's state directory). With Ring nil
+	// a key header is neither honoured nor removed; with Keys nil a valid
+	// one is removed but every message is stored (see package dedup).
+	Ring *keyfile.Ring
+	Keys *dedup.Store
 	// Gate is shared with the process's mailbox mover, which waits on it
 	// for the deliveries to a mailbox it freezes (nil: a private one,
 	// when nothing moves mailboxes).
@@ -144,6 +166,7 @@ type Server struct {
 	smtp     *smtp.Server
 	usage    *usageCache
 	refusals logging.Throttle
+	forged   logging.Throttle
 
 	mu        sync.Mutex
 	listeners []net.Listener

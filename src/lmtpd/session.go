@@ -1,12 +1,14 @@
 package lmtpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"correo/src/dedup"
 	"correo/src/delivery"
 	"correo/src/logging"
 	"correo/src/mailbox"
@@ -55,6 +58,7 @@ type outcome struct {
 	enhanced smtp.EnhancedCode
 	text     string
 	err      error // the underlying failure, for the log only
+	repeat   bool  // answered from the delivery key record, not stored again
 }
 
 type session struct {
@@ -122,6 +126,9 @@ func (ss *session) flushLog(trace string) {
 		}
 		if o.err != nil {
 			attrs = append(attrs, "err", o.err.Error())
+		}
+		if o.repeat {
+			attrs = append(attrs, "repeat", true)
 		}
 		ss.s.log.Log(ctx, level, msg, attrs...)
 	}
@@ -244,17 +251,56 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		ss.flushLog("")
 		return nil
 	}
-	size := sp.Size()
-	trace, junk := findTrace(sp.ReaderAt(), size)
+	key, skip := s.deliveryKey(sp.ReaderAt(), sp.Size())
+	size := sp.Size() - skip
+	body := io.NewSectionReader(sp.ReaderAt(), skip, size)
+	trace, junk := findTrace(body, size)
 	if trace == "" {
 		trace = logging.NewTraceID()
 	}
 	now := time.Now()
 
-	// Recheck quotas with the real size; the rest is written.
 	results := make([]*smtp.SMTPError, len(ss.rcpts))
+	repeat := make([]bool, len(ss.rcpts))
+	// A recipient whose key is recorded got this message already (the
+	// client did not see, or did not record, our 250): answer as then.
+	// The others hold their key's claim until answered, so a retry racing
+	// this attempt waits for its outcome instead of storing a second copy.
+	rkeys := make([]dedup.Key, len(ss.rcpts))
+	claimed := make([]bool, len(ss.rcpts))
+	var record []dedup.Key
+	if key != "" && s.cfg.Keys != nil {
+		mine := map[dedup.Key]bool{}
+		for i, rc := range ss.rcpts {
+			k := dedup.RecipientKey(key, rc.to)
+			if mine[k] {
+				continue // the same recipient twice: as without a key
+			}
+			mine[k] = true
+			st, since, release := s.cfg.Keys.Claim(k)
+			if st == dedup.Delivered {
+				results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
+				repeat[i] = true
+				continue
+			}
+			defer release()
+			rkeys[i], claimed[i] = k, true
+			// An attempt cut short by a crash: its message may be in
+			// new/ without its delivered record.
+			if st == dedup.Unsure && storedAlready(boxPath(rc.maildir, junk), trace, since) {
+				results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
+				repeat[i] = true
+				record = append(record, k)
+			}
+		}
+	}
+
+	// Recheck quotas with the real size; the rest is written.
 	var write []int
 	for i, rc := range ss.rcpts {
+		if results[i] != nil {
+			continue
+		}
 		if q := rc.user.Quota; q > 0 {
 			if used, err := s.usage.get(rc.user.Name, rc.maildir, now); err == nil && used+size > q {
 				results[i] = reply(552, smtp.EnhancedCode{5, 2, 2}, "mailbox full (quota %d bytes, %d used, message %d)", q, used, size)
@@ -279,12 +325,17 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	var errs []error
 	if len(write) > 0 {
 		boxes := make([]*mailbox.Maildir, len(write))
+		var intents []dedup.Key
 		for j, i := range write {
-			box := ss.rcpts[i].maildir
-			if junk {
-				box = filepath.Join(box, JunkFolder) // quarantined by the mx
+			boxes[j] = mailbox.New(boxPath(ss.rcpts[i].maildir, junk))
+			if claimed[i] {
+				intents = append(intents, rkeys[i])
 			}
-			boxes[j] = mailbox.New(box)
+		}
+		// The intent reaches the file before the message reaches new/:
+		// a crash in between makes the next attempt look in the mailbox.
+		if err := s.cfg.Keys.Intend(intents); err != nil {
+			s.log.Error("noting delivery keys failed: a retry after a crash may store this message again", logging.TraceKey, trace, "err", err)
 		}
 		var hdr string
 		if len(write) == 1 {
@@ -293,9 +344,14 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		} else {
 			hdr = s.headers(ss, trace, "", "", now)
 		}
-		_, err := mailbox.DeliverMany(boxes, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+		_, err := mailbox.DeliverMany(boxes, io.MultiReader(strings.NewReader(hdr), io.NewSectionReader(body, 0, size)))
 		errs = mailbox.BoxErrors(err, len(boxes))
 		stored := int64(len(hdr)) + size
+		for j, i := range write {
+			if errs[j] == nil && claimed[i] {
+				record = append(record, rkeys[i])
+			}
+		}
 		for j, i := range write {
 			rc := ss.rcpts[i]
 			if errs[j] != nil {
@@ -304,6 +360,12 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 			}
 			s.usage.add(rc.user.Name, stored)
 			results[i] = reply(250, smtp.EnhancedCode{2, 0, 0}, "delivered to %s (%s)", rc.user.Name, trace)
+		}
+	}
+	// Durable before the 250, like the message.
+	if len(record) > 0 {
+		if err := s.cfg.Keys.Record(record); err != nil {
+			s.log.Error("recording delivery keys failed: the message is stored and acknowledged, but a retry of it may be stored again", logging.TraceKey, trace, "err", err)
 		}
 	}
 	errAt := map[int]error{}
@@ -315,7 +377,7 @@ func (ss *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	for i, rc := range ss.rcpts {
 		re := results[i]
 		status.SetStatus(rc.to, re)
-		ss.addLog(outcome{to: rc.to, user: rc.user.Name, from: ss.from, code: re.Code, enhanced: re.EnhancedCode, text: re.Message, err: errAt[i]})
+		ss.addLog(outcome{to: rc.to, user: rc.user.Name, from: ss.from, code: re.Code, enhanced: re.EnhancedCode, text: re.Message, err: errAt[i], repeat: repeat[i]})
 	}
 	ss.flushLog(trace)
 	return nil
@@ -373,4 +435,81 @@ func (s *Server) headers(ss *session, trace, deliveredTo, forRcpt string, now ti
 	b.WriteString(now.Format(time.RFC1123Z))
 	b.WriteString("\n")
 	return b.String()
+}
+
+// maxKeyLine bounds the first line read for the delivery key header.
+const maxKeyLine = 512
+
+// deliveryKey returns the delivery key of a message whose first line is a
+// valid key header (see package dedup), and that line's length, which is
+// not stored. Any other first line, including a key header whose MAC is
+// wrong (not written by a correo host), leaves the message as it came.
+func (s *Server) deliveryKey(msg io.ReaderAt, size int64) (key string, skip int64) {
+	if s.cfg.Ring == nil {
+		return "", 0
+	}
+	head := make([]byte, min(size, maxKeyLine))
+	n, _ := msg.ReadAt(head, 0)
+	line, _, ok := strings.Cut(string(head[:n]), "\n")
+	if !ok {
+		return "", 0
+	}
+	key, valid, isHeader := dedup.ParseLine(s.cfg.Ring, line)
+	if !valid {
+		if isHeader {
+			if ok, suppressed := s.forged.Allow("", time.Now()); ok {
+				s.log.Warn("ignored a delivery key header without a valid MAC: not from a correo host of this cluster, or sealed with a key no longer in the key file",
+					"field", dedup.Header, "suppressed", suppressed)
+			}
+		}
+		return "", 0
+	}
+	return key, int64(len(line)) + 1
+}
+
+// boxPath is the Maildir a message goes to: the user's, or its Junk
+// folder when the mx quarantined it.
+func boxPath(maildir string, junk bool) string {
+	if junk {
+		return filepath.Join(maildir, JunkFolder)
+	}
+	return maildir
+}
+
+// unsureWindow bounds which messages storedAlready reads: those whose
+// Maildir name says they arrived from a little before the interrupted
+// attempt began to well after (the write follows the intent at once; the
+// slack covers a clock step).
+const unsureWindow = 10 * time.Minute
+
+// storedAlready reports whether box holds the message with this trace id
+// that an interrupted attempt began to store at since (unix seconds): its
+// Received line names the trace, and the trace is the queued message's
+// own. Only files named within unsureWindow of since are read, so this
+// costs a directory listing and a few reads, once per key after a crash.
+func storedAlready(box, trace string, since int64) bool {
+	msgs, err := mailbox.New(box).List()
+	if err != nil {
+		return false // no mailbox, or unreadable: deliver, at worst twice
+	}
+	lo, hi := (since-int64(unsureWindow/time.Second))*1e6, (since+int64(unsureWindow/time.Second))*1e6
+	mark := []byte("(correo pdeliveryd) with LMTP id " + trace)
+	head := make([]byte, 4096)
+	for _, m := range msgs {
+		if t := mailbox.KeyTime(m.Key); t < lo || t > hi {
+			continue
+		}
+		f, err := os.Open(filepath.Join(box, m.Dir, m.Name))
+		if err != nil {
+			continue // moved to cur/ or deleted meanwhile
+		}
+		n, _ := f.ReadAt(head, 0)
+		f.Close()
+		if i := bytes.Index(head[:n], mark); i >= 0 {
+			if rest := head[i+len(mark) : n]; len(rest) > 0 && (rest[0] == '\n' || rest[0] == ';') {
+				return true
+			}
+		}
+	}
+	return false
 }

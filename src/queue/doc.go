@@ -64,15 +64,18 @@
 //
 // kill -9 at any moment loses nothing acknowledged: on restart every
 // message in q/ is scheduled again, recipients still "pending" are
-// retried, recipients "delivered" or "failed" are not. Each recipient is
-// delivered exactly once, except when a crash falls between the storage
-// (or remote) host's 250 and the update that records it (a new q/ID.env,
-// or for a finished message the free mark on its slot; after a machine
-// crash, as opposed to kill -9, also marks written in the second
-// before the reaper's sync): that recipient is then delivered again after
-// the restart (a duplicate, never a loss: the SMTP rule). Likewise a
-// bounce is queued before the envelope records that it was, so a crash
-// between the two can produce a second, identical bounce.
+// retried, recipients "delivered" or "failed" are not. A crash between
+// the next hop's 250 and the update that records it (a new q/ID.env, or
+// for a finished message the free mark on its slot; after a machine
+// crash also marks written in the second before the reaper's sync) sends
+// that recipient again after the restart. For the cluster's own
+// mailboxes that is harmless: every attempt carries the message's
+// delivery key (queue id and trace id, the same on every retry; package
+// dedup), and the storage host that stored it answers 250 again without
+// a second copy. A remote MX has no such key, so a remote recipient is
+// then delivered twice (a duplicate, never a loss: the SMTP rule).
+// Likewise a bounce is queued before the envelope records that it was, so
+// a crash between the two can produce a second, identical bounce.
 //
 // # Delivery
 //

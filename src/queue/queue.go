@@ -525,7 +525,10 @@ func (q *Queue) attempt(e *Envelope, m *message) (done bool) {
 					Text: "no remote delivery configured on this host"})
 			}
 		} else {
-			results = d.Deliver(ctx, delivery.Envelope{From: e.From, To: to, Trace: e.Trace, Hosts: hosts}, msg)
+			// The key is the same for every attempt of this message: a
+			// storage host that stored it before a crash answers again
+			// without a second copy (package dedup).
+			results = d.Deliver(ctx, delivery.Envelope{From: e.From, To: to, Trace: e.Trace, Hosts: hosts, Key: e.ID + "." + e.Trace}, msg)
 		}
 		now := q.cfg.Now()
 		for j, i := range idx {

@@ -24,11 +24,16 @@ import (
 
 	"correo/src/cluster"
 	"correo/src/daemon"
+	"correo/src/dedup"
 	"correo/src/delivery"
 	"correo/src/lmtpd"
 	"correo/src/mailbox"
 	"correo/src/mailmove"
 )
+
+// KeyLog is the delivery key record in the state directory (package
+// dedup): which recipients of which queued messages are stored here.
+const KeyLog = "delivery-keys"
 
 func main() {
 	daemon.GCPercent(400)
@@ -61,7 +66,18 @@ func run(args []string, stderr io.Writer) error {
 	// One gate for deliveries and moves: a freeze waits out the
 	// deliveries already writing to the mailbox it freezes.
 	gate := new(mailbox.Gate)
-	srv, err := lmtpd.New(lmtpd.Config{Profile: p, Host: h, Users: users, SpoolDir: env.StateDir, Log: log, Gate: gate})
+	keys, info, err := dedup.Open(filepath.Join(env.StateDir, KeyLog))
+	if err != nil {
+		return err
+	}
+	defer keys.Close()
+	if info.Truncated > 0 {
+		log.Warn("cut the torn tail of the delivery key log (a crash during an append: those deliveries were not acknowledged)",
+			"file", filepath.Join(env.StateDir, KeyLog), "bytes", info.Truncated)
+	}
+	log.Info("delivery key log loaded", "keys", info.Keys)
+	srv, err := lmtpd.New(lmtpd.Config{Profile: p, Host: h, Users: users, SpoolDir: env.StateDir, Log: log, Gate: gate,
+		Ring: ring, Keys: keys})
 	if err != nil {
 		return err
 	}

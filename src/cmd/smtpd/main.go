@@ -64,7 +64,7 @@ func run(args []string, stderr io.Writer) error {
 	log := env.Log.Logger
 	p, h := env.Profile, env.Host
 	lim := h.SMTPD // filled in by the profile loader on every mx and relay host
-	users, _, err := env.Passwd()
+	users, ring, err := env.Passwd()
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func run(args []string, stderr io.Writer) error {
 		socket = *lmtpSocket
 	}
 	local, err := delivery.New(delivery.Config{Profile: p, Users: users, Local: h.Name, Socket: socket, HelloName: name, Log: log,
-		MaxIdle: lim.Workers})
+		MaxIdle: lim.Workers, Ring: ring})
 	if err != nil {
 		return err
 	}
