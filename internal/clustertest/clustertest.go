@@ -171,6 +171,43 @@ const (
 	portBlocks    = 12
 )
 
+var (
+	blockOnce sync.Once
+	block     int
+)
+
+// portBlock is this process's block of ports: the first, from its pid's
+// on, whose lock file it can flock. The lock is held until the process
+// exits, so test binaries running at the same time never share a block:
+// a port one of them checked free, closed and binds again (a server
+// restarted in a test) cannot meanwhile become the other's. Without a
+// free block (a dozen test binaries at once) it shares its pid's.
+func portBlock() int {
+	blockOnce.Do(func() {
+		block = os.Getpid() % portBlocks
+		dir := filepath.Join(os.TempDir(), "correo-test-ports")
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return
+		}
+		for i := 0; i < portBlocks; i++ {
+			b := (os.Getpid() + i) % portBlocks
+			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("block-%d.lock", b)), os.O_RDWR|os.O_CREATE, 0o666)
+			if err != nil {
+				return
+			}
+			if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+				block = b
+				heldBlock = f // kept open: closing it would release the lock
+				return
+			}
+			f.Close()
+		}
+	})
+	return block
+}
+
+var heldBlock *os.File
+
 // FreePort returns a TCP and UDP port free on every given address.
 func FreePort(t testing.TB, addrs ...string) int {
 	t.Helper()
@@ -184,7 +221,7 @@ func FreePort(t testing.TB, addrs ...string) int {
 		// other packages run at the same time. Each process draws from
 		// its own block of 20000-31999 (by pid), away from the dev
 		// profile's fixed 10xxx ports.
-		port := portBlockBase + (os.Getpid()%portBlocks)*portBlockSize + rand.IntN(portBlockSize)
+		port := portBlockBase + portBlock()*portBlockSize + rand.IntN(portBlockSize)
 		// The same port must not be handed out twice in one process.
 		if !claimPort(port) {
 			continue
