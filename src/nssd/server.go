@@ -127,9 +127,10 @@ var ErrServerClosed = errors.New("nssd: server closed")
 
 // Serve accepts connections until Close. At most MaxConns are served at
 // once: when they are all open, the longest idle kept connection is
-// closed to make room; when none is idle, further clients wait in the
-// listen backlog (and the module gives up on its own deadline), so a
-// flood cannot exhaust nssd's memory or file descriptors.
+// closed to make room for a newcomer; when none is idle, the newcomer
+// waits for a slot and further clients wait in the listen backlog (the
+// module gives up on its own deadline), so a flood cannot exhaust nssd's
+// memory or file descriptors.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -139,19 +140,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
 	for {
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			s.evictIdle()
-			select {
-			case s.slots <- struct{}{}:
-			case <-s.ctx.Done():
-				return ErrServerClosed
-			}
-		}
 		c, err := ln.Accept()
 		if err != nil {
-			<-s.slots
 			if s.ctx.Err() != nil {
 				return ErrServerClosed
 			}
@@ -163,6 +153,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.cfg.Log.Error("accept failed; retrying in 100ms", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
+		}
+		if !s.takeSlot() {
+			c.Close()
+			return ErrServerClosed
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -204,6 +198,31 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	return nil
+}
+
+// takeSlot reserves a slot for a connection just accepted: at once when
+// one is free, else by evicting the longest idle kept connection, else by
+// waiting for a busy one to finish or go idle. Only a newcomer already
+// accepted justifies an eviction: nobody is closed for a client that may
+// never come. false: the server is closing.
+func (s *Server) takeSlot() bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.evictIdle()
+		select {
+		case s.slots <- struct{}{}:
+			return true
+		case <-tick.C: // a busy connection may have gone idle meanwhile
+		case <-s.ctx.Done():
+			return false
+		}
+	}
 }
 
 // evictIdle closes the connection that has been idle longest, if any;
