@@ -17,8 +17,16 @@
  *  - Every wait is bounded by poll() against one deadline per call
  *    (CORREO_NSS_TIMEOUT_MS). nssd not running (no socket, connection
  *    refused) returns NSS_STATUS_UNAVAIL at once, so `files` still works.
- *  - No connection outlives a call: lookups open, ask, close. There is no
- *    shared connection for a forked child to inherit, and nothing to lock.
+ *  - A process keeps up to CONN_SLOTS connections to nssd across calls
+ *    (connecting was most of a lookup's cost), each used by one thread at
+ *    a time behind its own mutex; a thread that finds them all busy uses
+ *    a one-shot connection. A kept connection is used only by the process
+ *    that made it (pid check; the atfork handler closes the child's
+ *    copies), only while its descriptor is still that socket (the
+ *    application may have closed it and reused the number), and is
+ *    dropped after any timeout or broken frame, so a late answer is never
+ *    read as the next call's. When nssd has closed a kept connection
+ *    before answering, the call is asked once more on a fresh one.
  *  - Enumeration state (getpwent/getgrent) is one page of records behind a
  *    mutex; a fork handler resets it in the child.
  *  - Every length from the socket is checked against the frame and the
