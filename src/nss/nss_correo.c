@@ -307,15 +307,6 @@ static enum nss_status fill_gr(const struct grrec *rec, struct group *gr, char *
  * one-shot connection as before rather than wait. */
 #define CONN_SLOTS 4
 
-/* After sending, the answer to a cached name arrives within a few tens
- * of microseconds: polling for it a little while is cheaper than a sleep
- * and a wakeup (which a virtual machine pays twice over). Only on more
- * than one CPU, where nssd can run meanwhile, and never longer than this;
- * 0 disables it. */
-#ifndef CORREO_NSS_SPIN_US
-#define CORREO_NSS_SPIN_US 50
-#endif
-
 /* The first receive takes up to this much at once: the header and, for
  * any lookup of a real user, the whole body in one syscall. */
 #define RECV_CHUNK 1024
@@ -333,8 +324,6 @@ struct conn {
 };
 
 static struct conn conns[CONN_SLOTS] = { [0 ... CONN_SLOTS - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 } };
-
-static int spin_ok; /* set once by the constructor, read-only after */
 
 static int64_t now_us(void)
 {
@@ -527,7 +516,10 @@ static int transact(int fd, const unsigned char *req, size_t reqlen, unsigned ch
 		return (errno == EPIPE || errno == ECONNRESET) ? XCH_STALE : XCH_FAIL;
 	unsigned char chunk[RECV_CHUNK];
 	size_t have = 0;
-	int64_t spin_end = spin_ok ? now_us() + CORREO_NSS_SPIN_US : 0;
+	/* nssd has not answered yet this early: waiting first saves a
+	 * receive that could only say EAGAIN. */
+	if (wait_fd(fd, POLLIN, deadline))
+		return XCH_FAIL;
 	while (have < 4) {
 		ssize_t r = recv(fd, chunk + have, sizeof(chunk) - have, MSG_DONTWAIT);
 		if (r > 0) {
@@ -540,8 +532,6 @@ static int transact(int fd, const unsigned char *req, size_t reqlen, unsigned ch
 			return have == 0 ? XCH_STALE : XCH_FAIL;
 		} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
 			return XCH_FAIL;
-		} else if (spin_end && now_us() < spin_end) {
-			continue;
 		} else if (wait_fd(fd, POLLIN, deadline)) {
 			return XCH_FAIL;
 		}
@@ -841,7 +831,6 @@ static void child_after_fork(void)
 
 __attribute__((constructor)) static void correo_nss_init(void)
 {
-	spin_ok = CORREO_NSS_SPIN_US > 0 && sysconf(_SC_NPROCESSORS_ONLN) > 1;
 	pthread_atfork(NULL, NULL, child_after_fork);
 }
 
