@@ -17,8 +17,16 @@
  *  - Every wait is bounded by poll() against one deadline per call
  *    (CORREO_NSS_TIMEOUT_MS). nssd not running (no socket, connection
  *    refused) returns NSS_STATUS_UNAVAIL at once, so `files` still works.
- *  - No connection outlives a call: lookups open, ask, close. There is no
- *    shared connection for a forked child to inherit, and nothing to lock.
+ *  - A process keeps up to CONN_SLOTS connections to nssd across calls
+ *    (connecting was most of a lookup's cost), each used by one thread at
+ *    a time behind its own mutex; a thread that finds them all busy uses
+ *    a one-shot connection. A kept connection is used only by the process
+ *    that made it (pid check; the atfork handler closes the child's
+ *    copies), only while its descriptor is still that socket (the
+ *    application may have closed it and reused the number), and is
+ *    dropped after any timeout or broken frame, so a late answer is never
+ *    read as the next call's. When nssd has closed a kept connection
+ *    before answering, the call is asked once more on a fresh one.
  *  - Enumeration state (getpwent/getgrent) is one page of records behind a
  *    mutex; a fork handler resets it in the child.
  *  - Every length from the socket is checked against the frame and the
@@ -43,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <time.h>
@@ -289,13 +298,38 @@ static enum nss_status fill_gr(const struct grrec *rec, struct group *gr, char *
 }
 
 /* ------------------------------------------------------------------ */
-/* Transport: one connection per exchange, every wait bounded.         */
+/* Transport: a few connections kept per process, every wait bounded.  */
 
-static int64_t now_ms(void)
+/* Connecting costs nssd an accept and a goroutine and the caller three
+ * syscalls; a kept connection costs neither. A few slots, each behind
+ * its own mutex, so threads of one process resolving at once do not
+ * queue behind each other; a thread that finds them all busy uses a
+ * one-shot connection as before rather than wait. */
+#define CONN_SLOTS 4
+
+/* The first receive takes up to this much at once: the header and, for
+ * any lookup of a real user, the whole body in one syscall. */
+#define RECV_CHUNK 1024
+
+struct conn {
+	pthread_mutex_t lock;
+	int fd;    /* -1: none */
+	pid_t pid; /* the process that connected it */
+	/* The socket's identity. An application may close our descriptor
+	 * behind our back (daemons close every fd) and reuse the number;
+	 * only a descriptor that is still this socket is ours to use. */
+	dev_t dev;
+	ino_t ino;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+static struct conn conns[CONN_SLOTS] = { [0 ... CONN_SLOTS - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 } };
+
+static int64_t now_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* Waits until fd is ready for events or the deadline passes: 0 ready,
@@ -303,11 +337,12 @@ static int64_t now_ms(void)
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	for (;;) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - now_us();
 		if (left <= 0)
 			return -1;
 		struct pollfd p = { .fd = fd, .events = events };
-		int r = poll(&p, 1, (int)left);
+		/* Rounded up: a poll of 0 ms would spin until the deadline. */
+		int r = poll(&p, 1, (int)((left + 999) / 1000));
 		if (r > 0)
 			return 0; /* ready, or HUP/ERR: the next read/write reports it */
 		if (r == 0 || errno != EINTR)
@@ -327,10 +362,9 @@ static const char *socket_path(void)
 	return CORREO_NSS_SOCKET;
 }
 
-static int connect_nssd(int64_t deadline)
+static int connect_nssd(const char *path, int64_t deadline)
 {
 	struct sockaddr_un sa;
-	const char *path = socket_path();
 	size_t n = strlen(path);
 	if (n >= sizeof(sa.sun_path))
 		return -1;
@@ -338,6 +372,7 @@ static int connect_nssd(int64_t deadline)
 	sa.sun_family = AF_UNIX;
 	memcpy(sa.sun_path, path, n + 1);
 
+	/* CLOEXEC: an exec'd program must not inherit our connection. */
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -1;
@@ -349,10 +384,10 @@ static int connect_nssd(int64_t deadline)
 		if (errno == EAGAIN) {
 			/* nssd's backlog is full: it is alive but busy. Retry
 			 * shortly, within the deadline. */
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - now_us();
 			if (left <= 0)
 				break;
-			poll(NULL, 0, left < 5 ? (int)left : 5);
+			poll(NULL, 0, left < 5000 ? (int)((left + 999) / 1000) : 5);
 			continue;
 		}
 		if (errno == EINPROGRESS) {
@@ -368,6 +403,61 @@ static int connect_nssd(int64_t deadline)
 	}
 	close(fd);
 	return -1;
+}
+
+/* Whether c->fd is still the socket this process made. */
+static int conn_ours(const struct conn *c)
+{
+	struct stat st;
+	return c->fd >= 0 && fstat(c->fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == c->dev &&
+	       st.st_ino == c->ino;
+}
+
+/* Forgets c's connection; closes the descriptor only when it is still
+ * our socket (otherwise the number belongs to the application now). */
+static void conn_drop(struct conn *c)
+{
+	if (conn_ours(c))
+		close(c->fd);
+	c->fd = -1;
+}
+
+/* Whether c holds a connection to path that this process may use for a
+ * new request: made by this process (a child that skipped the atfork
+ * handler, e.g. after a raw clone, must not talk over its parent's
+ * connection), still our descriptor, and idle with nothing unread (EOF
+ * means nssd dropped it; unread bytes would be taken for the next
+ * answer). Drops it otherwise. */
+static int conn_ready(struct conn *c, const char *path)
+{
+	if (c->fd < 0)
+		return 0;
+	if (c->pid == getpid() && strcmp(c->path, path) == 0 && conn_ours(c)) {
+		unsigned char b;
+		ssize_t r;
+		do
+			r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+		while (r < 0 && errno == EINTR);
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 1;
+	}
+	conn_drop(c);
+	return 0;
+}
+
+/* Makes fd, just connected to path, c's connection: 0, or -1 when it
+ * cannot be identified later (then it is used once and closed). */
+static int conn_keep(struct conn *c, int fd, const char *path)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -1;
+	c->fd = fd;
+	c->pid = getpid();
+	c->dev = st.st_dev;
+	c->ino = st.st_ino;
+	strcpy(c->path, path); /* socket_path() bounds it by sun_path */
+	return 0;
 }
 
 static int send_all(int fd, const unsigned char *p, size_t n, int64_t deadline)
@@ -411,34 +501,100 @@ static int recv_all(int fd, unsigned char *p, size_t n, int64_t deadline)
 	return 0;
 }
 
+/* What one request/response on a connection came to. */
+enum { XCH_OK, XCH_STALE, XCH_FAIL };
+
+/* Sends a framed request on fd and receives the response body into a
+ * malloc'd buffer (*body, *len; the caller frees it). XCH_STALE: the peer
+ * closed before a byte of the answer (nssd drops idle connections; on a
+ * reused connection that is worth one retry, every request being a
+ * read). XCH_FAIL: timeout, broken frame, anything else. */
+static int transact(int fd, const unsigned char *req, size_t reqlen, unsigned char **body, size_t *len,
+		    int64_t deadline)
+{
+	if (send_all(fd, req, reqlen, deadline))
+		return (errno == EPIPE || errno == ECONNRESET) ? XCH_STALE : XCH_FAIL;
+	unsigned char chunk[RECV_CHUNK];
+	size_t have = 0;
+	/* nssd has not answered yet this early: waiting first saves a
+	 * receive that could only say EAGAIN. */
+	if (wait_fd(fd, POLLIN, deadline))
+		return XCH_FAIL;
+	while (have < 4) {
+		ssize_t r = recv(fd, chunk + have, sizeof(chunk) - have, MSG_DONTWAIT);
+		if (r > 0) {
+			have += (size_t)r;
+		} else if (r == 0) {
+			return have == 0 ? XCH_STALE : XCH_FAIL;
+		} else if (errno == EINTR) {
+			continue;
+		} else if (errno == ECONNRESET) {
+			return have == 0 ? XCH_STALE : XCH_FAIL;
+		} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			return XCH_FAIL;
+		} else if (wait_fd(fd, POLLIN, deadline)) {
+			return XCH_FAIL;
+		}
+	}
+	uint32_t n = ((uint32_t)chunk[0] << 24) | ((uint32_t)chunk[1] << 16) | ((uint32_t)chunk[2] << 8) | chunk[3];
+	/* Refused before allocating anything. More than one frame's worth
+	 * is as broken: the module never has two requests in flight. */
+	if (n < 1 || n > MAX_RESPONSE || have - 4 > n)
+		return XCH_FAIL;
+	unsigned char *b = malloc(n);
+	if (!b)
+		return XCH_FAIL;
+	memcpy(b, chunk + 4, have - 4);
+	if (recv_all(fd, b + (have - 4), n - (have - 4), deadline)) {
+		free(b);
+		return XCH_FAIL;
+	}
+	*body = b;
+	*len = n;
+	return XCH_OK;
+}
+
 /* Sends a framed request and receives the response body into a malloc'd
  * buffer (*body, *len; the caller frees it). -1 on any failure. */
 static int exchange(const unsigned char *req, size_t reqlen, unsigned char **body, size_t *len)
 {
-	int64_t deadline = now_ms() + CORREO_NSS_TIMEOUT_MS;
+	int64_t deadline = now_us() + (int64_t)CORREO_NSS_TIMEOUT_MS * 1000;
 	int saved = errno;
 	int rc = -1;
-	unsigned char hdr[4];
-	unsigned char *b = NULL;
-	int fd = connect_nssd(deadline);
-	if (fd < 0)
-		goto out;
-	if (send_all(fd, req, reqlen, deadline) || recv_all(fd, hdr, 4, deadline))
-		goto out;
-	uint32_t n = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
-	if (n < 1 || n > MAX_RESPONSE)
-		goto out; /* refused before allocating anything */
-	b = malloc(n);
-	if (!b || recv_all(fd, b, n, deadline))
-		goto out;
-	*body = b;
-	*len = n;
-	b = NULL;
-	rc = 0;
-out:
-	free(b);
-	if (fd >= 0)
-		close(fd);
+	const char *path = socket_path();
+	/* A thread cancelled inside poll() would leave its slot locked for
+	 * good; cancellation waits until the slot is released. */
+	int cancel;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	struct conn *c = NULL;
+	for (int i = 0; i < CONN_SLOTS && !c; i++)
+		if (pthread_mutex_trylock(&conns[i].lock) == 0)
+			c = &conns[i];
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int reused = c && conn_ready(c, path);
+		int fd = reused ? c->fd : connect_nssd(path, deadline);
+		if (fd < 0)
+			break;
+		int kept = reused || (c && conn_keep(c, fd, path) == 0);
+		int x = transact(fd, req, reqlen, body, len, deadline);
+		if (x == XCH_OK) {
+			if (!kept)
+				close(fd);
+			rc = 0;
+			break;
+		}
+		/* A timeout leaves an answer on its way, a broken frame leaves
+		 * the stream out of step: either way this connection is done. */
+		if (kept)
+			conn_drop(c);
+		else
+			close(fd);
+		if (!reused || x != XCH_STALE)
+			break;
+	}
+	if (c)
+		pthread_mutex_unlock(&c->lock);
+	pthread_setcancelstate(cancel, NULL);
 	/* The caller reports through *errnop; leave the process's errno as
 	 * it was, as glibc's own modules do. */
 	errno = saved;
@@ -650,7 +806,13 @@ static void ent_reset(struct ent *e)
 /* In a forked child only the forking thread exists: a lock held by
  * another thread of the parent would never be released, and the page it
  * was replacing may be half-updated. Start the child from scratch (and
- * leak the parent's page rather than risk freeing it twice). */
+ * leak the parent's page rather than risk freeing it twice).
+ *
+ * The kept connections are the parent's: a child talking over them
+ * would interleave its requests and answers with the parent's. Close the
+ * child's copies (the parent's stay open: close() only drops this
+ * process's reference, unlike shutdown()), so the child connects afresh.
+ * conn_ready's pid check covers children that skip this handler. */
 static void child_after_fork(void)
 {
 	struct ent *es[] = { &pwent, &grent };
@@ -661,11 +823,29 @@ static void child_after_fork(void)
 		es[i]->next = 0;
 		es[i]->started = 0;
 	}
+	for (size_t i = 0; i < CONN_SLOTS; i++) {
+		pthread_mutex_init(&conns[i].lock, NULL);
+		conn_drop(&conns[i]);
+	}
 }
 
 __attribute__((constructor)) static void correo_nss_init(void)
 {
 	pthread_atfork(NULL, NULL, child_after_fork);
+}
+
+/* dlclose (glibc unloads NSS modules only at exit, under valgrind's
+ * freeres) should not leave sockets behind. A slot some thread still
+ * holds is left alone. */
+__attribute__((destructor)) static void correo_nss_fini(void)
+{
+	for (size_t i = 0; i < CONN_SLOTS; i++) {
+		if (pthread_mutex_trylock(&conns[i].lock) != 0)
+			continue;
+		if (conns[i].pid == getpid())
+			conn_drop(&conns[i]);
+		pthread_mutex_unlock(&conns[i].lock);
+	}
 }
 
 /* Makes sure e has a record to hand out: SUCCESS with e->remaining > 0,

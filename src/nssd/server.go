@@ -3,6 +3,7 @@ package nssd
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"correo/src/logging"
@@ -19,10 +21,18 @@ import (
 // Defaults for Config fields left zero.
 const (
 	DefaultMaxConns = 256
-	// DefaultIOTimeout bounds the wait for a request on an open
-	// connection and for writing an answer. The module sends its request
-	// right after connecting, so only a stuck or hostile client waits.
+	// DefaultIOTimeout bounds the wait for the first request on a new
+	// connection, for the rest of a request once its first byte came,
+	// and for writing an answer. The module sends its request right
+	// after connecting, so only a stuck or hostile client waits.
 	DefaultIOTimeout = 2 * time.Second
+	// DefaultIdleTimeout bounds the wait for the next request on a
+	// connection that has been answered before: the module keeps its
+	// connection between lookups, and a process that resolves a name
+	// every few seconds should not pay a new connection each time.
+	// Idle connections are also the first to go when MaxConns are open
+	// (see Serve), so a long timeout cannot lock anyone out.
+	DefaultIdleTimeout = 60 * time.Second
 	// DefaultUpstreamTimeout bounds one question to the Source. It must
 	// stay below the module's own deadline (CORREO_NSS_TIMEOUT_MS, 5 s in
 	// src/nss/nss_correo.c) so the module always gets nssd's "unavail"
@@ -45,6 +55,7 @@ type Config struct {
 
 	MaxConns        int
 	IOTimeout       time.Duration
+	IdleTimeout     time.Duration
 	UpstreamTimeout time.Duration
 	PageUsers       int
 }
@@ -60,10 +71,22 @@ type Server struct {
 
 	mu      sync.Mutex
 	lns     []net.Listener
-	conns   map[net.Conn]struct{}
+	conns   map[*serverConn]struct{}
 	closed  bool
 	flights map[cacheKey]*flight
 	wg      sync.WaitGroup
+}
+
+// serverConn is one client connection.
+type serverConn struct {
+	c net.Conn
+	// idleSince is when the connection began waiting for its next
+	// request after an answer (UnixNano); 0 while a request is being
+	// read or answered, and before the first one. Only a connection
+	// idle in this sense may be evicted: its client has had every answer
+	// it asked for, and the module reconnects (or retries once) when it
+	// finds the connection closed.
+	idleSince atomic.Int64
 }
 
 // flight is one upstream lookup that concurrent askers of the same key
@@ -82,6 +105,9 @@ func New(cfg Config) *Server {
 	if cfg.IOTimeout <= 0 {
 		cfg.IOTimeout = DefaultIOTimeout
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
 	}
@@ -93,16 +119,18 @@ func New(cfg Config) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, ctx: ctx, cancel: cancel, slots: make(chan struct{}, cfg.MaxConns),
-		badLog: &logging.Throttle{Every: 10 * time.Second}, upLog: &logging.Throttle{Every: 10 * time.Second}, conns: map[net.Conn]struct{}{}, flights: map[cacheKey]*flight{}}
+		badLog: &logging.Throttle{Every: 10 * time.Second}, upLog: &logging.Throttle{Every: 10 * time.Second}, conns: map[*serverConn]struct{}{}, flights: map[cacheKey]*flight{}}
 }
 
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("nssd: server closed")
 
 // Serve accepts connections until Close. At most MaxConns are served at
-// once; further clients wait in the listen backlog (and the module gives
-// up on its own deadline), so a flood cannot exhaust nssd's memory or
-// file descriptors.
+// once: when they are all open, the longest idle kept connection is
+// closed to make room for a newcomer; when none is idle, the newcomer
+// waits for a slot and further clients wait in the listen backlog (the
+// module gives up on its own deadline), so a flood cannot exhaust nssd's
+// memory or file descriptors.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -112,14 +140,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
 	for {
-		select {
-		case s.slots <- struct{}{}:
-		case <-s.ctx.Done():
-			return ErrServerClosed
-		}
 		c, err := ln.Accept()
 		if err != nil {
-			<-s.slots
 			if s.ctx.Err() != nil {
 				return ErrServerClosed
 			}
@@ -132,6 +154,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		if !s.takeSlot() {
+			c.Close()
+			return ErrServerClosed
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -139,19 +165,20 @@ func (s *Server) Serve(ln net.Listener) error {
 			<-s.slots
 			return ErrServerClosed
 		}
-		s.conns[c] = struct{}{}
+		sc := &serverConn{c: c}
+		s.conns[sc] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
 			defer func() {
 				s.mu.Lock()
-				delete(s.conns, c)
+				delete(s.conns, sc)
 				s.mu.Unlock()
 				c.Close()
 				<-s.slots
 				s.wg.Done()
 			}()
-			s.serveConn(c)
+			s.serveConn(sc)
 		}()
 	}
 }
@@ -165,20 +192,77 @@ func (s *Server) Close() error {
 	for _, ln := range s.lns {
 		ln.Close()
 	}
-	for c := range s.conns {
-		c.Close()
+	for sc := range s.conns {
+		sc.c.Close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	return nil
 }
 
-func (s *Server) serveConn(c net.Conn) {
+// takeSlot reserves a slot for a connection just accepted: at once when
+// one is free, else by evicting the longest idle kept connection, else by
+// waiting for a busy one to finish or go idle. Only a newcomer already
+// accepted justifies an eviction: nobody is closed for a client that may
+// never come. false: the server is closing.
+func (s *Server) takeSlot() bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.evictIdle()
+		select {
+		case s.slots <- struct{}{}:
+			return true
+		case <-tick.C: // a busy connection may have gone idle meanwhile
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+}
+
+// evictIdle closes the connection that has been idle longest, if any;
+// its goroutine then frees its slot.
+func (s *Server) evictIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var oldest *serverConn
+	var since int64
+	for sc := range s.conns {
+		if t := sc.idleSince.Load(); t != 0 && (oldest == nil || t < since) {
+			oldest, since = sc, t
+		}
+	}
+	if oldest != nil {
+		oldest.c.Close()
+	}
+}
+
+// serveConn answers the requests of one connection in turn, for as long
+// as the client keeps it (the module keeps one per process).
+func (s *Server) serveConn(sc *serverConn) {
+	c := sc.c
 	br := bufio.NewReaderSize(c, nssproto.MaxRequest+4)
 	var out []byte
+	wait := s.cfg.IOTimeout // the first request comes right after connecting
 	for {
-		c.SetReadDeadline(time.Now().Add(s.cfg.IOTimeout))
-		req, err := nssproto.ReadRequest(br)
+		c.SetReadDeadline(time.Now().Add(wait))
+		_, err := br.Peek(1)
+		sc.idleSince.Store(0)
+		var req nssproto.Request
+		if err == nil {
+			// The request has begun: the rest of it is due at once. It
+			// usually came whole in one write, and needs no new deadline.
+			if hdr, _ := br.Peek(min(4, br.Buffered())); len(hdr) < 4 ||
+				br.Buffered() < 4+int(binary.BigEndian.Uint32(hdr)) {
+				c.SetReadDeadline(time.Now().Add(s.cfg.IOTimeout))
+			}
+			req, err = nssproto.ReadRequest(br)
+		}
 		if err != nil {
 			var ne net.Error
 			switch {
@@ -205,6 +289,8 @@ func (s *Server) serveConn(c net.Conn) {
 		if _, err := c.Write(out); err != nil {
 			return
 		}
+		wait = s.cfg.IdleTimeout
+		sc.idleSince.Store(time.Now().UnixNano())
 	}
 }
 

@@ -367,3 +367,99 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func roundTrip(c net.Conn, req nssproto.Request) (nssproto.Response, error) {
+	b, err := nssproto.AppendRequest(nil, req)
+	if err != nil {
+		return nssproto.Response{}, err
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		return nssproto.Response{}, err
+	}
+	return nssproto.ReadResponse(c, req.Op)
+}
+
+// closedSoon reports whether nssd closes c within d.
+func closedSoon(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	n, err := c.Read(make([]byte, 1))
+	return n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// A connection stays open between requests (the module keeps one per
+// process) until IdleTimeout; when MaxConns are open, the longest idle
+// one makes room for a newcomer, but a connection that has not had its
+// first answer yet is never taken.
+func TestKeptConnections(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	ln, err := nssd.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := nssd.New(nssd.Config{Source: nssdtest.NewSource(juan), MaxConns: 2, IOTimeout: 5 * time.Second,
+		IdleTimeout: 500 * time.Millisecond})
+	go srv.Serve(ln)
+	defer srv.Close()
+	q := nssproto.Request{Op: nssproto.OpGetpwnam, Name: "juan"}
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	// Many requests, one connection, pauses shorter than IdleTimeout.
+	a := dial()
+	for i := 0; i < 5; i++ {
+		if r, err := roundTrip(a, q); err != nil || r.Status != nssproto.StatusFound {
+			t.Fatalf("request %d on a kept connection: %+v %v", i, r, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Then idle past IdleTimeout: closed.
+	if !closedSoon(a, 2*time.Second) {
+		t.Error("an idle connection outlived IdleTimeout")
+	}
+
+	// Two kept connections fill MaxConns; a newcomer evicts the older.
+	old, young := dial(), dial()
+	for _, c := range []net.Conn{old, young} {
+		if _, err := roundTrip(c, q); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r := ask(t, sock, q); r.Status != nssproto.StatusFound {
+		t.Fatalf("newcomer: %v", r.Status)
+	}
+	if !closedSoon(old, time.Second) {
+		t.Error("the longest idle connection was not evicted")
+	}
+	if r, err := roundTrip(young, q); err != nil || r.Status != nssproto.StatusFound {
+		t.Errorf("the younger idle connection: %+v %v", r, err)
+	}
+
+	// A fresh connection that has not asked yet is not idle, even when
+	// it is older than every kept one: a newcomer takes the kept one's
+	// slot.
+	young.Close()
+	time.Sleep(100 * time.Millisecond) // nssd notices and frees the slot
+	fresh := dial()
+	time.Sleep(50 * time.Millisecond)
+	kept := dial()
+	if _, err := roundTrip(kept, q); err != nil {
+		t.Fatal(err)
+	}
+	if r := ask(t, sock, q); r.Status != nssproto.StatusFound {
+		t.Fatalf("second newcomer: %v", r.Status)
+	}
+	if r, err := roundTrip(fresh, q); err != nil || r.Status != nssproto.StatusFound {
+		t.Errorf("the fresh connection was evicted: %+v %v", r, err)
+	}
+	if !closedSoon(kept, time.Second) {
+		t.Error("the idle kept connection was not evicted")
+	}
+}

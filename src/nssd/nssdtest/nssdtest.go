@@ -144,8 +144,25 @@ type Agent struct {
 	Source *Source
 	Server *nssd.Server
 	Cache  *nssd.Cache
-	ln     net.Listener
-	done   chan error
+	// Accepts counts the connections nssd accepted: the module's tests
+	// check with it that connections are kept and reopened.
+	Accepts *atomic.Int64
+	ln      net.Listener
+	done    chan error
+}
+
+// countingListener counts Accept calls that return a connection.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // Start runs an nssd for the test's lifetime with the default cache
@@ -173,8 +190,8 @@ func StartAt(socket string, src *Source, log *slog.Logger) (*Agent, error) {
 	cache := nssd.NewCache(5*time.Minute, 30*time.Second, 100000)
 	srv := nssd.New(nssd.Config{Source: src, Cache: cache, Log: log,
 		Groups: []nssd.Group{{Name: "correo", GID: 5000}, {Name: "correo-staff", GID: 5001, Members: []string{"juan", "ana"}}}})
-	a := &Agent{Socket: socket, Source: src, Server: srv, Cache: cache, ln: ln, done: make(chan error, 1)}
-	go func() { a.done <- srv.Serve(ln) }()
+	a := &Agent{Socket: socket, Source: src, Server: srv, Cache: cache, Accepts: new(atomic.Int64), ln: ln, done: make(chan error, 1)}
+	go func() { a.done <- srv.Serve(countingListener{ln, a.Accepts}) }()
 	return a, nil
 }
 
