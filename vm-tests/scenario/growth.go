@@ -81,10 +81,7 @@ func rebalanceOntoStore4(t *testing.T, c Cluster, have map[string]int) {
 	big := strings.Repeat("una carta larga, de las de antes, que ocupa lugar\n", 2000)
 	for _, n := range []string{"andres", "josefa", "zoilo", "mirta"} {
 		for i := 0; i < 3; i++ {
-			msg := fmt.Sprintf("From: a@b.example\nTo: %s@correo.example\nSubject: larga %d\nMessage-ID: <%s-big-%d@b.example>\n\n%s", n, i, n, i, big)
-			if _, err := run(c, operator, strings.NewReader(msg), "pdelivery", "-profile", c.ProfilePath(), "-f", "a@b.example", "-d", n+"@correo.example"); err != nil {
-				t.Fatalf("pdelivery to %s: %v", n, err)
-			}
+			deliverBody(t, c, n, fmt.Sprintf("%s-big-%d@b.example", n, i), fmt.Sprintf("larga %d", i), big)
 			have[n]++
 		}
 	}

@@ -188,11 +188,30 @@ func deliver(t *testing.T, c Cluster, user, msgID string) {
 
 func deliverSubject(t *testing.T, c Cluster, user, msgID, subject string) {
 	t.Helper()
-	msg := "From: a@b.example\nTo: " + user + "@correo.example\nSubject: " + subject + "\nMessage-ID: <" + msgID + ">\n\nhola\n"
+	deliverBody(t, c, user, msgID, subject, "hola\n")
+}
+
+// deliverBody delivers a message with the given body to user, as
+// deliver does.
+func deliverBody(t *testing.T, c Cluster, user, msgID, subject, body string) {
+	t.Helper()
+	msg := "From: a@b.example\nTo: " + user + "@correo.example\nSubject: " + subject + "\nMessage-ID: <" + msgID + ">\n\n" + body
 	if _, err := run(c, operator, strings.NewReader(msg),
 		"pdelivery", "-profile", c.ProfilePath(), "-f", "a@b.example", "-d", user+"@correo.example"); err != nil {
 		t.Fatalf("pdelivery to %s from %s: %v", user, operator, err)
 	}
+}
+
+// otherStorage is a storage host of the profile other than host.
+func otherStorage(t *testing.T, c Cluster, host string) string {
+	t.Helper()
+	for _, h := range c.Profile().HostsWithRole(cluster.RoleStorage) {
+		if h.Name != host {
+			return h.Name
+		}
+	}
+	t.Fatalf("the profile has no storage host other than %s", host)
+	return ""
 }
 
 // maildir is user's Maildir on a storage host, as that host sees it.

@@ -123,22 +123,13 @@ func MailboxMove(t *testing.T, c Cluster) {
 	const user, pw = "moritz", "moritz-pw"
 	addUserWithPassword(t, c, user, pw)
 	from := lookup(t, c, user).Storage
-	var to string
-	for _, h := range c.Profile().HostsWithRole(cluster.RoleStorage) {
-		if h.Name != from {
-			to = h.Name
-			break
-		}
-	}
+	to := otherStorage(t, c, from)
 	const pre = 20
 	// 40 KB each and a copy capped at 0.5 MB/s: the live copy takes a
 	// couple of seconds, and the sender's mail arrives during it.
 	body := strings.Repeat("una línea de texto para que el mensaje pese algo\n", 800)
 	for i := 0; i < pre; i++ {
-		msg := fmt.Sprintf("From: a@b.example\nTo: %s@correo.example\nSubject: antes %d\nMessage-ID: <move-pre-%d@b.example>\n\n%s", user, i, i, body)
-		if _, err := run(c, operator, strings.NewReader(msg), "pdelivery", "-profile", c.ProfilePath(), "-f", "a@b.example", "-d", user+"@correo.example"); err != nil {
-			t.Fatalf("pdelivery to %s: %v", user, err)
-		}
+		deliverBody(t, c, user, fmt.Sprintf("move-pre-%d@b.example", i), fmt.Sprintf("antes %d", i), body)
 	}
 	before := viewOf(t, c, user, pw, "flag")
 	if len(before.UIDs) != pre || len(before.UIDL) != pre {
@@ -308,19 +299,10 @@ func MailboxMoveCrashes(t *testing.T, c Cluster) {
 	const user, pw, n = "greta", "greta-pw", 30
 	addUserWithPassword(t, c, user, pw)
 	from := lookup(t, c, user).Storage
-	var to string
-	for _, h := range c.Profile().HostsWithRole(cluster.RoleStorage) {
-		if h.Name != from {
-			to = h.Name
-			break
-		}
-	}
+	to := otherStorage(t, c, from)
 	body := strings.Repeat("cuarenta kilobytes de texto, más o menos, por mensaje\n", 750)
 	for i := 0; i < n; i++ {
-		msg := fmt.Sprintf("From: a@b.example\nTo: %s@correo.example\nSubject: %d\nMessage-ID: <crash-%d@b.example>\n\n%s", user, i, i, body)
-		if _, err := run(c, operator, strings.NewReader(msg), "pdelivery", "-profile", c.ProfilePath(), "-f", "a@b.example", "-d", user+"@correo.example"); err != nil {
-			t.Fatalf("pdelivery to %s: %v", user, err)
-		}
+		deliverBody(t, c, user, fmt.Sprintf("crash-%d@b.example", i), strconv.Itoa(i), body)
 	}
 	before := viewOf(t, c, user, pw, "flag")
 	journal := c.Path(operator, filepath.Join(c.Profile().Cluster.Moves.JournalDir, user+".json"))

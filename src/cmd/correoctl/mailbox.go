@@ -115,19 +115,28 @@ func progressLine(w io.Writer) func(user, phase string, p mailmove.Progress) {
 		if _, ok := start[key]; !ok {
 			start[key] = time.Now()
 		}
-		el := time.Since(start[key]).Seconds()
-		rate := 0.0
-		eta := "?"
-		if el > 0 && p.Bytes > 0 {
-			rate = float64(p.Bytes) / el
-			eta = time.Duration(float64(p.TotalBytes-p.Bytes) / rate * float64(time.Second)).Round(time.Second).String()
-		}
+		rate, eta := rateETA(p.Bytes, p.TotalBytes, time.Since(start[key]))
 		pct := 100.0
 		if p.TotalBytes > 0 {
 			pct = 100 * float64(p.Bytes) / float64(p.TotalBytes)
 		}
-		n := min(20, max(0, int(pct/5)))
-		bar := strings.Repeat("#", n) + strings.Repeat(".", 20-n)
+		bar := progressBar(pct / 100)
 		fmt.Fprintf(w, "\r%s %s [%s] %3.0f%% %d/%d files %.1f MB/s ETA %s ", user, phase, bar, pct, p.Files, p.TotalFiles, rate/1e6, eta)
 	}
+}
+
+// progressBar is a 20-character bar for done, a fraction of 1.
+func progressBar(done float64) string {
+	n := min(20, max(0, int(done*20)))
+	return strings.Repeat("#", n) + strings.Repeat(".", 20-n)
+}
+
+// rateETA is the rate (bytes/s) of done bytes in elapsed, and the time
+// the rest of total takes at it ("?" before anything is done).
+func rateETA(done, total int64, elapsed time.Duration) (float64, string) {
+	if done <= 0 || elapsed <= 0 {
+		return 0, "?"
+	}
+	rate := float64(done) / elapsed.Seconds()
+	return rate, time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -122,15 +121,9 @@ func (f *storageFlags) carryOut(ctx context.Context, m *mailmove.Mover, loads []
 			fmt.Fprintf(stdout, "%s: %s -> %s, frozen %s\n", pm.User, rep.From, pm.To, rep.Frozen.Round(time.Millisecond))
 		}
 		if !*f.quiet {
-			el := time.Since(start).Seconds()
-			rate := float64(doneBytes) / el
-			eta := "?"
-			if rate > 0 {
-				eta = time.Duration(float64(total-doneBytes) / rate * float64(time.Second)).Round(time.Second).String()
-			}
-			n := 20 * doneUsers / len(plan)
-			fmt.Fprintf(stderr, "\r%s [%s%s] %d/%d users %.1f/%.1f MB %.1f MB/s ETA %s ", what,
-				strings.Repeat("#", n), strings.Repeat(".", 20-n), doneUsers, len(plan), float64(doneBytes)/1e6, float64(total)/1e6, rate/1e6, eta)
+			rate, eta := rateETA(doneBytes, total, time.Since(start))
+			fmt.Fprintf(stderr, "\r%s [%s] %d/%d users %.1f/%.1f MB %.1f MB/s ETA %s ", what,
+				progressBar(float64(doneUsers)/float64(len(plan))), doneUsers, len(plan), float64(doneBytes)/1e6, float64(total)/1e6, rate/1e6, eta)
 		}
 	})
 	if !*f.quiet {
