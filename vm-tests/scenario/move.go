@@ -1,9 +1,11 @@
 package scenario
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net/smtp"
 	"os"
 	"os/exec"
@@ -63,14 +65,15 @@ print(json.dumps({"uidvalidity": uv, "uids": uids, "uidl": uidl}))
 `
 
 // mailboxReader logs in over IMAP (through the proxy pool) and POP3 in a
-// loop for the given seconds, reading the newest message each time, and
-// prints one line per round: "ok" or the error. During a move, rounds
-// meet refused logins and ended sessions; before and after, none.
-const mailboxReader = `import imaplib, poplib, ssl, sys, time
-host, port, user, pw, secs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+// loop until the file named by its last argument exists, reading the
+// newest message each time, and prints one line per round: "ok" or the
+// error. During a move, rounds meet refused logins and ended sessions;
+// before and after, none.
+const mailboxReader = `import imaplib, os, poplib, ssl, sys, time
+host, port, user, pw, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-end = time.time() + secs
-while time.time() < end:
+end = time.time() + 300
+while not os.path.exists(stop) and time.time() < end:
     try:
         m = imaplib.IMAP4(host, port, timeout=30)
         m.starttls(ssl_context=ctx)
@@ -86,9 +89,76 @@ while time.time() < end:
         p.quit()
         print("ok", flush=True)
     except Exception as e:
-        print("error", repr(e).replace("\n", " "), flush=True)
+        print("error", repr(e).replace("\\n", " "), flush=True)
     time.sleep(0.05)
 `
+
+// reader runs mailboxReader on Outside and collects its rounds.
+type reader struct {
+	mu     sync.Mutex
+	rounds []string
+	stop   string
+	done   chan struct{}
+}
+
+func startReader(t *testing.T, c Cluster, user, pw string) *reader {
+	t.Helper()
+	r := &reader{stop: filepath.Join(t.TempDir(), "stop"), done: make(chan struct{})}
+	zone := c.Profile().Cluster.DNS.Zone
+	line := c.Command(Outside, "python3", "-c", mailboxReader, "imap."+zone, strconv.Itoa(c.Profile().Port(cluster.SvcIMAP)), user, pw, r.stop)
+	cmd := exec.Command(line[0], line[1:]...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(r.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			r.mu.Lock()
+			r.rounds = append(r.rounds, sc.Text())
+			r.mu.Unlock()
+		}
+		cmd.Wait()
+	}()
+	t.Cleanup(func() { r.finish() })
+	return r
+}
+
+func (r *reader) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.rounds)
+}
+
+// waitRounds waits until the reader has done n rounds.
+func (r *reader) waitRounds(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for r.count() < n {
+		select {
+		case <-r.done:
+			t.Fatalf("the reader ended after %d rounds, want %d: %q", r.count(), n, r.finish())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reader did %d rounds in 2 minutes, want %d", r.count(), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// finish stops the reader and returns its rounds.
+func (r *reader) finish() []string {
+	os.WriteFile(r.stop, nil, 0o644)
+	<-r.done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.rounds...)
+}
 
 type clientView struct {
 	UIDValidity string                    `json:"uidvalidity"`
@@ -184,22 +254,15 @@ func MailboxMove(t *testing.T, c Cluster) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	// A reader too, over IMAP and POP3, from before the move to after it.
-	readerOut := make(chan []byte, 1)
-	go func() {
-		zone := c.Profile().Cluster.DNS.Zone
-		out, err := run(c, Outside, nil, "python3", "-c", mailboxReader, "imap."+zone, strconv.Itoa(c.Profile().Port(cluster.SvcIMAP)), user, pw, "6")
-		if err != nil {
-			out = append(out, []byte("error "+err.Error()+"\n")...)
-		}
-		readerOut <- out
-	}()
-	time.Sleep(500 * time.Millisecond)
+	// A reader too, over IMAP and POP3: one round before the move begins,
+	// and two more once it is over (the second began after it).
+	rd := startReader(t, c, user, pw)
+	rd.waitRounds(t, 1)
 	out, err := run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.5", user, "-to", to)
-	time.Sleep(500 * time.Millisecond)
+	rd.waitRounds(t, rd.count()+2)
 	close(stop)
 	<-done
-	rounds := strings.Split(strings.TrimSpace(string(<-readerOut)), "\n")
+	rounds := rd.finish()
 	oks := 0
 	for _, r := range rounds {
 		if r == "ok" {
@@ -310,7 +373,11 @@ func MailboxMoveCrashes(t *testing.T, c Cluster) {
 	// 1. correoctl killed during the copy (0.3 MB/s: about four seconds).
 	killed := startKillable(t, c, operator, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.3", user, "-to", to)
 	waitFile(t, journal)
-	time.Sleep(time.Second)
+	// Killed once the target's stage holds part of the mailbox, whatever
+	// the machine's speed.
+	if err := waitStaged(c, to, user); err != nil {
+		t.Fatal(err)
+	}
 	killed()
 	if _, err := os.Stat(journal); err != nil {
 		t.Fatalf("after the kill the move's journal is gone: %v", err)
@@ -323,7 +390,7 @@ func MailboxMoveCrashes(t *testing.T, c Cluster) {
 		t.Fatalf("correoctl mailbox move -resume %s: %v\n%s", user, err, out)
 	}
 	t.Logf("resumed: %s", out)
-	if m := regexp.MustCompile(`copied (\d+) files`).FindStringSubmatch(string(out)); m == nil || m[1] == strconv.Itoa(n) {
+	if m := regexp.MustCompile(`copied \d+ files, (\d+) bytes of (\d+)`).FindStringSubmatch(string(out)); m == nil || m[1] == m[2] {
 		t.Errorf("the resumed move copied everything again (the stage's files were lost):\n%s", out)
 	}
 	checkMoved(t, c, user, pw, from, to, n, before)
@@ -331,8 +398,7 @@ func MailboxMoveCrashes(t *testing.T, c Cluster) {
 	// 2. The target's pdeliveryd killed during a move back to from.
 	killedAt := make(chan error, 1)
 	go func() {
-		waitFileT(journal, 30*time.Second)
-		time.Sleep(time.Second)
+		waitStaged(c, from, user)
 		killedAt <- c.Kill(from, "pdeliveryd")
 	}()
 	out, err = run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.3", user, "-to", from)
@@ -362,8 +428,7 @@ func MailboxMoveCrashes(t *testing.T, c Cluster) {
 	// 3. The source's pdeliveryd killed during the copy: rolled back, the
 	// mailbox whole where it was; the next move goes through.
 	go func() {
-		waitFileT(journal, 30*time.Second)
-		time.Sleep(time.Second)
+		waitStaged(c, to, user)
 		killedAt <- c.Kill(from, "pdeliveryd")
 	}()
 	out, err = run(c, operator, nil, "correoctl", "mailbox", "move", "-profile", c.ProfilePath(), "-q", "-rate", "0.3", user, "-to", to)
@@ -450,20 +515,44 @@ func startKillable(t *testing.T, c Cluster, host string, argv ...string) func() 
 
 func waitFile(t *testing.T, path string) {
 	t.Helper()
-	if err := waitFileT(path, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func waitFileT(path string, d time.Duration) error {
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(path); err == nil {
-			return nil
+			return
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not appear within %s", path, d)
+			t.Fatalf("%s did not appear within 30s", path)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// waitStaged waits until host's stage of user's incoming mailbox (by the
+// mailmove package's layout) holds a few files: a copy is under way.
+func waitStaged(c Cluster, host, user string) error {
+	h, err := c.Profile().Host(host)
+	if err != nil {
+		return err
+	}
+	stage := c.Path(host, filepath.Join(h.Storage.DataDir, ".correo-moves", "in", user))
+	deadline := time.Now().Add(time.Minute)
+	for stagedFiles(stage) < 5 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after a minute the stage %s holds %d files", stage, stagedFiles(stage))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// stagedFiles counts the regular files under dir (0 while it is missing).
+func stagedFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
