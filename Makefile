@@ -26,7 +26,7 @@ nss-bench: nss
 # the disk's bare write+fsync+rename ceiling (root: private Dovecot). Set
 # CORREO_BENCH_DIR to a directory on the mail disk. Prints a table.
 lmtp-bench: deps
-	$(GO) test -run '^$$' -bench LMTP -benchtime 3s ./src/cmd/pdeliveryd
+	$(GO) test -run '^$$' -bench LMTP -benchtime 1x ./src/cmd/pdeliveryd
 
 # POP3 on a 2 000 x 11 KB mailbox: login+STAT+LIST (median of 20),
 # logins/s with 8 clients, RETR throughput; pop3d direct, through

@@ -121,7 +121,7 @@ func (m *Maildir) publish(src, name string, size, wire int64, place func(oldpath
 // Trying the open first and creating directories only on ENOENT costs one
 // system call per delivery in the common case and needs no cached state
 // that could go stale when a mailbox is moved.
-func (m *Maildir) createTmp() (base, path string, f *os.File, err error) {
+func (m *Maildir) createTmp() (base, path string, f *rawFile, err error) {
 	madeDirs := false
 	for attempt := 0; attempt < 5; attempt++ {
 		base, err = uniqueBase()
@@ -129,7 +129,7 @@ func (m *Maildir) createTmp() (base, path string, f *os.File, err error) {
 			return "", "", nil, fmt.Errorf("delivering to %s: %w", m.Path, err)
 		}
 		path = filepath.Join(m.Path, "tmp", base)
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, messageMode)
+		f, err = createExcl(path, messageMode)
 		switch {
 		case err == nil:
 			return base, path, f, nil
@@ -193,12 +193,17 @@ func mkdirDurable(dir string, mode, parentMode os.FileMode) error {
 	return dirsync.Sync(parent)
 }
 
+// copyBufs holds writeAndSync's copy buffers: a fresh 32 KiB per
+// delivery was most of pdeliveryd's garbage.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // writeAndSync copies r into f, fsyncs and closes it, and returns the size on
 // disk and the size with bare LFs counted as CRLF. It always closes f.
-func writeAndSync(f *os.File, r io.Reader) (size, wire int64, err error) {
+func writeAndSync(f *rawFile, r io.Reader) (size, wire int64, err error) {
 	cw := &countingWriter{w: f}
-	buf := make([]byte, 32*1024)
-	_, err = io.CopyBuffer(cw, onlyReader{r}, buf)
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(cw, onlyReader{r}, *buf)
+	copyBufs.Put(buf)
 	if err != nil {
 		f.Close()
 		return 0, 0, fmt.Errorf("writing %s: %w", f.Name(), err)
@@ -372,7 +377,7 @@ func DeliverMany(boxes []*Maildir, r io.Reader) ([]Delivered, error) {
 	// mailbox first in the list does not fail the others.
 	spool := -1
 	var base, tmpPath string
-	var f *os.File
+	var f *rawFile
 	for i, b := range boxes {
 		var err error
 		base, tmpPath, f, err = b.createTmp()

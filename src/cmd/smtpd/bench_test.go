@@ -54,7 +54,7 @@ import (
 func BenchmarkSMTP(b *testing.B) {
 	testutil.NeedRoot(b)
 	b.Run("disk=machine", func(b *testing.B) { benchSMTP(b, clustertest.BenchDir(b, "smtpbench-")) })
-	b.Run("disk=ext4-journal", func(b *testing.B) { benchSMTP(b, journaledExt4(b)) })
+	b.Run("disk=ext4-journal", func(b *testing.B) { benchSMTP(b, clustertest.JournaledExt4(b)) })
 }
 
 func benchSMTP(b *testing.B, dir string) {
@@ -335,34 +335,3 @@ func countFiles(root string) int {
 	return n
 }
 
-// journaledExt4 makes a fresh ext4 file system with its default journal
-// in a sparse image, mounts it on a loop device and returns the mount
-// point; everything is removed after the benchmark.
-func journaledExt4(b *testing.B) string {
-	b.Helper()
-	mkfs := testutil.NeedCommand(b, "mkfs.ext4")
-	mount := testutil.NeedCommand(b, "mount")
-	umount := testutil.NeedCommand(b, "umount")
-	img := filepath.Join(clustertest.ShortTempDir(b, "smtpbench-img-"), "spool.img")
-	f, err := os.Create(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	f.Truncate(8 << 30)
-	f.Close()
-	if out, err := exec.Command(mkfs, "-q", "-F", img).CombinedOutput(); err != nil {
-		b.Fatalf("mkfs.ext4 %s: %v\n%s", img, err, out)
-	}
-	mnt := clustertest.ShortTempDir(b, "smtpbench-mnt-")
-	if out, err := exec.Command(mount, "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		b.Fatalf("mounting %s: %v\n%s", img, err, out)
-	}
-	// Registered after ShortTempDir's removal, so it runs before it.
-	b.Cleanup(func() {
-		if out, err := exec.Command(umount, mnt).CombinedOutput(); err != nil {
-			b.Errorf("umount %s: %v\n%s", mnt, err, out)
-		}
-	})
-	os.Chmod(mnt, 0o755)
-	return mnt
-}
