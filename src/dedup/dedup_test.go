@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -55,15 +56,28 @@ func TestTornTailIsCut(t *testing.T) {
 	}
 	s.Close()
 	whole, _ := os.ReadFile(p)
+	used := whole[:len(magic)+5*recordLen]
+	cat := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	ff := bytes.Repeat([]byte{0xff}, 3*recordLen)
 	for _, tc := range []struct {
-		name string
-		data []byte
-		keys int
+		name  string
+		data  []byte
+		keys  int
+		dirty bool // Open reports bytes cleared
 	}{
-		{"half a record", append(append([]byte{}, whole...), whole[len(magic):len(magic)+10]...), 5},
-		{"bad checksum in the last", append(append([]byte{}, whole[:len(whole)-1]...), whole[len(whole)-1]^1), 4},
-		{"garbage after", append(append([]byte{}, whole...), make([]byte, 3*recordLen)...), 5},
-		{"torn magic", []byte(magic[:7]), 0},
+		{"half a record", cat(used, used[len(magic):len(magic)+10]), 5, true},
+		{"bad checksum in the last", cat(used[:len(used)-1], []byte{used[len(used)-1] ^ 1}), 4, true},
+		{"garbage after", cat(used, ff), 5, true},
+		{"zeros after (the log's own room)", cat(used, make([]byte, 3*recordLen)), 5, false},
+		{"zeros, then a stale record", cat(used, make([]byte, recordLen), used[len(magic):len(magic)+recordLen]), 5, true},
+		{"no room, as an append-only log left it", used, 5, false},
+		{"torn magic", []byte(magic[:7]), 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q := filepath.Join(t.TempDir(), "keys")
@@ -74,6 +88,9 @@ func TestTornTailIsCut(t *testing.T) {
 			}
 			if info.Keys != tc.keys {
 				t.Errorf("%d keys loaded, want %d", info.Keys, tc.keys)
+			}
+			if (info.Truncated > 0) != tc.dirty {
+				t.Errorf("%d bytes cleared, want some: %v", info.Truncated, tc.dirty)
 			}
 			// Appends after the cut are read back whole.
 			if err := s.Record([]Key{key(100)}); err != nil {
@@ -89,6 +106,46 @@ func TestTornTailIsCut(t *testing.T) {
 				t.Errorf("after append and reopen: %+v, want %d keys, nothing cut", info, tc.keys+1)
 			}
 		})
+	}
+}
+
+// TestAppendsOverwrite: the log grows in steps of zeros and appends
+// write over them, so an append's fdatasync changes no metadata.
+func TestAppendsOverwrite(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "keys")
+	s, _, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	step := int64(len(magic) + allocRecords*recordLen)
+	for i := range 3 {
+		if err := s.Record([]Key{key(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := os.Stat(p); fi.Size() != step {
+			t.Fatalf("after %d appends the log is %d bytes, want one step (%d)", i+1, fi.Size(), step)
+		}
+	}
+	// Past the step: one more step of zeros.
+	batch := make([]Key, allocRecords)
+	for i := range batch {
+		batch[i] = key(1000 + i)
+	}
+	if err := s.Intend(batch); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(p); fi.Size() != step+allocRecords*recordLen {
+		t.Fatalf("after a step's worth of appends the log is %d bytes, want %d", fi.Size(), step+allocRecords*recordLen)
+	}
+	s.Close()
+	s2, info, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if info.Keys != 3+allocRecords || info.Truncated != 0 {
+		t.Fatalf("reopen: %+v, want %d keys and nothing cleared", info, 3+allocRecords)
 	}
 }
 
