@@ -50,6 +50,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -686,6 +688,214 @@ static void cursor_payload(uint64_t c, unsigned char *p)
 }
 
 /* ------------------------------------------------------------------ */
+/* The shared cache: nssd's cached answers in a file mapped read-only    */
+/* (src/nssshm/nssshm.go has the layout). A hit costs no system call; a  */
+/* miss, an expired or torn slot, anything odd, goes to nssd as before.  */
+
+#define SHM_NAME "nssd.shm" /* beside the socket */
+#define SHM_MAGIC "correo-nss-shm1" /* 16 bytes with its NUL */
+#define SHM_HEADER 64
+#define SHM_WAYS 4
+#define SHM_SLOT 256
+#define SHM_SLOT_HEAD 16
+#define SHM_MAX_BUCKETS 8192
+/* How often a process looks again for a file it could not map, and
+ * checks that the file it maps is still the one at the path (a new
+ * nssd may have replaced it). */
+#define SHM_RECHECK_US 1000000
+struct shm_map {
+	const unsigned char *base;
+	size_t size;
+	uint32_t buckets;
+	dev_t dev;
+	ino_t ino;
+	int64_t checked; /* now_us() of the last stat; atomic */
+	struct shm_map *older; /* the mappings made before this one */
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path) + sizeof(SHM_NAME)];
+};
+
+/* Mappings are never unmapped nor freed: a thread may be reading one. A
+ * process has one in practice; another only when nssd replaced its file
+ * or a test pointed CORREO_NSS_SOCKET at another nssd. shm_all lists
+ * them all (they are kept, not lost). */
+static struct shm_map *shm_cur; /* atomic */
+static struct shm_map *shm_all; /* with shm_lock held */
+/* Threads inside shm_pw, so that unloading frees the mappings only when
+ * no thread can be reading one (a process exiting while another thread
+ * resolves a name keeps them). */
+static int shm_readers; /* atomic */
+static pthread_mutex_t shm_lock = PTHREAD_MUTEX_INITIALIZER;
+static char shm_failed[sizeof(((struct shm_map *)0)->path)];
+static int64_t shm_retry; /* with shm_lock held */
+
+static int shm_path(char *out, size_t n)
+{
+	const char *sock = socket_path();
+	const char *slash = strrchr(sock, '/');
+	size_t dir = (size_t)(slash - sock) + 1;
+	if (dir + sizeof(SHM_NAME) > n)
+		return -1;
+	memcpy(out, sock, dir);
+	memcpy(out + dir, SHM_NAME, sizeof(SHM_NAME));
+	return 0;
+}
+
+static uint32_t ne32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* Maps path into m after checking it is nssd's: a regular file nobody
+ * else may write, with the layout this module reads. */
+static int shm_map_file(const char *path, struct shm_map *m)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	unsigned char head[SHM_HEADER];
+	int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 022) == 0 &&
+		 pread(fd, head, sizeof head, 0) == (ssize_t)sizeof head && memcmp(head, SHM_MAGIC, 16) == 0;
+	uint32_t buckets = ok ? ne32(head + 16) : 0;
+	ok = ok && buckets >= 1 && buckets <= SHM_MAX_BUCKETS && (buckets & (buckets - 1)) == 0 &&
+	     ne32(head + 20) == SHM_WAYS && ne32(head + 24) == SHM_SLOT && ne32(head + 28) == SHM_HEADER &&
+	     st.st_size == (off_t)(SHM_HEADER + 2 * (size_t)buckets * SHM_WAYS * SHM_SLOT);
+	void *base = ok ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+	close(fd);
+	if (base == MAP_FAILED)
+		return -1;
+	m->base = base;
+	m->size = (size_t)st.st_size;
+	m->buckets = buckets;
+	m->dev = st.st_dev;
+	m->ino = st.st_ino;
+	m->checked = now_us();
+	strcpy(m->path, path);
+	return 0;
+}
+
+/* The mapping for the current socket path, or NULL. */
+static const struct shm_map *shm_get(void)
+{
+	char path[sizeof(((struct shm_map *)0)->path)];
+	if (shm_path(path, sizeof path))
+		return NULL;
+	struct shm_map *m = __atomic_load_n(&shm_cur, __ATOMIC_ACQUIRE);
+	int64_t now = now_us();
+	if (m && strcmp(m->path, path) == 0 && now - __atomic_load_n(&m->checked, __ATOMIC_RELAXED) < SHM_RECHECK_US)
+		return m;
+	pthread_mutex_lock(&shm_lock);
+	m = shm_cur;
+	if (m && strcmp(m->path, path) == 0) {
+		struct stat st;
+		if (now - m->checked < SHM_RECHECK_US ||
+		    (stat(path, &st) == 0 && st.st_dev == m->dev && st.st_ino == m->ino)) {
+			__atomic_store_n(&m->checked, now, __ATOMIC_RELAXED);
+			pthread_mutex_unlock(&shm_lock);
+			return m;
+		}
+	} else if (strcmp(shm_failed, path) == 0 && now < shm_retry) {
+		pthread_mutex_unlock(&shm_lock);
+		return NULL;
+	}
+	/* First use, another path, or a replaced file: map it afresh. */
+	struct shm_map *nm = malloc(sizeof *nm);
+	if (nm && shm_map_file(path, nm) != 0) {
+		free(nm);
+		nm = NULL;
+	}
+	if (nm) {
+		nm->older = shm_all;
+		shm_all = nm;
+	} else {
+		strcpy(shm_failed, path);
+		shm_retry = now + SHM_RECHECK_US;
+	}
+	__atomic_store_n(&shm_cur, nm, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&shm_lock);
+	return nm;
+}
+
+static uint32_t fnv1a(const unsigned char *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+static enum nss_status shm_pw_read(const char *name, uint32_t uid, struct passwd *pw, char *buf, size_t buflen,
+				   int *errnop, int *hit);
+
+/* Answers a getpwnam (name) or getpwuid (name NULL) from the shared
+ * cache. *hit says whether it did; when not, the caller asks nssd. */
+static enum nss_status shm_pw(const char *name, uint32_t uid, struct passwd *pw, char *buf, size_t buflen,
+			      int *errnop, int *hit)
+{
+	*hit = 0;
+	__atomic_fetch_add(&shm_readers, 1, __ATOMIC_SEQ_CST);
+	enum nss_status st = shm_pw_read(name, uid, pw, buf, buflen, errnop, hit);
+	__atomic_fetch_sub(&shm_readers, 1, __ATOMIC_SEQ_CST);
+	return st;
+}
+
+static enum nss_status shm_pw_read(const char *name, uint32_t uid, struct passwd *pw, char *buf, size_t buflen,
+				   int *errnop, int *hit)
+{
+	const struct shm_map *m = shm_get();
+	if (!m)
+		return NSS_STATUS_UNAVAIL;
+	size_t namelen = name ? strlen(name) : 0;
+	uint32_t h;
+	size_t tab = 0;
+	if (name) {
+		h = fnv1a((const unsigned char *)name, namelen);
+	} else {
+		unsigned char b[4] = { uid >> 24, uid >> 16, uid >> 8, uid };
+		h = fnv1a(b, 4);
+		tab = 1;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	size_t first = (size_t)(h & (m->buckets - 1)) * SHM_WAYS;
+	for (size_t i = first; i < first + SHM_WAYS; i++) {
+		const unsigned char *slot = m->base + SHM_HEADER + (tab * m->buckets * SHM_WAYS + i) * SHM_SLOT;
+		const uint32_t *seq = (const uint32_t *)(const void *)slot;
+		/* A seqlock read: the copy counts only if the sequence was even
+		 * before it and unchanged after it. */
+		uint32_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+		if (s1 & 1)
+			continue;
+		alignas(8) unsigned char copy[SHM_SLOT];
+		memcpy(copy, slot, SHM_SLOT);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(seq, __ATOMIC_RELAXED) != s1)
+			continue;
+		uint32_t len = ne32(copy + 4);
+		uint64_t exp;
+		memcpy(&exp, copy + 8, 8);
+		if (len == 0 || len > SHM_SLOT - SHM_SLOT_HEAD || exp <= now)
+			continue;
+		struct rd r = { copy + SHM_SLOT_HEAD, len, 0 };
+		struct pwrec rec;
+		if (parse_pw(&r, &rec) || r.left != 0)
+			continue;
+		if (name ? (rec.name.n != namelen || memcmp(rec.name.s, name, namelen)) : rec.uid != uid)
+			continue;
+		if (rec.uid == 0 || rec.gid == 0)
+			continue;
+		*hit = 1;
+		return fill_pw(&rec, pw, buf, buflen, errnop);
+	}
+	return NSS_STATUS_UNAVAIL;
+}
+
+/* ------------------------------------------------------------------ */
 /* passwd                                                              */
 
 static enum nss_status ask_pw(int op, const unsigned char *payload, size_t plen, const char *want_name,
@@ -718,6 +928,10 @@ EXPORT enum nss_status _nss_correo_getpwnam_r(const char *name, struct passwd *p
 		*errnop = ENOENT;
 		return NSS_STATUS_NOTFOUND;
 	}
+	int hit;
+	enum nss_status st = shm_pw(name, 0, pw, buf, buflen, errnop, &hit);
+	if (hit)
+		return st;
 	return ask_pw(OP_GETPWNAM, payload, plen, name, 0, pw, buf, buflen, errnop);
 }
 
@@ -728,6 +942,10 @@ EXPORT enum nss_status _nss_correo_getpwuid_r(uid_t uid, struct passwd *pw, char
 		*errnop = ENOENT;
 		return NSS_STATUS_NOTFOUND;
 	}
+	int hit;
+	enum nss_status st = shm_pw(NULL, (uint32_t)uid, pw, buf, buflen, errnop, &hit);
+	if (hit)
+		return st;
 	id_payload((uint32_t)uid, payload);
 	return ask_pw(OP_GETPWUID, payload, 4, NULL, (uint32_t)uid, pw, buf, buflen, errnop);
 }
@@ -827,6 +1045,9 @@ static void child_after_fork(void)
 		pthread_mutex_init(&conns[i].lock, NULL);
 		conn_drop(&conns[i]);
 	}
+	/* The mappings are the child's too; only the lock may have been
+	 * held by a thread the child does not have. */
+	pthread_mutex_init(&shm_lock, NULL);
 }
 
 __attribute__((constructor)) static void correo_nss_init(void)
@@ -845,6 +1066,18 @@ __attribute__((destructor)) static void correo_nss_fini(void)
 		if (conns[i].pid == getpid())
 			conn_drop(&conns[i]);
 		pthread_mutex_unlock(&conns[i].lock);
+	}
+	/* Unloaded (dlclose, or exit): the mappings go unless a thread is
+	 * reading one; a thread that comes after sees none. */
+	if (pthread_mutex_trylock(&shm_lock) == 0) {
+		__atomic_store_n(&shm_cur, NULL, __ATOMIC_SEQ_CST);
+		while (shm_all && __atomic_load_n(&shm_readers, __ATOMIC_SEQ_CST) == 0) {
+			struct shm_map *m = shm_all;
+			shm_all = m->older;
+			munmap((void *)m->base, m->size);
+			free(m);
+		}
+		pthread_mutex_unlock(&shm_lock);
 	}
 }
 

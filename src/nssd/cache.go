@@ -2,6 +2,9 @@ package nssd
 
 import (
 	"container/list"
+
+	"correo/src/nssproto"
+	"correo/src/nssshm"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +44,22 @@ type Cache struct {
 	lru     list.List // front: most recently used
 
 	hits, misses atomic.Uint64
+
+	// shared, when set (SetShared), mirrors the positive entries into
+	// the file the module reads without asking nssd (package nssshm),
+	// with the same expiry; a "no such user" withdraws the mirrored
+	// entry. Guarded by mu.
+	shared *nssshm.Table
+}
+
+// SetShared mirrors the cache into t from now on (nil: no longer), and
+// returns the table it replaced.
+func (c *Cache) SetShared(t *nssshm.Table) *nssshm.Table {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.shared
+	c.shared = t
+	return old
 }
 
 // NewCache returns an empty cache; maxEntries < 1 disables caching.
@@ -84,6 +103,9 @@ func (c *Cache) putFound(pw Passwd) {
 	exp := c.now().Add(c.PositiveTTL)
 	c.put(&cacheEntry{key: cacheKey{name: pw.Name}, pw: pw, found: true, expires: exp})
 	c.put(&cacheEntry{key: cacheKey{byUID: true, uid: pw.UID}, pw: pw, found: true, expires: exp})
+	if c.shared != nil && c.MaxEntries >= 1 {
+		c.shared.Publish(nssproto.Passwd(pw), c.PositiveTTL)
+	}
 }
 
 // putNotFound stores an authoritative "no such user" for k.
@@ -94,6 +116,18 @@ func (c *Cache) putNotFound(k cacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.put(&cacheEntry{key: k, expires: c.now().Add(c.NegativeTTL)})
+	c.withdraw(k)
+}
+
+// withdraw removes k from the shared file.
+func (c *Cache) withdraw(k cacheKey) {
+	switch {
+	case c.shared == nil:
+	case k.byUID:
+		c.shared.RemoveUID(k.uid)
+	default:
+		c.shared.RemoveName(k.name)
+	}
 }
 
 func (c *Cache) put(e *cacheEntry) {

@@ -197,6 +197,12 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	// A stopped nssd answers nothing, from the socket or from the file.
+	if s.cfg.Cache != nil {
+		if t := s.cfg.Cache.SetShared(nil); t != nil {
+			t.Close()
+		}
+	}
 	return nil
 }
 

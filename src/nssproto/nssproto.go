@@ -343,6 +343,10 @@ func AppendResponse(b []byte, op Op, r Response) ([]byte, error) {
 	return b, nil
 }
 
+// AppendPasswd appends p as one record of a response body (the encoding
+// the module's parse_pw reads), after checking it as a response would.
+func AppendPasswd(b []byte, p *Passwd) ([]byte, error) { return appendPasswd(b, p) }
+
 func appendPasswd(b []byte, p *Passwd) ([]byte, error) {
 	if err := p.Check(); err != nil {
 		return b, err
@@ -372,6 +376,16 @@ func appendGroup(b []byte, g *Group) ([]byte, error) {
 func appendString(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
 	return append(b, s...)
+}
+
+// DecodePasswd decodes one record as AppendPasswd wrote it, checked as a
+// response's would be.
+func DecodePasswd(rec []byte) (Passwd, error) {
+	r, err := DecodeResponse(OpGetpwnam, append([]byte{byte(StatusFound)}, rec...))
+	if err != nil {
+		return Passwd{}, err
+	}
+	return r.Passwd[0], nil
 }
 
 // DecodeResponse decodes a response body (after the length prefix) to a

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"correo/src/nssd"
+	"correo/src/nssshm"
 )
 
 // Source is an in-memory user directory. Set Down to make every call fail
@@ -188,11 +189,23 @@ func StartAt(socket string, src *Source, log *slog.Logger) (*Agent, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	cache := nssd.NewCache(5*time.Minute, 30*time.Second, 100000)
+	if t, err := nssshm.Open(nssshm.Path(socket), nssshm.BucketsFor(100000)); err == nil {
+		cache.SetShared(t)
+	}
 	srv := nssd.New(nssd.Config{Source: src, Cache: cache, Log: log,
 		Groups: []nssd.Group{{Name: "correo", GID: 5000}, {Name: "correo-staff", GID: 5001, Members: []string{"juan", "ana"}}}})
 	a := &Agent{Socket: socket, Source: src, Server: srv, Cache: cache, Accepts: new(atomic.Int64), ln: ln, done: make(chan error, 1)}
 	go func() { a.done <- srv.Serve(countingListener{ln, a.Accepts}) }()
 	return a, nil
+}
+
+// NoShared stops mirroring the cache into the shared file and empties it,
+// so that every lookup goes over the socket: for tests about the
+// module's connections. Call it before the first lookup.
+func (a *Agent) NoShared() {
+	if t := a.Cache.SetShared(nil); t != nil {
+		t.Close()
+	}
 }
 
 // Stop closes the server (idempotent) and waits for Serve to return.
