@@ -334,4 +334,3 @@ func countFiles(root string) int {
 	})
 	return n
 }
-
