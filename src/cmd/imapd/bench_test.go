@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/benchfig"
 	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
@@ -302,6 +303,8 @@ func BenchmarkIMAP(b *testing.B) {
 		last := v(res[len(res)-1])
 		if last != 0 && len(ratio) == 0 {
 			fmt.Printf(" %.2f× |\n", v(res[0])/last)
+			benchfig.Record(benchfig.Figure{Bench: "imap-bench", Figure: "IMAP " + name + ", imapd direct", Correo: v(res[0]),
+				Baseline: last, BaselineName: targets[len(targets)-1].name})
 		} else {
 			fmt.Printf(" – |\n")
 		}

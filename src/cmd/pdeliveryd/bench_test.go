@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/benchfig"
 	"correo/internal/clustertest"
 	"correo/internal/testutil"
 	"correo/src/dedup"
@@ -344,5 +345,29 @@ func printTable() {
 			ratio = fmt.Sprintf("%.2f", f.deliver/bare.deliver)
 		}
 		fmt.Printf("%-13s %-15s %6d %8d %12.0f %14.0f %7s\n", f.disk, f.target, f.rcpts, f.conc, f.msgs, f.deliver, ratio)
+	}
+	// The one table (make bench): pdeliveryd against the disk's ceiling,
+	// with and without delivery keys, and against Dovecot.
+	for _, k := range keys {
+		f := figures[k]
+		if f.rcpts != 1 || (f.target != "pdeliveryd" && f.target != "pdeliveryd+key") {
+			continue
+		}
+		what := fmt.Sprintf("LMTP deliveries, 4 KB, %d client(s), %s disk", f.conc, f.disk)
+		if f.target == "pdeliveryd+key" {
+			what += ", with delivery keys"
+		}
+		if bare, ok := figures[fmt.Sprintf("%s/bare/1/%d", f.disk, f.conc)]; ok {
+			fig := benchfig.Figure{Bench: "lmtp-bench", Figure: what, Unit: "msgs/s", Correo: f.deliver,
+				Baseline: bare.deliver, BaselineName: "bare write+fsync+rename+dir fsync"}
+			if f.target == "pdeliveryd" && f.disk == "ext4-journal" {
+				fig.RatioMin = 0.7
+			}
+			benchfig.Record(fig)
+		}
+		if dc, ok := figures[fmt.Sprintf("%s/dovecot/1/%d", f.disk, f.conc)]; ok && f.target == "pdeliveryd" {
+			benchfig.Record(benchfig.Figure{Bench: "lmtp-bench", Figure: what, Unit: "msgs/s", Correo: f.deliver,
+				Baseline: dc.deliver, BaselineName: "Dovecot LMTP"})
+		}
 	}
 }
