@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"correo/src/pwclient"
@@ -29,6 +30,11 @@ func classify(err error) string {
 		}
 		return "unexpected:" + strconv.Itoa(re.Code)
 	case errors.As(err, &se):
+		// A response code (RFC 2449's [IN-USE], [AUTH]; IMAP's
+		// [AUTHENTICATIONFAILED]) says why, and is one of a few.
+		if code, ok := responseCode(se.Text); ok {
+			return se.Proto + ":" + se.Status + " [" + code + "]"
+		}
 		return se.Proto + ":" + se.Status
 	case errors.As(err, &ne):
 		return "nss:" + string(ne)
@@ -62,4 +68,23 @@ func classify(err error) string {
 		return "connection"
 	}
 	return "other"
+}
+
+// responseCode is the bracketed code at the start of a refusal's text,
+// when it is a short upper-case word (so a server cannot fill the
+// summary with arbitrary kinds).
+func responseCode(text string) (string, bool) {
+	if !strings.HasPrefix(text, "[") {
+		return "", false
+	}
+	code, _, ok := strings.Cut(text[1:], "]")
+	if !ok || code == "" || len(code) > 24 {
+		return "", false
+	}
+	for _, c := range code {
+		if !(c >= 'A' && c <= 'Z' || c == '-' || c == '/') {
+			return "", false
+		}
+	}
+	return code, true
 }
