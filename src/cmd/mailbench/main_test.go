@@ -220,10 +220,13 @@ func TestAgainstCluster(t *testing.T) {
 		}
 	})
 	t.Run("text summary", func(t *testing.T) {
-		cmd := exec.Command(b.bin, "passwd", "--profile", b.c.ProfilePath, "-n", "50", "--progress", "never")
+		cmd := exec.Command(b.bin, "mix", "--profile", b.c.ProfilePath, "--password", password, "--insecure-skip-verify",
+			"--duration", "2s", "--warmup", "500ms", "--day", "1s", "--concurrency", "3", "--progress", "never")
 		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "passwd-lookup") || !strings.Contains(string(out), "p99") {
-			t.Errorf("text summary: %v\n%s", err, out)
+		for _, want := range []string{"open loop at 171/s", "passwd-lookup", "smtp", "total", "p99", "3 users"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("text summary lacks %q: %v\n%s", want, err, out)
+			}
 		}
 		t.Logf("\n%s", out)
 	})
