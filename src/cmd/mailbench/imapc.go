@@ -133,7 +133,7 @@ func dialIMAP(ctx context.Context, addr string, timeout time.Duration, stls *tls
 	}
 	if err == nil && stls != nil {
 		if _, err = c.do("STARTTLS", "STARTTLS"); err == nil {
-			tc := tls.Client(conn, stls)
+			tc := tls.Client(conn, forAddr(stls, addr))
 			if err = tc.HandshakeContext(ctx); err == nil {
 				c.conn, c.r, c.w = tc, bufio.NewReader(tc), bufio.NewWriter(tc)
 			}

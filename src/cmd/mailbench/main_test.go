@@ -13,7 +13,6 @@ import (
 
 	"correo/internal/clustertest"
 	"correo/internal/testutil"
-	"correo/src/cluster"
 	"correo/src/directory"
 )
 
@@ -140,6 +139,9 @@ func TestAgainstCluster(t *testing.T) {
 	t.Run("submission", func(t *testing.T) {
 		s, code, stderr := b.run(t, "submission", "-n", "6", "--users-file", users, "--password", password, "--insecure-skip-verify", "--concurrency", "2")
 		want(t, "submission", s, code, stderr, "submission", 6, nil)
+		ca := filepath.Join(b.c.Dir, "tls", "h1.crt")
+		s, code, stderr = b.run(t, "submission", "-n", "3", "--users-file", users, "--password", password, "--ca", ca, "--concurrency", "1")
+		want(t, "submission verifying the cluster's certificate", s, code, stderr, "submission", 3, nil)
 		// The cluster's self-signed certificate is not trusted without the flag.
 		s, code, stderr = b.run(t, "submission", "-n", "2", "--users-file", users, "--password", password, "--concurrency", "1")
 		if code != 1 || s.OK != 0 || s.Failed != 2 {
@@ -155,12 +157,17 @@ func TestAgainstCluster(t *testing.T) {
 		if s.Users != 3 {
 			t.Errorf("directory users: %d, want 3", s.Users)
 		}
+		ca := filepath.Join(b.c.Dir, "tls", "h1.crt")
+		s, code, stderr = b.run(t, "pop3", "-n", "3", "--password", password, "--starttls", "--ca", ca, "--concurrency", "1")
+		want(t, "pop3 with STLS", s, code, stderr, "pop3", 3, nil)
 		s, code, stderr = b.run(t, "pop3", "-n", "4", "--users-file", users, "--password", "wrong", "--concurrency", "1")
 		want(t, "pop3 wrong password", s, code, stderr, "pop3", 0, map[string]uint64{"pop3:-ERR [AUTH]": 4})
 	})
 	t.Run("imap", func(t *testing.T) {
 		s, code, stderr := b.run(t, "imap", "-n", "8", "--password", password, "--fetch", "3", "--idle", "10ms", "--concurrency", "2")
 		want(t, "imap", s, code, stderr, "imap", 8, nil)
+		s, code, stderr = b.run(t, "imap", "-n", "3", "--password", password, "--starttls", "--ca", filepath.Join(b.c.Dir, "tls", "h1.crt"), "--concurrency", "1")
+		want(t, "imap with STARTTLS", s, code, stderr, "imap", 3, nil)
 	})
 	t.Run("passwd", func(t *testing.T) {
 		s, code, stderr := b.run(t, "passwd", "-n", "300", "--concurrency", "4")
@@ -207,7 +214,7 @@ func TestAgainstCluster(t *testing.T) {
 	})
 	t.Run("nss", func(t *testing.T) {
 		lib := nssModule(t, b.dir)
-		sock, _ := b.c.Profile.Cluster.NSS.Socket, 0
+		sock := b.c.Profile.Cluster.NSS.Socket
 		s, code, stderr := b.run(t, "nss", "-n", "200", "--users-file", users, "--nss-lib", lib, "--nss-socket", sock, "--concurrency", "2")
 		want(t, "nss", s, code, stderr, "nss", 200, nil)
 		s, code, stderr = b.run(t, "nss", "-n", "3", "--users-file", b.usersFile(t, "nosuchuser"), "--nss-lib", lib, "--nss-socket", sock, "--concurrency", "1")
@@ -230,7 +237,6 @@ func TestAgainstCluster(t *testing.T) {
 		}
 		t.Logf("\n%s", out)
 	})
-	_ = cluster.SvcSMTP
 }
 
 func loadstatKeys(m map[string]uint64) []string {

@@ -85,7 +85,7 @@ func dialPOP3(ctx context.Context, addr string, timeout time.Duration, stls *tls
 			conn.Close()
 			return nil, err
 		}
-		tc := tls.Client(conn, stls)
+		tc := tls.Client(conn, forAddr(stls, addr))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("TLS with %s: %w", addr, err)

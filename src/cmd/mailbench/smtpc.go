@@ -168,7 +168,7 @@ func (c *smtpConn) start(d smtpDial) error {
 			if err := c.expect("STARTTLS", "STARTTLS", 220); err != nil {
 				return err
 			}
-			tc := tls.Client(c.conn, d.TLS)
+			tc := tls.Client(c.conn, forAddr(d.TLS, d.Addr))
 			if err := tc.HandshakeContext(context.Background()); err != nil {
 				return fmt.Errorf("TLS with %s: %w (pass --ca with the cluster's certificate, or --insecure-skip-verify for a test cluster)", d.Addr, err)
 			}
@@ -335,4 +335,19 @@ func (c *smtpConn) Close() error {
 		readReply(c.r)
 	}
 	return c.conn.Close()
+}
+
+// forAddr is cfg for a connection to addr: mailbench dials the address it
+// checked, not a name, so the certificate is verified against that
+// address (the cluster's certificates carry their hosts' addresses).
+func forAddr(cfg *tls.Config, addr string) *tls.Config {
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	c := cfg.Clone()
+	c.ServerName, _, _ = net.SplitHostPort(addr)
+	return c
 }
