@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 export CGO_ENABLED ?= 1
 
-.PHONY: all build nss nss-bench passwd-bench lmtp-bench pop3-bench imap-bench login-bench move-bench bench deps test fmt-check vet gotest nix-check dev rootfs image clean
+.PHONY: all build nss nss-bench passwd-bench scale-bench lmtp-bench pop3-bench imap-bench login-bench move-bench bench deps test fmt-check vet gotest nix-check dev rootfs image clean
 
 all: build
 
@@ -87,6 +87,21 @@ bench: deps build
 	status=0; CORREO_BENCH_FIGURES=$(CURDIR)/.bench/figures.jsonl CORREO_BENCH_IDLE=$${CORREO_BENCH_IDLE:-2000} \
 		$(MAKE) -k passwd-bench nss-bench lmtp-bench smtp-bench pop3-bench imap-bench move-bench || status=$$?; \
 	$(GO) run ./internal/benchfig/cmd/benchtable .bench/figures.jsonl; exit $$status
+
+# How costs grow: passwdd and getpwnam at 10 k, 100 k and 1 M users
+# (CORREO_SCALE_USERS), a storage host's POP3, IMAP, LMTP and quota scan
+# at mailboxes of 100, 2 000 and 50 000 messages (CORREO_SCALE_MAILBOX),
+# into docs/scaling.dat, plotted by gnuplot into docs/scaling.png (root;
+# about 10 minutes on 2 cores).
+scale-bench: deps build
+	mkdir -p .bench && rm -f .bench/scale.dat
+	CORREO_SCALE_DATA=$(CURDIR)/.bench/scale.dat $(GO) test -run '^$$' -bench PasswdScale -benchtime 1x -timeout 1h ./src/cmd/passwdd
+	CORREO_SCALE_DATA=$(CURDIR)/.bench/scale.dat CORREO_NSS_LIB=$(CURDIR)/bin/libnss_correo.so.2 \
+		$(GO) test -run '^$$' -bench NSSScale -benchtime 1x -timeout 1h ./src/nss/nsstest
+	CORREO_SCALE_DATA=$(CURDIR)/.bench/scale.dat CORREO_BIN=$(CURDIR)/bin \
+		$(GO) test -run '^$$' -bench StorageScale -benchtime 1x -timeout 1h ./src/cmd/pop3d
+	cp .bench/scale.dat docs/scaling.dat
+	gnuplot -e "data='docs/scaling.dat'" docs/scaling.gp > docs/scaling.png
 
 deps:
 	@bash .ci/deps

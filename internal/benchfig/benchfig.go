@@ -186,3 +186,28 @@ func abs(v float64) float64 {
 }
 
 func esc(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+// ScaleEnv names the file RecordScale appends to (make scale-bench).
+const ScaleEnv = "CORREO_SCALE_DATA"
+
+// RecordScale appends one point of a scaling curve, "series x y", to the
+// file named by CORREO_SCALE_DATA, if set: gnuplot reads it as it is
+// (docs/scaling.gp). series is one word.
+func RecordScale(series string, x, y float64) error {
+	path := os.Getenv(ScaleEnv)
+	if path == "" {
+		return nil
+	}
+	if series == "" || strings.ContainsAny(series, " \t\n") {
+		return fmt.Errorf("scaling series %q: want one word", series)
+	}
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("%s=%s: %w", ScaleEnv, path, err)
+	}
+	_, err = fmt.Fprintf(out, "%s %g %g\n", series, x, y)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -72,3 +72,17 @@ func TestRecordWithoutEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRecordScale(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "scale")
+	t.Setenv(ScaleEnv, p)
+	if err := RecordScale("passwd_p50_us", 10000, 41.5); err != nil {
+		t.Fatal(err)
+	}
+	if err := RecordScale("two words", 1, 1); err == nil {
+		t.Fatal("a series with a space was accepted")
+	}
+	if b, _ := os.ReadFile(p); string(b) != "passwd_p50_us 10000 41.5\n" {
+		t.Fatalf("scale file: %q", b)
+	}
+}

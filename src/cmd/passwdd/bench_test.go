@@ -96,24 +96,8 @@ func benchOnce(b *testing.B) {
 
 	// Lookups/s over loopback UDP, next to the echo ceiling.
 	codec, _ := pwproto.NewCodec(e.ring)
-	addr, _ := e.p.Listen("pw1", cluster.SvcPasswd)
 	const conc = 8
-	var ids atomic.Uint64
-	lookup := udpload.Config{Addr: addr.String(), Concurrency: conc, Duration: 5 * time.Second, Timeout: time.Second,
-		Request: func(w, i int, buf []byte) ([]byte, error) {
-			return codec.SealRequest(buf, &pwproto.Request{Op: pwproto.OpLookupName, ID: ids.Add(1),
-				Name: "user" + strconv.Itoa(rand.IntN(benchUsers))}, time.Now())
-		},
-		Check: func(w, i int, resp []byte) error {
-			r, err := codec.OpenResponse(resp)
-			if err != nil {
-				return err
-			}
-			if r.Status != pwproto.StatusOK {
-				return fmt.Errorf("status %v", r.Status)
-			}
-			return nil
-		}}
+	lookup := lookupLoad(e, codec, benchUsers, conc, 5*time.Second)
 	res, err := udpload.Run(context.Background(), lookup)
 	if err != nil {
 		b.Fatal(err)
@@ -264,4 +248,26 @@ func benchOnce(b *testing.B) {
 	if f := os.Getenv("CORREO_BENCH_LOG"); f != "" {
 		os.WriteFile(f, e.logs["pw1"].Bytes(), 0o644)
 	}
+}
+
+// lookupLoad is udpload's configuration for lookups of random names
+// among user0 … user<users-1> at e's pw1, each answer checked.
+func lookupLoad(e *env, codec *pwproto.Codec, users, conc int, d time.Duration) udpload.Config {
+	addr, _ := e.p.Listen("pw1", cluster.SvcPasswd)
+	var ids atomic.Uint64
+	return udpload.Config{Addr: addr.String(), Concurrency: conc, Duration: d, Timeout: time.Second,
+		Request: func(w, i int, buf []byte) ([]byte, error) {
+			return codec.SealRequest(buf, &pwproto.Request{Op: pwproto.OpLookupName, ID: ids.Add(1),
+				Name: "user" + strconv.Itoa(rand.IntN(users))}, time.Now())
+		},
+		Check: func(w, i int, resp []byte) error {
+			r, err := codec.OpenResponse(resp)
+			if err != nil {
+				return err
+			}
+			if r.Status != pwproto.StatusOK {
+				return fmt.Errorf("status %v", r.Status)
+			}
+			return nil
+		}}
 }
