@@ -13,12 +13,12 @@ import (
 // unanswered. Labels are the operation and the answer's status, never a
 // user or a client.
 type Metrics struct {
-	lookups     *metrics.Counter
-	lookupTime  *metrics.Histogram
-	auths       *metrics.Counter
-	authTime    *metrics.Histogram
-	cache       *metrics.Counter
-	dropped     *metrics.Counter
+	lookups    *metrics.Counter
+	lookupTime *metrics.Histogram
+	auths      *metrics.Counter
+	authTime   *metrics.Histogram
+	cache      *metrics.Counter
+	dropped    *metrics.Counter
 }
 
 var (
