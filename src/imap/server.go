@@ -73,6 +73,8 @@ type Config struct {
 	Tickets *ticket.Sealer
 	// TLS enables STARTTLS; nil offers none.
 	TLS *tls.Config
+	// Metrics, when set, counts logins (NewMetrics).
+	Metrics *Metrics
 	Log *slog.Logger
 	// Limits; zero fields take DefaultLimits.
 	Limits Limits

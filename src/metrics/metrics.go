@@ -260,3 +260,29 @@ func (r *Registry) CounterFunc(name, help string, f func() float64) {
 	check("counter", name, help, nil)
 	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 }
+
+// LoginResults are the values of a login counter's result label, shared
+// by pop3d, imapd and mailproxy so one dashboard reads all three.
+var LoginResults = []string{"ok", "failed", "locked_out", "tempfail", "in_use", "moving", "wrong_host", "error"}
+
+// LoginResult turns the result a POP3 or IMAP session logs for its login
+// into a LoginResults value.
+func LoginResult(logged string) string {
+	switch logged {
+	case "logged in":
+		return "ok"
+	case "authentication failed", "bad user name", "disabled":
+		return "failed"
+	case "locked out":
+		return "locked_out"
+	case "password service unavailable":
+		return "tempfail"
+	case "in use":
+		return "in_use"
+	case "mailbox being moved":
+		return "moving"
+	case "stored on another host":
+		return "wrong_host"
+	}
+	return "error"
+}

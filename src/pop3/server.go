@@ -64,6 +64,8 @@ type Config struct {
 	Tickets *ticket.Sealer
 	// TLS enables STLS; nil offers no STLS.
 	TLS *tls.Config
+	// Metrics, when set, counts logins (NewMetrics).
+	Metrics *Metrics
 	Log *slog.Logger
 	// Limits; zero fields take DefaultLimits.
 	Limits Limits
