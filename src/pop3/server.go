@@ -66,7 +66,7 @@ type Config struct {
 	TLS *tls.Config
 	// Metrics, when set, counts logins (NewMetrics).
 	Metrics *Metrics
-	Log *slog.Logger
+	Log     *slog.Logger
 	// Limits; zero fields take DefaultLimits.
 	Limits Limits
 	// AuthTimeout bounds one password check including failover (default:
