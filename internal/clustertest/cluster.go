@@ -123,6 +123,7 @@ func NewCluster(t testing.TB, spec Spec) *Cluster {
 	fmt.Fprintf(&b, "[cluster.log]\ntarget = \"stderr\"\nlevel = %q\n", spec.LogLevel)
 	fmt.Fprintf(&b, "[cluster.ports]\nlmtp = %d\nsmtp = %d\n", FreePort(t, addrs...), FreePort(t, addrs...))
 	fmt.Fprintf(&b, "pop3 = %d\npop3s = %d\npop3_backend = %d\nimap = %d\nimaps = %d\nimap_backend = %d\nmailbox_move = %d\n", FreePort(t, addrs...), FreePort(t, addrs...), FreePort(t, addrs...), FreePort(t, addrs...), FreePort(t, addrs...), FreePort(t, addrs...), FreePort(t, addrs...))
+	fmt.Fprintf(&b, "metrics = %d\n", FreePorts(t, cluster.MetricsPorts, addrs...))
 	b.WriteString(spec.ClusterTOML)
 	for _, h := range spec.Hosts {
 		fmt.Fprintf(&b, "\n[[host]]\nname = %q\naddress = %q\nroles = [%s]\n", h.Name, h.Address, quoteList(h.Roles))

@@ -248,6 +248,44 @@ func FreePort(t testing.TB, addrs ...string) int {
 	return 0
 }
 
+// FreePorts returns the first of n consecutive TCP ports free on every
+// given address (the daemons' metrics ports: [cluster.ports] metrics and
+// the six after it).
+func FreePorts(t testing.TB, n int, addrs ...string) int {
+	t.Helper()
+	if len(addrs) == 0 {
+		addrs = []string{"127.0.0.1"}
+	}
+	for i := 0; i < 400; i++ {
+		base := portBlockBase + portBlock()*portBlockSize + rand.IntN(portBlockSize-n)
+		ok := true
+		var claimed []int
+		for p := base; p < base+n && ok; p++ {
+			if !claimPort(p) {
+				ok = false
+				break
+			}
+			claimed = append(claimed, p)
+			for _, a := range addrs {
+				l, err := net.Listen("tcp", net.JoinHostPort(a, fmt.Sprint(p)))
+				if err != nil {
+					ok = false
+					break
+				}
+				l.Close()
+			}
+		}
+		if ok {
+			return base
+		}
+		for _, p := range claimed {
+			handedOut.Delete(p)
+		}
+	}
+	t.Fatal("no free run of ports")
+	return 0
+}
+
 // WaitTCP waits until addr accepts connections.
 func WaitTCP(t testing.TB, addr string, timeout time.Duration) {
 	t.Helper()

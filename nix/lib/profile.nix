@@ -520,6 +520,8 @@ let
           (k: let n = ports.${k}; in
             if n < 0 || n > 65535 then [ (err "cluster.ports.${k}" "port ${toString n} out of range 1-65535 (0 or absent: the standard port)") ] else [ ])
           svcs.portKeys)
+        (let n = ports.metrics; last = 65535 - (svcs.metricsPorts - 1); in
+          if n > last && n <= 65535 then [ (err "cluster.ports.metrics" "port ${toString n} leaves no room for the ${toString svcs.metricsPorts} daemons' metrics ports (${toString n} to ${toString (n + svcs.metricsPorts - 1)}): at most ${toString last}") ] else [ ])
         nssErrors
         mailAuthErrors
         milterErrors

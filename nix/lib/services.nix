@@ -29,14 +29,37 @@ rec {
     { name = "passwd"; roles = [ "passwd-primary" "passwd-secondary" ]; std = 0; tcp = false; udp = true; }
     { name = "passwd_admin"; roles = [ "passwd-primary" "passwd-secondary" ]; std = 0; tcp = true; udp = false; }
     { name = "mailbox_move"; roles = [ "storage" ]; std = 4424; tcp = true; udp = false; }
+  ]
+  # One metrics port per daemon program: [cluster.ports] metrics (9420)
+  # plus the program's offset, as Go's metricsOffset.
+  ++ builtins.genList
+    (i: let m = builtins.elemAt metricsPrograms i; in
+      { name = "metrics_${m.program}"; inherit (m) roles; std = 0; metricsOffset = i; tcp = true; udp = false; })
+    (builtins.length metricsPrograms);
+
+  metricsPrograms = [
+    { program = "passwdd"; roles = [ "passwd-primary" "passwd-secondary" ]; }
+    { program = "nssd"; inherit roles; }
+    { program = "smtpd"; roles = [ "mx" "relay" ]; }
+    { program = "pdeliveryd"; roles = [ "storage" ]; }
+    { program = "pop3d"; roles = [ "storage" ]; }
+    { program = "imapd"; roles = [ "storage" ]; }
+    { program = "mailproxy"; roles = [ "mailproxy" ]; }
   ];
+
+  # DefaultMetricsPort and MetricsPorts in Go.
+  defaultMetricsPort = 9420;
+  metricsPorts = builtins.length metricsPrograms;
 
   # [cluster.ports] keys, in Go's struct order (the services that have a
   # standard port; passwd's two ports live in [cluster.passwd]).
-  portKeys = [ "smtp" "relay" "submission" "submissions" "lmtp" "pop3" "pop3s" "pop3_backend" "imap" "imaps" "imap_backend" "dns" "syslog" "mailbox_move" ];
+  portKeys = [ "smtp" "relay" "submission" "submissions" "lmtp" "pop3" "pop3s" "pop3_backend" "imap" "imaps" "imap_backend" "dns" "syslog" "mailbox_move" "metrics" ];
 
   # Profile.Port: the override, or the standard port.
   port = cluster: svc:
+    if svc ? metricsOffset then
+      (if cluster.ports.metrics != 0 then cluster.ports.metrics else defaultMetricsPort) + svc.metricsOffset
+    else
     let
       override =
         if svc.name == "passwd" then cluster.passwd.udp_port

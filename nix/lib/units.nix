@@ -30,7 +30,7 @@ let
   # exactKeys refuses any other, in any case), so a misspelt key is an
   # error, not a rule silently left out.
   ruleKeys = [ "_comment" "binDir" "profilePath" "stateRoot" "keyGroup" "tlsGroup" "restartSec"
-    "watchdogSec" "stopMargin" "daemons" "tlsOnly" "hardening" ];
+    "watchdogSec" "stopMargin" "daemons" "tlsOnly" "clusterOnly" "hardening" ];
   daemonKeys = [ "program" "description" "roles" "everyHost" "user" "network" "tls" "mail" "services" ];
 
   # daemons.json, checked as parseRules in units.go checks it.
@@ -54,11 +54,14 @@ let
         else if badServices != [ ] then rulesError "daemon ${program}: unknown service ${quote (head badServices)}: expected one of ${goList serviceNames}"
         else d;
       badTLSOnly = filter (s: !elem s serviceNames) (raw.tlsOnly or [ ]);
+      badClusterOnly = filter (s: !elem s serviceNames) (raw.clusterOnly or [ ]);
     in
     if unknown ruleKeys raw != [ ] then rulesError "unknown key ${quote (head (unknown ruleKeys raw))}: expected one of ${concatStringsSep ", " ruleKeys}"
     else if margin ? error then rulesError "stopMargin: ${margin.error}"
     else if badTLSOnly != [ ] then rulesError "tlsOnly: unknown service ${quote (head badTLSOnly)}: expected one of ${goList serviceNames}"
+    else if badClusterOnly != [ ] then rulesError "clusterOnly: unknown service ${quote (head badClusterOnly)}: expected one of ${goList serviceNames}"
     else raw // {
+      clusterOnly = raw.clusterOnly or [ ];
       daemons = map checkDaemon (raw.daemons or [ ]);
       stopMarginMs = margin.ms;
     };
@@ -89,8 +92,9 @@ let
       { seen = [ ]; out = [ ]; }
       (d.services or [ ])).out;
 
+  # A program's own metrics service is just "metrics" in the name.
   socketUnitName = program: s:
-    "correo-${program}-${replaceStrings [ "_" ] [ "-" ] s.svc.name}"
+    "correo-${program}-${replaceStrings [ "_" ] [ "-" ] (if s.svc.name == "metrics_${program}" then "metrics" else s.svc.name)}"
     + (if s.udp && s.svc.tcp && s.svc.udp then "-udp" else "")
     + ".socket";
 
@@ -144,10 +148,11 @@ let
     let
       c = profile.cluster;
       prefix = net.parsePrefix c.network;
-      ipFilter =
-        if d.network == "cluster"
-        then [ [ "IPAddressAllow" "${prefix.masked} localhost" ] [ "IPAddressDeny" "any" ] ]
-        else [ ];
+      clusterFilter = [ [ "IPAddressAllow" "${prefix.masked} localhost" ] [ "IPAddressDeny" "any" ] ];
+      ipFilter = if d.network == "cluster" then clusterFilter else [ ];
+      # The clusterOnly services (metrics) take only the cluster's
+      # network, whatever the daemon's.
+      socketFilter = s: if elem s.svc.name rules.clusterOnly then clusterFilter else ipFilter;
       sockets = socketsOf profile host d;
       sockNames = map (socketUnitName d.program) sockets;
       service = unitName d.program;
@@ -165,7 +170,7 @@ let
               [ "FreeBind" "yes" ]
             ]
             ++ (if s.udp then [ ] else [ [ "NoDelay" "yes" ] ])
-            ++ ipFilter))
+            ++ socketFilter s))
           (section "Install" [ [ "WantedBy" "sockets.target" ] ])
         ];
       };

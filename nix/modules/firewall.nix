@@ -4,8 +4,9 @@
 # submissions 465, lmtp 24, pop3 110, pop3s 995, pop3_backend, imap 143,
 # imaps 993, imap_backend, dns 53
 # (TCP and UDP), syslog 514 (TCP and UDP), passwd (UDP), passwd_admin
-# (TCP) and mailbox_move 4424, or the profile's own ports. The cluster-only daemons restrict
-# their peers to the profile's network themselves (IPAddressAllow=).
+# (TCP), mailbox_move 4424 and each daemon's metrics port (9420 + the program's offset),
+# or the profile's own ports. The cluster-only daemons, and every metrics socket,
+# restrict their peers to the profile's network themselves (IPAddressAllow=).
 { config, lib, ... }:
 let
   inherit (lib) mkIf filter unique sort;

@@ -40,7 +40,7 @@ buildGoModule {
   # wrong hash makes the build print the right one), and a different Go
   # release could in principle write vendor/modules.txt differently; if
   # the nixpkgs build disagrees, trust the hash it reports.
-  vendorHash = "sha256-9+seMLUb2Aw8Pa94UXIaiHENF4YXet77SBOxPfjUwb0=";
+  vendorHash = "sha256-YMlJ/r6XkdHDM+oA9xlRbjWe53REtno+W4io5QJX+Kc=";
 
   subPackages = map (c: "src/cmd/${c}") commands;
 

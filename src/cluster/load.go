@@ -331,6 +331,9 @@ func (v *validator) validateCluster() {
 			v.errAt("cluster.ports."+pv.Type().Field(i).Tag.Get("toml"), -1, "port %d out of range 1-65535 (0 or absent: the standard port)", n)
 		}
 	}
+	if n := c.Ports.Metrics; n > 65535-(MetricsPorts-1) && n <= 65535 {
+		v.errAt("cluster.ports.metrics", -1, "port %d leaves no room for the %d daemons' metrics ports (%d to %d): at most %d", n, MetricsPorts, n, n+MetricsPorts-1, 65535-(MetricsPorts-1))
+	}
 }
 
 // groupNameRE is what useradd accepts by default for group names.

@@ -295,6 +295,9 @@ type Ports struct {
 	DNS         int `toml:"dns"`
 	Syslog      int `toml:"syslog"`
 	MailboxMove int `toml:"mailbox_move"`
+	// Metrics is the first of the daemons' metrics ports (see
+	// MetricsService): each program adds its own offset, 0 to 6.
+	Metrics int `toml:"metrics"`
 }
 
 // Host is one machine of the cluster.

@@ -25,7 +25,42 @@ const (
 	SvcPasswd      Service = "passwd"       // passwd servers: queries, UDP
 	SvcPasswdAdmin Service = "passwd_admin" // passwd servers: admin and replication, TCP
 	SvcMailboxMove Service = "mailbox_move" // storage: pdeliveryd's mailbox moves between storage hosts, 4424
+
+	// Each daemon program serves its metrics on its own port: the
+	// profile's one metrics port (9420) plus the program's fixed offset,
+	// so several daemons on one host never clash and a scraper finds
+	// every daemon of every host from the profile alone.
+	SvcMetricsPasswdd    Service = "metrics_passwdd"    // 9420
+	SvcMetricsNSSD       Service = "metrics_nssd"       // 9421, every host
+	SvcMetricsSMTPD      Service = "metrics_smtpd"      // 9422
+	SvcMetricsPdeliveryd Service = "metrics_pdeliveryd" // 9423
+	SvcMetricsPOP3D      Service = "metrics_pop3d"      // 9424
+	SvcMetricsIMAPD      Service = "metrics_imapd"      // 9425
+	SvcMetricsMailproxy  Service = "metrics_mailproxy"  // 9426
 )
+
+// DefaultMetricsPort is the standard [cluster.ports] metrics: the first of
+// MetricsPorts consecutive ports, one per daemon program.
+const DefaultMetricsPort = 9420
+
+// MetricsPorts is how many ports from the metrics port on are used.
+const MetricsPorts = 7
+
+// metricsOffset is each metrics service's place after the metrics port.
+var metricsOffset = map[Service]int{
+	SvcMetricsPasswdd: 0, SvcMetricsNSSD: 1, SvcMetricsSMTPD: 2, SvcMetricsPdeliveryd: 3,
+	SvcMetricsPOP3D: 4, SvcMetricsIMAPD: 5, SvcMetricsMailproxy: 6,
+}
+
+// MetricsService is the metrics service of a daemon program, or "" for
+// a program that has none.
+func MetricsService(program string) Service {
+	s := Service("metrics_" + program)
+	if _, ok := metricsOffset[s]; !ok {
+		return ""
+	}
+	return s
+}
 
 // Transport says which socket types a service listens on.
 type Transport int
@@ -59,12 +94,29 @@ var services = map[Service]serviceInfo{
 	SvcPasswd:      {[]Role{RolePasswdPrimary, RolePasswdSecondary}, 0, UDP, "passwd queries"},
 	SvcPasswdAdmin: {[]Role{RolePasswdPrimary, RolePasswdSecondary}, 0, TCP, "passwd admin and replication"},
 	SvcMailboxMove: {[]Role{RoleStorage}, 4424, TCP, "mailbox moves between storage hosts"},
+
+	SvcMetricsPasswdd:    {[]Role{RolePasswdPrimary, RolePasswdSecondary}, 0, TCP, "passwdd's metrics"},
+	SvcMetricsNSSD:       {allRoles, 0, TCP, "nssd's metrics"},
+	SvcMetricsSMTPD:      {[]Role{RoleMX, RoleRelay}, 0, TCP, "smtpd's metrics"},
+	SvcMetricsPdeliveryd: {[]Role{RoleStorage}, 0, TCP, "pdeliveryd's metrics"},
+	SvcMetricsPOP3D:      {[]Role{RoleStorage}, 0, TCP, "pop3d's metrics"},
+	SvcMetricsIMAPD:      {[]Role{RoleStorage}, 0, TCP, "imapd's metrics"},
+	SvcMetricsMailproxy:  {[]Role{RoleMailProxy}, 0, TCP, "mailproxy's metrics"},
 }
+
+// allRoles: nssd runs on every host, and every host has a role.
+var allRoles = []Role{RoleDNS, RoleLoghost, RolePasswdPrimary, RolePasswdSecondary, RoleMX, RoleRelay, RoleStorage, RoleMailProxy}
 
 // Services lists every service in a fixed order.
 func Services() []Service {
 	return []Service{SvcSMTP, SvcRelay, SvcSubmission, SvcSubmissions, SvcLMTP,
-		SvcPOP3, SvcPOP3S, SvcPOP3Backend, SvcIMAP, SvcIMAPS, SvcIMAPBackend, SvcDNS, SvcSyslog, SvcPasswd, SvcPasswdAdmin, SvcMailboxMove}
+		SvcPOP3, SvcPOP3S, SvcPOP3Backend, SvcIMAP, SvcIMAPS, SvcIMAPBackend, SvcDNS, SvcSyslog, SvcPasswd, SvcPasswdAdmin, SvcMailboxMove,
+		SvcMetricsPasswdd, SvcMetricsNSSD, SvcMetricsSMTPD, SvcMetricsPdeliveryd, SvcMetricsPOP3D, SvcMetricsIMAPD, SvcMetricsMailproxy}
+}
+
+// MetricsServices lists the metrics services, one per daemon program.
+func MetricsServices() []Service {
+	return []Service{SvcMetricsPasswdd, SvcMetricsNSSD, SvcMetricsSMTPD, SvcMetricsPdeliveryd, SvcMetricsPOP3D, SvcMetricsIMAPD, SvcMetricsMailproxy}
 }
 
 // ServicesOf lists the services a role provides.
@@ -87,6 +139,13 @@ func TransportOf(s Service) Transport { return services[s].transport }
 // or the standard one.
 func (p *Profile) Port(s Service) int {
 	c := &p.Cluster
+	if off, ok := metricsOffset[s]; ok {
+		base := c.Ports.Metrics
+		if base == 0 {
+			base = DefaultMetricsPort
+		}
+		return base + off
+	}
 	override := map[Service]int{
 		SvcSMTP: c.Ports.SMTP, SvcRelay: c.Ports.Relay, SvcSubmission: c.Ports.Submission,
 		SvcSubmissions: c.Ports.Submissions, SvcLMTP: c.Ports.LMTP, SvcPOP3: c.Ports.POP3,

@@ -57,6 +57,8 @@ type Env struct {
 	loopDone    chan loopResult
 	reloaders   []func(*cluster.Profile, *cluster.Host) error
 	profile     *os.File
+	// last are servers Run stops after the main's (the metrics server).
+	last []Server
 }
 
 // Flags are the flags every daemon accepts; a daemon may add its own to
@@ -173,6 +175,10 @@ func (e *Env) Close() {
 	}
 	signal.Stop(e.sigs)
 	e.cancel()
+	// A main that failed before Run leaves the metrics server serving.
+	for _, s := range e.last {
+		s.Close()
+	}
 	for _, files := range e.passed {
 		for _, f := range files {
 			f.Close()

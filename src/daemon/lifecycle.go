@@ -114,6 +114,7 @@ func (e *Env) notify(state string) {
 // grace short. Run returns nil after a requested stop, or the error of
 // the serve loop that failed.
 func (e *Env) Run(servers ...Server) error {
+	servers = append(servers, e.last...)
 	for name, files := range e.passed {
 		e.Log.Warn("systemd passed a socket this daemon does not use; closing it (check the unit's socket names)", "name", name, "count", len(files))
 		for _, f := range files {

@@ -49,14 +49,17 @@ func TestUnitsPerHost(t *testing.T) {
 		host  string
 		units []string
 	}{
-		{"ns1", []string{"correo-nssd.service"}},
-		{"pw1", []string{"correo-passwdd-passwd.socket", "correo-passwdd-passwd-admin.socket", "correo-passwdd.service", "correo-nssd.service"}},
-		{"mx1", []string{"correo-nssd.service", "correo-smtpd-smtp.socket", "correo-smtpd.service",
-			"correo-mailproxy-pop3.socket", "correo-mailproxy-pop3s.socket", "correo-mailproxy-imap.socket", "correo-mailproxy-imaps.socket", "correo-mailproxy.service"}},
-		{"relay1", []string{"correo-nssd.service", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
-			"correo-smtpd-submissions.socket", "correo-smtpd.service"}},
-		{"store1", []string{"correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd-mailbox-move.socket", "correo-pdeliveryd.service",
-			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service", "correo-imapd-imap-backend.socket", "correo-imapd.service"}},
+		{"ns1", []string{"correo-nssd-metrics.socket", "correo-nssd.service"}},
+		{"pw1", []string{"correo-passwdd-passwd.socket", "correo-passwdd-passwd-admin.socket", "correo-passwdd-metrics.socket", "correo-passwdd.service",
+			"correo-nssd-metrics.socket", "correo-nssd.service"}},
+		{"mx1", []string{"correo-nssd-metrics.socket", "correo-nssd.service", "correo-smtpd-smtp.socket", "correo-smtpd-metrics.socket", "correo-smtpd.service",
+			"correo-mailproxy-pop3.socket", "correo-mailproxy-pop3s.socket", "correo-mailproxy-imap.socket", "correo-mailproxy-imaps.socket",
+			"correo-mailproxy-metrics.socket", "correo-mailproxy.service"}},
+		{"relay1", []string{"correo-nssd-metrics.socket", "correo-nssd.service", "correo-smtpd-relay.socket", "correo-smtpd-submission.socket",
+			"correo-smtpd-submissions.socket", "correo-smtpd-metrics.socket", "correo-smtpd.service"}},
+		{"store1", []string{"correo-nssd-metrics.socket", "correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd-mailbox-move.socket",
+			"correo-pdeliveryd-metrics.socket", "correo-pdeliveryd.service", "correo-pop3d-pop3-backend.socket", "correo-pop3d-metrics.socket", "correo-pop3d.service",
+			"correo-imapd-imap-backend.socket", "correo-imapd-metrics.socket", "correo-imapd.service"}},
 	} {
 		us, err := Units(p, c.host)
 		if err != nil {
@@ -97,7 +100,7 @@ func TestServiceUnit(t *testing.T) {
 		{"IPAddressDeny", "any"},
 		{"IPAddressAllow", "10.77.0.0/24 localhost"},
 		{"CapabilityBoundingSet", ""},
-		{"Sockets", "correo-passwdd-passwd.socket correo-passwdd-passwd-admin.socket"},
+		{"Sockets", "correo-passwdd-passwd.socket correo-passwdd-passwd-admin.socket correo-passwdd-metrics.socket"},
 	} {
 		if got := get(pw, "Service", c.key); !slices.Contains(got, c.want) {
 			t.Errorf("passwdd %s = %q, want %q", c.key, got, c.want)
@@ -127,6 +130,20 @@ func TestServiceUnit(t *testing.T) {
 	nss := find("store1", "correo-nssd.service")
 	if got := get(nss, "Service", "RuntimeDirectory"); !slices.Equal(got, []string{"correo"}) {
 		t.Errorf("nssd RuntimeDirectory = %q, want the NSS socket's directory", got)
+	}
+	// Metrics are for the cluster network only, even from a daemon that
+	// faces the Internet: its metrics socket filters peers itself.
+	msock := find("mx1", "correo-smtpd-metrics.socket")
+	for _, c := range []struct{ key, want string }{
+		{"ListenStream", "10.77.0.10:9422"}, {"FileDescriptorName", "metrics_smtpd"},
+		{"Service", "correo-smtpd.service"}, {"IPAddressAllow", "10.77.0.0/24 localhost"}, {"IPAddressDeny", "any"},
+	} {
+		if got := get(msock, "Socket", c.key); !slices.Equal(got, []string{c.want}) {
+			t.Errorf("smtpd metrics socket %s = %q, want %q", c.key, got, c.want)
+		}
+	}
+	if got := get(find("mx1", "correo-smtpd-smtp.socket"), "Socket", "IPAddressDeny"); len(got) != 0 {
+		t.Errorf("smtp socket IPAddressDeny = %q: only the metrics socket is cluster-only", got)
 	}
 	sock := find("pw1", "correo-passwdd-passwd.socket")
 	for _, c := range []struct{ key, want string }{

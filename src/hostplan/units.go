@@ -48,6 +48,7 @@ type Rules struct {
 	StopMargin  string      `json:"stopMargin"`
 	Daemons     []Daemon    `json:"daemons"`
 	TLSOnly     []string    `json:"tlsOnly"`
+	ClusterOnly []string    `json:"clusterOnly"`
 	Hardening   [][2]string `json:"hardening"`
 }
 
@@ -98,6 +99,11 @@ func parseRules(b []byte) (Rules, error) {
 	for _, s := range r.TLSOnly {
 		if !slices.Contains(cluster.Services(), cluster.Service(s)) {
 			return r, fmt.Errorf("tlsOnly: unknown service %q: expected one of %v", s, cluster.Services())
+		}
+	}
+	for _, s := range r.ClusterOnly {
+		if !slices.Contains(cluster.Services(), cluster.Service(s)) {
+			return r, fmt.Errorf("clusterOnly: unknown service %q: expected one of %v", s, cluster.Services())
 		}
 	}
 	return r, nil
@@ -173,8 +179,14 @@ func contains(list []string, s string) bool {
 }
 
 // socketUnitName names the socket unit of one service of a program.
+// A program's own metrics service is just "metrics" in its socket's name:
+// correo-smtpd-metrics.socket.
 func socketUnitName(program string, s socket) string {
-	name := "correo-" + program + "-" + strings.ReplaceAll(string(s.svc), "_", "-")
+	svc := string(s.svc)
+	if svc == "metrics_"+program {
+		svc = "metrics"
+	}
+	name := "correo-" + program + "-" + strings.ReplaceAll(svc, "_", "-")
 	if s.udp && cluster.TransportOf(s.svc) == cluster.TCP|cluster.UDP {
 		name += "-udp"
 	}
@@ -195,10 +207,11 @@ func Units(p *cluster.Profile, hostName string) ([]Unit, error) {
 	stop := time.Duration(p.Cluster.ShutdownGrace) + margin
 	var ipFilter [][2]string
 	clusterNet := p.NetworkPrefix().String()
+	clusterFilter := [][2]string{{"IPAddressAllow", clusterNet + " localhost"}, {"IPAddressDeny", "any"}}
 	var out []Unit
 	for _, d := range DaemonsOf(h) {
 		if d.Network == "cluster" {
-			ipFilter = [][2]string{{"IPAddressAllow", clusterNet + " localhost"}, {"IPAddressDeny", "any"}}
+			ipFilter = clusterFilter
 		} else {
 			ipFilter = nil
 		}
@@ -222,9 +235,13 @@ func Units(p *cluster.Profile, hostName string) ([]Unit, error) {
 			if s.udp {
 				sock = sock[:len(sock)-1]
 			}
+			filter := ipFilter
+			if contains(Data.ClusterOnly, string(s.svc)) {
+				filter = clusterFilter
+			}
 			out = append(out, Unit{Name: name, Sections: []Section{
 				{"Unit", [][2]string{{"Description", fmt.Sprintf("%s: %s socket (%s)", d.Description, s.svc, s.listen)}}},
-				{"Socket", append(sock, ipFilter...)},
+				{"Socket", append(sock, filter...)},
 				{"Install", [][2]string{{"WantedBy", "sockets.target"}}},
 			}})
 		}

@@ -539,6 +539,14 @@ func (ss *session) authenticate(cmd *imapwire.Command) bool {
 // login checks the password (or the proxy's ticket), the user's state and
 // storage host, and enters the authenticated state.
 func (ss *session) login(cmd *imapwire.Command, user, pw string) bool {
+	ticket := ss.ticket != nil
+	done := ss.doLogin(cmd, user, pw)
+	// A ticket is spent (set to nil) when it spared the password check.
+	ss.s.cfg.Metrics.login(ss.result, ticket && ss.ticket == nil)
+	return done
+}
+
+func (ss *session) doLogin(cmd *imapwire.Command, user, pw string) bool {
 	name, err := mailbox.NormalizeName(user)
 	if err != nil {
 		ss.result = "bad user name"

@@ -152,6 +152,9 @@ type Config struct {
 	// for the deliveries to a mailbox it freezes (nil: a private one,
 	// when nothing moves mailboxes).
 	Gate *mailbox.Gate
+	// Metrics, when set, counts sessions and recipients' outcomes
+	// (NewMetrics).
+	Metrics *Metrics
 }
 
 // Server is one storage host's LMTP service. Serve it on any number of
@@ -362,6 +365,7 @@ func remoteIP(c net.Conn) netip.Addr {
 }
 
 func (s *Server) refuse(c net.Conn, ip netip.Addr) {
+	s.cfg.Metrics.session("refused")
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(c, "554 5.7.1 %s access denied: %s is outside the cluster network\r\n", s.name, ip)
 	c.Close()

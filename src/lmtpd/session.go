@@ -33,11 +33,13 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	client := "local"
 	if ip := remoteIP(c.Conn()); ip.IsValid() {
 		if !s.network.Contains(ip) {
+			s.cfg.Metrics.session("refused")
 			return nil, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 				Message: "access denied: " + ip.String() + " is outside the cluster network"}
 		}
 		client = ip.String()
 	}
+	s.cfg.Metrics.session("accepted")
 	return &session{s: s, conn: c, client: client, helo: delivery.CleanHelo(c.Hostname())}, nil
 }
 
@@ -78,6 +80,7 @@ type session struct {
 }
 
 func (ss *session) addLog(o outcome) {
+	ss.s.cfg.Metrics.delivery(&o)
 	ss.logMu.Lock()
 	ss.logs = append(ss.logs, o)
 	ss.logMu.Unlock()

@@ -262,6 +262,11 @@ func (ss *imapSession) loginIMAP(tag, user, pw string) (backend *net.TCPConn, do
 	case errors.Is(err, pwclient.ErrDenied), errors.Is(err, pwclient.ErrLockedOut):
 		// One answer for every failure, after one growing delay, as POP3.
 		ss.failures++
+		if errors.Is(err, pwclient.ErrLockedOut) {
+			ss.s.cfg.Metrics.login("imap", "locked_out")
+		} else {
+			ss.s.cfg.Metrics.login("imap", "failed")
+		}
 		delay := ss.s.fails.fail(ss.client.Addr(), ss.s.cfg.Limits)
 		ss.s.log.Info("login failed", "trace", ss.trace, "client", ss.client.String(), "user", name, "protocol", "imap",
 			"delay_ms", delay.Milliseconds())
@@ -277,6 +282,7 @@ func (ss *imapSession) loginIMAP(tag, user, pw string) (backend *net.TCPConn, do
 		}
 		return nil, false
 	default:
+		ss.s.cfg.Metrics.login("imap", "tempfail")
 		ss.result = "password service unavailable"
 		ss.s.log.Warn("password check failed", "trace", ss.trace, "user", name, "err", err)
 		ss.w.Tagged(tag, "NO", "UNAVAILABLE", "Authentication service unavailable, try again later.")
@@ -284,6 +290,7 @@ func (ss *imapSession) loginIMAP(tag, user, pw string) (backend *net.TCPConn, do
 	}
 	ss.name = u.Name
 	if u.State == pwproto.StateMoving {
+		ss.s.cfg.Metrics.login("imap", "moving")
 		ss.result = "mailbox being moved"
 		ss.w.Tagged(tag, "NO", "UNAVAILABLE", "Your mailbox is being moved; try again in a few minutes.")
 		return nil, false
@@ -291,6 +298,8 @@ func (ss *imapSession) loginIMAP(tag, user, pw string) (backend *net.TCPConn, do
 	addr, ok := ss.s.imapds[u.Storage]
 	ss.backend = u.Storage
 	if !ok {
+		ss.s.cfg.Metrics.login("imap", "tempfail")
+		ss.s.cfg.Metrics.backendError("imap", "no_backend")
 		ss.result = "no backend for storage host"
 		ss.s.log.Error("user's storage host provides no imap_backend in the profile", "trace", ss.trace, "user", u.Name, "storage", u.Storage)
 		ss.w.Tagged(tag, "NO", "UNAVAILABLE", "Your mailbox server is not available, try again later.")
@@ -299,6 +308,8 @@ func (ss *imapSession) loginIMAP(tag, user, pw string) (backend *net.TCPConn, do
 	ss.backend = u.Storage + " " + addr.String()
 	bc, reply, err := ss.connectIMAP(addr, u.Name, pw)
 	if err != nil {
+		ss.s.cfg.Metrics.login("imap", "tempfail")
+		ss.s.cfg.Metrics.backendError("imap", "connect")
 		ss.result = "backend unavailable"
 		ss.s.log.Warn("backend unavailable", "trace", ss.trace, "user", u.Name, "backend", addr.String(), "err", err)
 		ss.w.Tagged(tag, "NO", "UNAVAILABLE", "Your mailbox server is not available, try again later.")
@@ -309,10 +320,13 @@ func (ss *imapSession) loginIMAP(tag, user, pw string) (backend *net.TCPConn, do
 	ss.bw.WriteString(tag + " " + status + " " + rest + "\r\n")
 	if status != "OK" {
 		bc.Close()
+		ss.s.cfg.Metrics.login("imap", "in_use")
+		ss.s.cfg.Metrics.backendError("imap", "refused")
 		ss.result = "refused by backend"
 		ss.s.log.Info("backend refused the login", "trace", ss.trace, "user", u.Name, "reply", reply)
 		return nil, false
 	}
+	ss.s.cfg.Metrics.login("imap", "ok")
 	ss.result = "logged in"
 	return bc, false
 }

@@ -109,6 +109,9 @@ type Config struct {
 	// TLS enables STLS and ServeTLS; nil means neither.
 	TLS *tls.Config
 	Log *slog.Logger
+	// Metrics, when set, counts sessions, logins and backend failures
+	// (NewMetrics).
+	Metrics *Metrics
 	// Limits; zero fields take DefaultLimits.
 	Limits Limits
 	// AuthTimeout bounds one password check including failover (default:
@@ -198,9 +201,11 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		refusal := s.admit(client.Addr())
 		defer s.release(client.Addr(), refusal == "")
 		if refusal != "" {
+			s.cfg.Metrics.session("pop3", "refused")
 			s.refuse(c, client, implicitTLS, refusal)
 			return
 		}
+		s.cfg.Metrics.session("pop3", "accepted")
 		s.handle(c, client, implicitTLS)
 	})
 }
@@ -224,9 +229,11 @@ func (s *Server) serveIMAP(ln net.Listener, implicitTLS bool) error {
 		refusal := s.admit(client.Addr())
 		defer s.release(client.Addr(), refusal == "")
 		if refusal != "" {
+			s.cfg.Metrics.session("imap", "refused")
 			s.refuseIMAP(c, implicitTLS, refusal)
 			return
 		}
+		s.cfg.Metrics.session("imap", "accepted")
 		s.handleIMAP(c, client, implicitTLS)
 	})
 }

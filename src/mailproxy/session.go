@@ -15,6 +15,7 @@ import (
 
 	"correo/src/logging"
 	"correo/src/mailbox"
+	"correo/src/metrics"
 	"correo/src/pop3"
 	"correo/src/proxyproto"
 	"correo/src/pwclient"
@@ -330,6 +331,7 @@ func (ss *session) login(user, pw string) (backend *net.TCPConn, done bool) {
 		if errors.Is(err, pwclient.ErrLockedOut) {
 			reason = "locked out"
 		}
+		ss.s.cfg.Metrics.login("pop3", metrics.LoginResult(reason))
 		ss.s.log.Info("login failed", "trace", ss.trace, "client", ss.client.String(), "user", name, "reason", reason,
 			"delay_ms", delay.Milliseconds())
 		if ss.bw.Flush() != nil {
@@ -345,6 +347,7 @@ func (ss *session) login(user, pw string) (backend *net.TCPConn, done bool) {
 		ss.result = "disconnected"
 		return nil, false
 	default:
+		ss.s.cfg.Metrics.login("pop3", "tempfail")
 		ss.result = "password service unavailable"
 		ss.s.log.Warn("password check failed", "trace", ss.trace, "user", name, "err", err)
 		ss.reply("-ERR [SYS/TEMP] Authentication service unavailable, try again later.")
@@ -352,6 +355,7 @@ func (ss *session) login(user, pw string) (backend *net.TCPConn, done bool) {
 	}
 	ss.name = u.Name
 	if u.State == pwproto.StateMoving {
+		ss.s.cfg.Metrics.login("pop3", "moving")
 		ss.result = "mailbox being moved"
 		ss.reply("-ERR [SYS/TEMP] Your mailbox is being moved; try again in a few minutes.")
 		return nil, true
@@ -359,6 +363,8 @@ func (ss *session) login(user, pw string) (backend *net.TCPConn, done bool) {
 	addr, ok := ss.s.backends[u.Storage]
 	ss.backend = u.Storage
 	if !ok {
+		ss.s.cfg.Metrics.login("pop3", "tempfail")
+		ss.s.cfg.Metrics.backendError("pop3", "no_backend")
 		ss.result = "no backend for storage host"
 		ss.s.log.Error("user's storage host provides no pop3_backend in the profile", "trace", ss.trace,
 			"user", u.Name, "storage", u.Storage)
@@ -368,6 +374,8 @@ func (ss *session) login(user, pw string) (backend *net.TCPConn, done bool) {
 	ss.backend = u.Storage + " " + addr.String()
 	bc, reply, err := ss.connect(addr, u.Name, pw)
 	if err != nil {
+		ss.s.cfg.Metrics.login("pop3", "tempfail")
+		ss.s.cfg.Metrics.backendError("pop3", "connect")
 		ss.result = "backend unavailable"
 		ss.s.log.Warn("backend unavailable", "trace", ss.trace, "user", u.Name, "backend", addr.String(), "err", err)
 		ss.reply("-ERR [SYS/TEMP] Your mailbox server is not available, try again later.")
@@ -377,11 +385,14 @@ func (ss *session) login(user, pw string) (backend *net.TCPConn, done bool) {
 		// [IN-USE], a race with a password change, a mailbox moving:
 		// the backend's words are the client's answer; it may try again.
 		bc.Close()
+		ss.s.cfg.Metrics.login("pop3", "in_use")
+		ss.s.cfg.Metrics.backendError("pop3", "refused")
 		ss.result = "refused by backend"
 		ss.s.log.Info("backend refused the login", "trace", ss.trace, "user", u.Name, "reply", reply)
 		ss.reply(reply)
 		return nil, false
 	}
+	ss.s.cfg.Metrics.login("pop3", "ok")
 	ss.result = "logged in"
 	ss.reply(reply)
 	return bc, false

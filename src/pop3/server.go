@@ -64,7 +64,9 @@ type Config struct {
 	Tickets *ticket.Sealer
 	// TLS enables STLS; nil offers no STLS.
 	TLS *tls.Config
-	Log *slog.Logger
+	// Metrics, when set, counts logins (NewMetrics).
+	Metrics *Metrics
+	Log     *slog.Logger
 	// Limits; zero fields take DefaultLimits.
 	Limits Limits
 	// AuthTimeout bounds one password check including failover (default:

@@ -607,6 +607,14 @@ func (ss *session) stls(cmd Command) bool {
 // user, wrong password, invalid name, disabled account and a lockout all
 // get the same answer.
 func (ss *session) login(user, pw string) bool {
+	ticket := ss.ticket != nil
+	ok := ss.doLogin(user, pw)
+	// A ticket is spent (set to nil) when it spared the password check.
+	ss.s.cfg.Metrics.login(ss.result, ticket && ss.ticket == nil)
+	return ok
+}
+
+func (ss *session) doLogin(user, pw string) bool {
 	name, err := mailbox.NormalizeName(user)
 	if err != nil {
 		ss.result = "bad user name"

@@ -47,6 +47,8 @@ type Config struct {
 	// AuthWorkers verify passwords (bcrypt costs tens of milliseconds, so
 	// it never runs on the datagram readers); default GOMAXPROCS.
 	AuthWorkers int
+	// Metrics, when set, counts what the server answers (NewMetrics).
+	Metrics *Metrics
 	// now is the clock, for tests.
 	now func() time.Time
 }
@@ -116,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 		users: NewLimiter(cfg.UserPolicy), sources: NewLimiter(cfg.SourcePolicy),
 		homes: map[string]string{}, storages: directory.StorageHosts(cfg.Profile),
 		layout: cfg.Profile.LayoutScheme(), started: cfg.now(), secondaries: map[string]bool{}}
+	s.stats.metrics = cfg.Metrics
 	s.users.now, s.sources.now = cfg.now, cfg.now
 	pw := cfg.Profile.Cluster.Passwd
 	s.creds = newCredCache(pw.AuthCacheTTL.Std(), pw.AuthCacheEntries)
@@ -189,6 +192,7 @@ func (s *Server) markSynced() error {
 
 // counters are the server's statistics, updated without locks.
 type counters struct {
+	metrics    *Metrics
 	requests   [opCount]atomic.Uint64
 	dropped    sync.Map // reason → *atomic.Uint64
 	authOK     atomic.Uint64
@@ -217,6 +221,7 @@ func (c *counters) served(d time.Duration) {
 }
 
 func (c *counters) drop(reason string) {
+	c.metrics.drop(reason)
 	v, ok := c.dropped.Load(reason)
 	if !ok {
 		v, _ = c.dropped.LoadOrStore(reason, new(atomic.Uint64))

@@ -159,7 +159,9 @@ func (s *Server) readLoop(conn *net.UDPConn) error {
 			resp = s.answer(&req)
 		}
 		s.send(conn, from, &resp, &out, now)
-		s.stats.served(time.Since(now))
+		d := time.Since(now)
+		s.stats.served(d)
+		s.stats.metrics.lookup(req.Op, resp.Status, d)
 	}
 }
 
@@ -395,6 +397,7 @@ func (s *Server) enqueueAuth(conn *net.UDPConn, from netip.AddrPort, req pwproto
 		s.udp.dedup.finish(rec, resp)
 		out := make([]byte, 0, pwproto.MaxDatagram)
 		s.send(conn, from, &resp, &out, s.cfg.now())
+		s.stats.metrics.auth(resp.Status, s.cfg.now().Sub(now))
 		return
 	}
 	// A login whose answer could not come before the client stops
@@ -438,6 +441,7 @@ func (s *Server) refuseAuth(conn *net.UDPConn, from netip.AddrPort, req *pwproto
 	s.udp.dedup.finish(rec, resp)
 	out := make([]byte, 0, 256)
 	s.send(conn, from, &resp, &out, s.cfg.now())
+	s.stats.metrics.auth(resp.Status, s.cfg.now().Sub(now))
 }
 
 func (s *Server) authWorker() {
@@ -459,6 +463,7 @@ func (s *Server) authWorker() {
 		}
 		s.udp.dedup.finish(job.rec, resp)
 		s.send(job.conn, job.from, &resp, &out, s.cfg.now())
+		s.stats.metrics.auth(resp.Status, s.cfg.now().Sub(job.queued))
 	}
 }
 
@@ -498,12 +503,14 @@ func (s *Server) authenticate(req *pwproto.Request, verify bool) (resp pwproto.R
 	now := s.cfg.now()
 	if ok && u.State != directory.StateDisabled && s.creds.check(u, req.Password, now) {
 		s.stats.authCached.Add(1)
+		s.stats.metrics.cacheLookup(true)
 		return s.authSucceeded(req, userKey, u), true, false
 	}
 	if !verify {
 		return pwproto.Response{}, false, false
 	}
 	s.stats.authVerified.Add(1)
+	s.stats.metrics.cacheLookup(false)
 	if !ok || u.State == directory.StateDisabled || !directory.VerifyPassword(u.Hash, req.Password) {
 		if !ok {
 			// Spend the same time as a real check, so timing does not tell

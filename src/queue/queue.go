@@ -48,6 +48,8 @@ type Config struct {
 	// requests (default 1 s).
 	Tick time.Duration
 	Log  *slog.Logger
+	// Metrics, when set, counts every recipient's outcome (NewMetrics).
+	Metrics *Metrics
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 }
@@ -528,7 +530,9 @@ func (q *Queue) attempt(e *Envelope, m *message) (done bool) {
 			// The key is the same for every attempt of this message: a
 			// storage host that stored it before a crash answers again
 			// without a second copy (package dedup).
+			start := q.cfg.Now()
 			results = d.Deliver(ctx, delivery.Envelope{From: e.From, To: to, Trace: e.Trace, Hosts: hosts, Key: e.ID + "." + e.Trace}, msg)
+			q.cfg.Metrics.attempt(route, q.cfg.Now().Sub(start))
 		}
 		now := q.cfg.Now()
 		for j, i := range idx {
@@ -618,6 +622,7 @@ func (q *Queue) attempt(e *Envelope, m *message) (done bool) {
 func (q *Queue) logOutcomes(ctx context.Context, e *Envelope, idx []int) {
 	for _, i := range idx {
 		r := e.Rcpts[i]
+		q.cfg.Metrics.outcome(&r)
 		msg, level := "delivered", slog.LevelInfo
 		switch {
 		case r.State == Failed && r.Expired:

@@ -67,9 +67,9 @@ func (m *Milters) Name() string { return "milters" }
 
 func (m *Milters) Filter(ctx context.Context, in *FilterInput) (Verdict, error) {
 	sess := in.Session
-	chain := m.mx
+	chain, name := m.mx, "mx"
 	if sess.User != "" || m.s.inNetwork(sess) {
-		chain = m.relay
+		chain, name = m.relay, "relay"
 	}
 	if chain == nil {
 		return Verdict{}, nil
@@ -77,6 +77,7 @@ func (m *Milters) Filter(ctx context.Context, in *FilterInput) (Verdict, error) 
 	env := milter.Envelope{Client: netip.AddrPortFrom(sess.Client, 0), Helo: sess.Helo, From: in.From, Rcpts: in.Rcpts,
 		AuthUser: sess.User, QueueID: in.QueueID, Hostname: m.s.name}
 	v, err := chain.Check(ctx, in.Trace, env, in.Open())
+	m.s.cfg.Metrics.milter(name, v, err)
 	if err != nil {
 		return Verdict{}, err
 	}

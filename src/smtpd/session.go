@@ -31,12 +31,16 @@ type session struct {
 	from  string
 	rcpts []queue.Recipient
 	bad   int
+	// discarded: the last DATA's 250 hid a filter's discard.
+	discarded bool
 }
 
 func (s *Server) newSession(c *smtp.Conn, l *Listener) (smtp.Session, error) {
 	if s.draining.Load() {
+		s.cfg.Metrics.session(l.Name, "refused_shutdown")
 		return nil, reply(421, "4.3.2", "%s shutting down, try again later", s.name)
 	}
+	s.cfg.Metrics.session(l.Name, "accepted")
 	_, isTLS := c.TLSConnectionState()
 	base := baseConn(c.Conn())
 	ss := &session{s: s, c: c, l: l, base: base,
@@ -186,7 +190,27 @@ func (ss *session) reject(to, reason string, r *smtp.SMTPError) error {
 	return ss.refuse(r)
 }
 
+// Data receives a message; the reply it returns is what is counted.
 func (ss *session) Data(r io.Reader) error {
+	cr := &countingReader{r: r}
+	err := ss.data(cr)
+	ss.s.cfg.Metrics.message(ss.l.Name, err, cr.n, ss.discarded)
+	ss.discarded = false
+	return err
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (ss *session) data(r io.Reader) error {
 	s := ss.s
 	defer s.inData.Begin()()
 	if len(ss.rcpts) == 0 {
@@ -211,6 +235,7 @@ func (ss *session) Data(r io.Reader) error {
 	} else if err := ss.filtered(w, body, trace, now); err != nil {
 		w.Abort()
 		if errors.Is(err, errDiscarded) {
+			ss.discarded = true
 			return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("accepted (trace %s)", trace)}
 		}
 		return err

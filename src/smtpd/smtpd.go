@@ -114,6 +114,9 @@ type Config struct {
 	// read it (the state directory); "" is the system's temporary
 	// directory.
 	SpoolDir string
+	// Metrics, when set, counts sessions, messages and milter verdicts
+	// (NewMetrics).
+	Metrics *Metrics
 }
 
 // Session is what a Policy sees of a connection.
@@ -264,7 +267,7 @@ func (s *Server) Serve(l Listener) error {
 	// AUTH only where the policy offers it; over plaintext only on a
 	// network the profile calls trusted.
 	srv.AllowInsecureAuth = s.cfg.Profile.Cluster.TrustedNetwork
-	var ln net.Listener = &limitListener{Listener: l.Listener, s: s}
+	var ln net.Listener = &limitListener{Listener: l.Listener, s: s, name: l.Name}
 	if l.ImplicitTLS {
 		if s.cfg.TLS == nil {
 			return fmt.Errorf("smtpd: listener %s wants implicit TLS but the host has no certificate", l.Name)
@@ -320,7 +323,8 @@ func (s *Server) Sessions() int {
 // connection: a client over them gets 421 instead of a greeting.
 type limitListener struct {
 	net.Listener
-	s *Server
+	s    *Server
+	name string
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -346,6 +350,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		s.mu.Unlock()
 		if over != "" {
+			s.cfg.Metrics.session(l.name, "refused_limit")
 			go s.refuse(c, ip, over)
 			continue
 		}

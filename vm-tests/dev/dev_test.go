@@ -127,6 +127,9 @@ print("ok")
 		t.Fatalf("smtplib → poplib through the dev cluster: %v\n%s\ncluster log:\n%s", err, out, stderr.String())
 	}
 
+	// Every daemon counted that traffic, on its own metrics port.
+	checkMetrics(t, profile)
+
 	// Ctrl-C stops everything cleanly.
 	cmd.Process.Signal(syscall.SIGINT)
 	select {

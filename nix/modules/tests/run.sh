@@ -259,7 +259,7 @@ if ev "$tmp/key.json" "$tmp/key.err" "${ex[@]}" --argstr host store1 --arg extra
 else
 	fail "modules: keyFile copies the key into key_file"; show "$tmp/key.err"; show "$tmp/key.json"
 fi
-declare -A want_fw=([ns1]='[53,514] [53,514]' [pw1]='[7002] [7001]' [mx1]='[25,110,143,993,995] []' [relay1]='[25,465,587] []' [store1]='[24,110,143,4424] []')
+declare -A want_fw=([ns1]='[53,514,9421] [53,514]' [pw1]='[7002,9420,9421] [7001]' [mx1]='[25,110,143,993,995,9421,9422,9426] []' [relay1]='[25,465,587,9421,9422] []' [store1]='[24,110,143,4424,9421,9423,9424,9425] []')
 for h in ns1 pw1 mx1 relay1 store1; do
 	if ev "$tmp/fw.json" "$tmp/fw.err" "${ex[@]}" --argstr host "$h" --arg extra '{ services.correo.openFirewall = true; }'; then
 		got=$(jq -c --arg h "$h" '.[$h].firewall | .tcp, .udp' "$tmp/fw.json" | paste -sd' ')

@@ -52,7 +52,11 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := imap.New(imap.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log})
+	reg, err := env.Metrics()
+	if err != nil {
+		return err
+	}
+	srv, err := imap.New(imap.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Metrics: imap.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,12 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := mailproxy.New(mailproxy.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Limits: mailproxy.LimitsFromProfile(h)})
+	reg, err := env.Metrics()
+	if err != nil {
+		return err
+	}
+	srv, err := mailproxy.New(mailproxy.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log,
+		Limits: mailproxy.LimitsFromProfile(h), Metrics: mailproxy.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,11 @@ func run(args []string, _ io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("nss socket (cluster.nss.socket): %w", err)
 	}
+	reg, err := env.Metrics()
+	if err != nil {
+		return err
+	}
+	srv.RegisterMetrics(reg)
 	env.Go("nss "+p.Cluster.NSS.Socket, func() error { return srv.Serve(ln) })
 	env.Log.Info("serving NSS", "socket", p.Cluster.NSS.Socket)
 	// One answer is one cache lookup or one passwd query: nothing worth

@@ -52,7 +52,13 @@ func run(args []string, stderr io.Writer) error {
 	for _, n := range store.Notes() {
 		log.Warn("directory recovery", "note", n)
 	}
-	srv, err := pwserver.New(pwserver.Config{Profile: env.Profile, Host: env.Host, Store: store, StateDir: env.StateDir, Ring: ring, Log: log})
+	reg, err := env.Metrics()
+	if err != nil {
+		return err
+	}
+	reg.GaugeFunc("correo_passwd_users", "Users in the directory this server answers from.", func() float64 { return float64(store.Index().Len()) })
+	srv, err := pwserver.New(pwserver.Config{Profile: env.Profile, Host: env.Host, Store: store, StateDir: env.StateDir, Ring: ring, Log: log,
+		Metrics: pwserver.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}

@@ -76,8 +76,12 @@ func run(args []string, stderr io.Writer) error {
 			"file", filepath.Join(env.StateDir, KeyLog), "bytes", info.Truncated)
 	}
 	log.Info("delivery key log loaded", "keys", info.Keys)
+	reg, err := env.Metrics()
+	if err != nil {
+		return err
+	}
 	srv, err := lmtpd.New(lmtpd.Config{Profile: p, Host: h, Users: users, SpoolDir: env.StateDir, Log: log, Gate: gate,
-		Ring: ring, Keys: keys})
+		Ring: ring, Keys: keys, Metrics: lmtpd.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}

@@ -57,7 +57,11 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := pop3.New(pop3.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log})
+	reg, err := env.Metrics()
+	if err != nil {
+		return err
+	}
+	srv, err := pop3.New(pop3.Config{Profile: p, Host: h, Users: users, Tickets: tickets, TLS: tlsCfg, Log: log, Metrics: pop3.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}

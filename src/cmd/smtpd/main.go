@@ -104,13 +104,22 @@ func run(args []string, stderr io.Writer) error {
 		defer rd.Close()
 		out = rd
 	}
-	retry, lifetime := queue.RetryFromProfile(p)
-	qdir := filepath.Join(env.StateDir, QueueDir)
-	q, err := queue.Open(queue.Config{Dir: qdir, Local: local, Remote: out, Retry: retry, Lifetime: lifetime, Hostname: name,
-		Workers: lim.Workers, Log: log, Route: smtpd.QueueRoute(p)})
+	reg, err := env.Metrics()
 	if err != nil {
 		return err
 	}
+	var milterNames []string
+	for _, m := range p.Cluster.Milters {
+		milterNames = append(milterNames, m.Name)
+	}
+	retry, lifetime := queue.RetryFromProfile(p)
+	qdir := filepath.Join(env.StateDir, QueueDir)
+	q, err := queue.Open(queue.Config{Dir: qdir, Local: local, Remote: out, Retry: retry, Lifetime: lifetime, Hostname: name,
+		Workers: lim.Workers, Log: log, Route: smtpd.QueueRoute(p), Metrics: queue.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	q.RegisterMetrics(reg)
 	// After SIGTERM: stop taking mail (messages in DATA are answered),
 	// then give delivery attempts in progress the rest of the grace
 	// period; whatever is cut short is retried after the restart.
@@ -129,7 +138,7 @@ func run(args []string, stderr io.Writer) error {
 		authDNS = mailauth.NewResolver(strings.Split(*resolvers, ",")...)
 	}
 	srv, err := smtpd.New(smtpd.Config{Profile: p, Host: h, Queue: q, Users: users, TLS: tlsCfg, Log: log,
-		AuthResolver: authDNS, SpoolDir: env.StateDir})
+		AuthResolver: authDNS, SpoolDir: env.StateDir, Metrics: smtpd.NewMetrics(reg, milterNames)})
 	if err != nil {
 		q.Close(context.Background())
 		return err
