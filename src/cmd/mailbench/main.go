@@ -91,6 +91,8 @@ type Summary struct {
 	Kinds map[string]loadstat.KindSummary `json:"kinds"`
 	// Mix is the operations per user per day a mix ran with.
 	Mix map[string]float64 `json:"mix,omitempty"`
+	// Server is the daemons' own counters over the run (--metrics).
+	Server []ServerFigure `json:"server,omitempty"`
 }
 
 func runLoad(ctx context.Context, o *options, stdout, stderr io.Writer) error {
@@ -108,14 +110,25 @@ func runLoad(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}
 		factory = func() func(int) loadstat.Worker { return f }
 	}
+	maddrs, err := metricsTargets(ctx, o, e.profile)
+	if err != nil {
+		return fmt.Errorf("--metrics: %w", err)
+	}
+	before := scrapeAll(ctx, maddrs, stderr)
 	rec := loadstat.NewRecorder()
 	stopProgress := startProgress(o, rec, stderr)
 	res := loadstat.Run(ctx, o.plan, factory(), classify, rec)
 	stopProgress()
+	var server []ServerFigure
+	if len(maddrs) > 0 {
+		// The warm-up's work is in these counters too: they cannot tell
+		// it apart. Run without --warmup for figures that match.
+		server = serverDeltas(before, scrapeAll(context.WithoutCancel(ctx), maddrs, stderr), res.Elapsed+o.plan.Warmup)
+	}
 	total, kinds := rec.Summarise(res.Elapsed)
 	s := Summary{Command: o.cmd, Mode: "closed-loop", Concurrency: o.plan.Concurrency, Users: len(e.users),
 		WarmupS: o.plan.Warmup.Seconds(), WarmupOps: res.Warmup, ElapsedS: res.Elapsed.Seconds(),
-		Interrupted: res.Interrupted, KindSummary: total, Kinds: kinds, Mix: mix}
+		Interrupted: res.Interrupted, KindSummary: total, Kinds: kinds, Mix: mix, Server: server}
 	if o.plan.Rate > 0 {
 		s.Mode, s.TargetRate = "open-loop", o.plan.Rate
 	}
@@ -225,4 +238,5 @@ func printSummary(w io.Writer, s Summary) {
 		}
 	}
 	fmt.Fprintln(w, "  latency of successful operations only; failures are counted under errors")
+	printServer(w, s.Server)
 }

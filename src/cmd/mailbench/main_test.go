@@ -13,6 +13,7 @@ import (
 
 	"correo/internal/clustertest"
 	"correo/internal/testutil"
+	"correo/src/cluster"
 	"correo/src/directory"
 )
 
@@ -126,6 +127,29 @@ func TestAgainstCluster(t *testing.T) {
 	t.Run("lmtp", func(t *testing.T) {
 		s, code, stderr := b.run(t, "lmtp", "-n", "30", "--users-file", users, "--rcpts", "2", "--size", "1k:1,20k:1", "--msgs-per-session", "7", "--concurrency", "3")
 		want(t, "lmtp", s, code, stderr, "lmtp", 30, nil)
+	})
+	t.Run("server side", func(t *testing.T) {
+		s, code, stderr := b.run(t, "lmtp", "-n", "10", "--users-file", users, "--concurrency", "1", "--metrics", "profile")
+		want(t, "lmtp with --metrics", s, code, stderr, "lmtp", 10, nil)
+		// pdeliveryd counted what mailbench sent: one recipient each.
+		lmtp, _ := b.c.Profile.Listen("h1", cluster.SvcMetricsPdeliveryd)
+		found := false
+		for _, f := range s.Server {
+			if f.Endpoint == lmtp.String() && f.Series == `correo_lmtp_deliveries_total{result="delivered"}` {
+				found = true
+				if f.Delta != 10 {
+					t.Errorf("pdeliveryd counted %v deliveries over the run, mailbench made 10", f.Delta)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no delivered count from pdeliveryd's metrics (%s) in %+v\nstderr: %s", lmtp, s.Server, stderr)
+		}
+		// The endpoints pass the targets' check.
+		_, code, stderr = b.run(t, "lmtp", "-n", "1", "--users-file", users, "--metrics", "192.0.2.1:9420")
+		if code != 1 || !strings.Contains(stderr, "--allow-remote") {
+			t.Errorf("a remote metrics endpoint: exit %d, stderr %q; want it refused naming --allow-remote", code, stderr)
+		}
 	})
 	t.Run("smtp", func(t *testing.T) {
 		s, code, stderr := b.run(t, "smtp", "-n", "20", "--users-file", users, "--rcpts", "2", "--concurrency", "2")

@@ -19,6 +19,7 @@ type options struct {
 	profilePath string
 	targets     []string
 	allowRemote bool
+	metrics     []string // daemons' metrics endpoints to scrape around the run
 
 	plan loadstat.Plan
 
@@ -121,6 +122,7 @@ func parseOptions(cmd string, args []string, stderr io.Writer) (*options, error)
 	fs.StringVar(&o.profilePath, "profile", "", "host profile: default targets, the network loads may go to, the cluster key (default: the embedded hosts/dev.toml)")
 	fs.Var(listFlag{&o.targets}, "target", "host:port to load, repeatable or comma-separated (default: the profile's hosts for this service)")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow targets outside loopback and the profile's network")
+	fs.Var(listFlag{&o.metrics}, "metrics", "daemons' metrics endpoints (host:port, or \"profile\" for all of the profile's) to scrape before and after the run: their counters' change is printed beside mailbench's figures")
 	fs.IntVar(&o.plan.N, "n", 0, "stop after this many measured operations (0: use --duration)")
 	fs.DurationVar(&o.plan.Duration, "duration", 0, "measure for this long (default 10s when -n is not given)")
 	fs.DurationVar(&o.plan.Warmup, "warmup", 0, "run unmeasured for this long first")

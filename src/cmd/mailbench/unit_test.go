@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/src/metrics"
 	"correo/src/pwclient"
 )
 
@@ -377,6 +379,59 @@ func TestPlanCommand(t *testing.T) {
 	for _, args := range [][]string{{}, {"--users", "10"}, {"--users", "10", "--peak-msgs-per-s", "1", "--headroom", "2"}} {
 		if err := runPlan(args, io.Discard, io.Discard); err == nil {
 			t.Errorf("plan %v accepted", args)
+		}
+	}
+}
+
+// TestServerDeltas: counters and histograms that moved are listed with
+// their change, rate and mean; gauges, other programs' metrics and
+// series that did not move are not.
+func TestServerDeltas(t *testing.T) {
+	parse := func(s string) metrics.Families {
+		f, err := metrics.Parse(strings.NewReader(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	before := map[string]metrics.Families{"h:1": parse(`# TYPE correo_lmtp_deliveries_total counter
+correo_lmtp_deliveries_total{result="delivered"} 5
+correo_lmtp_deliveries_total{result="tempfail"} 1
+# TYPE correo_queue_messages gauge
+correo_queue_messages 3
+# TYPE correo_queue_attempt_duration_seconds histogram
+correo_queue_attempt_duration_seconds_bucket{le="+Inf"} 2
+correo_queue_attempt_duration_seconds_sum 0.2
+correo_queue_attempt_duration_seconds_count 2
+# TYPE go_goroutines gauge
+go_goroutines 10
+`)}
+	after := map[string]metrics.Families{"h:1": parse(`# TYPE correo_lmtp_deliveries_total counter
+correo_lmtp_deliveries_total{result="delivered"} 25
+correo_lmtp_deliveries_total{result="tempfail"} 1
+# TYPE correo_queue_messages gauge
+correo_queue_messages 7
+# TYPE correo_queue_attempt_duration_seconds histogram
+correo_queue_attempt_duration_seconds_bucket{le="+Inf"} 6
+correo_queue_attempt_duration_seconds_sum 0.6
+correo_queue_attempt_duration_seconds_count 6
+# TYPE correo_new_total counter
+correo_new_total 3
+`), "h:2": parse("# TYPE correo_x_total counter\ncorreo_x_total 1\n")}
+	got := serverDeltas(before, after, 2*time.Second)
+	want := []ServerFigure{
+		{Endpoint: "h:1", Series: `correo_lmtp_deliveries_total{result="delivered"}`, Delta: 20, PerS: 10},
+		{Endpoint: "h:1", Series: "correo_new_total", Delta: 3, PerS: 1.5},
+		{Endpoint: "h:1", Series: "correo_queue_attempt_duration_seconds", Delta: 4, PerS: 2, Mean: 0.1},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v", got)
+	}
+	for i := range want {
+		g := got[i]
+		if g.Endpoint != want[i].Endpoint || g.Series != want[i].Series || g.Delta != want[i].Delta || g.PerS != want[i].PerS ||
+			math.Abs(g.Mean-want[i].Mean) > 1e-9 {
+			t.Errorf("figure %d: %+v, want %+v", i, g, want[i])
 		}
 	}
 }
