@@ -48,7 +48,7 @@ func TestHostCommands(t *testing.T) {
 		{"render TLS not a pair", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt, "-tls-key", key}, 1, "", "not a usable pair"},
 		{"render TLS half", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt}, 2, "", "go together"},
 		{"render TLS without host.tls", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-tls-cert", crt, "-tls-key", crtKey}, 1, "", "has no [host.tls]"},
-		{"render", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-bin", bin, "-key", key}, 0, "rendered store1: 8 units", ""},
+		{"render", []string{"host", "render", "-profile", example, "-host", "store1", "-root", root, "-bin", bin, "-key", key}, 0, "rendered store1: 12 units", ""},
 		{"render dev profile", []string{"host", "render", "-host", "dev", "-root", root}, 1, "", "under /run"},
 		{"install dry run", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root, "-dry-run"}, 0, "run systemctl restart nsd.service", ""},
 		{"install elsewhere", []string{"host", "install", "-profile", example, "-host", "ns1", "-root", root}, 2, "", "-root must be /"},
@@ -96,7 +96,10 @@ func TestHostPlanJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &plan); err != nil {
 		t.Fatal(err)
 	}
-	if len(plan) != 9 || len(plan["store1"]) != 8 || plan["store1"][0].Sections[1].Name != "Service" {
+	// store1: nssd, pdeliveryd, pop3d and imapd, each with its metrics
+	// socket first, then their other sockets.
+	if len(plan) != 9 || len(plan["store1"]) != 12 || plan["store1"][0].Name != "correo-nssd-metrics.socket" ||
+		plan["store1"][1].Sections[1].Name != "Service" {
 		t.Fatalf("plan: %d hosts, store1 %+v", len(plan), plan["store1"])
 	}
 }
@@ -131,8 +134,10 @@ func TestHostInstallSteps(t *testing.T) {
 		{"systemctl", "daemon-reload"},
 		{"systemctl", "stop", "nsd.service"},
 		{"systemctl", "restart", "rsyslog.service"},
-		{"systemctl", "enable", "--now", "correo-nssd.service", "correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd-mailbox-move.socket", "correo-pdeliveryd.service",
-			"correo-pop3d-pop3-backend.socket", "correo-pop3d.service", "correo-imapd-imap-backend.socket", "correo-imapd.service"},
+		{"systemctl", "enable", "--now", "correo-nssd-metrics.socket", "correo-nssd.service",
+			"correo-pdeliveryd-lmtp.socket", "correo-pdeliveryd-mailbox-move.socket", "correo-pdeliveryd-metrics.socket", "correo-pdeliveryd.service",
+			"correo-pop3d-pop3-backend.socket", "correo-pop3d-metrics.socket", "correo-pop3d.service",
+			"correo-imapd-imap-backend.socket", "correo-imapd-metrics.socket", "correo-imapd.service"},
 	}
 	if !slices.EqualFunc(ran, want, slices.Equal) {
 		t.Fatalf("ran\n%v\nwant\n%v", ran, want)
