@@ -79,13 +79,16 @@ move-bench: deps build
 # Every benchmark above, each with the baselines it measures in the same
 # run, then one Markdown table of their headline figures (figure, correo,
 # baseline, ratio, target: internal/benchfig) from .bench/figures.jsonl.
-# Root; about 40 minutes on 2 cores. imap-bench runs with 2 000 idle
-# sessions (CORREO_BENCH_IDLE) instead of 10 000, and login-bench (an hour
-# on its own) is left to be run by itself.
+# Root; about 50 minutes on 2 cores. Two run smaller than on their own:
+# imap-bench with 2 000 idle sessions (CORREO_BENCH_IDLE), login-bench with
+# 1 000 users, storms of 500 and 500 Dovecot users (CORREO_BENCH_USERS,
+# CORREO_BENCH_STORM, CORREO_BENCH_DOVECOT_USERS); set them to override.
 bench: deps build
 	mkdir -p .bench && rm -f .bench/figures.jsonl
 	status=0; CORREO_BENCH_FIGURES=$(CURDIR)/.bench/figures.jsonl CORREO_BENCH_IDLE=$${CORREO_BENCH_IDLE:-2000} \
-		$(MAKE) -k passwd-bench nss-bench lmtp-bench smtp-bench pop3-bench imap-bench move-bench || status=$$?; \
+		CORREO_BENCH_USERS=$${CORREO_BENCH_USERS:-1000} CORREO_BENCH_STORM=$${CORREO_BENCH_STORM:-500} \
+		CORREO_BENCH_DOVECOT_USERS=$${CORREO_BENCH_DOVECOT_USERS:-500} \
+		$(MAKE) -k passwd-bench nss-bench lmtp-bench smtp-bench pop3-bench imap-bench login-bench move-bench || status=$$?; \
 	$(GO) run ./internal/benchfig/cmd/benchtable .bench/figures.jsonl; exit $$status
 
 # How costs grow: passwdd and getpwnam at 10 k, 100 k and 1 M users

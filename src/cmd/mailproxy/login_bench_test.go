@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"correo/internal/benchfig"
 	"correo/internal/clustertest"
 	"correo/src/cluster"
 	"correo/src/directory"
@@ -164,7 +165,9 @@ func BenchmarkLogins(b *testing.B) {
 	fmt.Fprintf(out, "latency: dial (storm: all connections open) to the answer to PASS, of successful logins\n\n")
 	fmt.Fprintf(out, "%-8s %-6s %7s %8s %7s %6s %6s %8s %8s %8s %8s %16s %16s\n",
 		"target", "phase", "clients", "attempts", "ok", "temp", "other", "conn-err", "ok/s", "p50 ms", "p99 ms", "auth_cached", "auth_verified")
+	okRate := map[string]float64{} // target/phase/clients → ok/s, for the one table
 	row := func(target, phase string, clients int, r phaseResult, before, after *pwadmin.Stats) {
+		okRate[fmt.Sprintf("%s/%s/%d", target, phase, clients)] = float64(r.count[loginOK]) / r.wall.Seconds()
 		cached, verified := "-", "-"
 		if after != nil {
 			cached = fmt.Sprintf("%d (+%d)", after.AuthCached, after.AuthCached-before.AuthCached)
@@ -289,6 +292,19 @@ service pop3 {
 	r = stormPhase(dv.Addr(), users[:storm])
 	row("dovecot", "storm", storm, r, nil, nil)
 	fmt.Fprintf(out, "         storm: %d refused at the greeting, %d [SYS/TEMP] at PASS\n", r.count[loginRefused], r.count[loginTemp])
+	for _, k := range []struct {
+		phase   string
+		clients int
+		what    string
+	}{{"cold", 8, "uncached"}, {"warm", 8, "cached"}, {"cold", 64, "uncached"}, {"warm", 64, "cached"}, {"storm", storm, "a storm of uncached logins"}} {
+		key := fmt.Sprintf("%s/%d", k.phase, k.clients)
+		if c, ok := okRate["correo/"+key]; ok {
+			if d, ok := okRate["dovecot/"+key]; ok {
+				benchfig.Record(benchfig.Figure{Bench: "login-bench", Figure: fmt.Sprintf("POP3 logins through mailproxy, bcrypt cost %d, %s, %d clients",
+					directory.DefaultBcryptCost, k.what, k.clients), Unit: "logins/s", Correo: c, Baseline: d, BaselineName: "Dovecot POP3, high-performance"})
+			}
+		}
+	}
 }
 
 func envInt(b *testing.B, name string, def int) int {
