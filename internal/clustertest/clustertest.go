@@ -165,10 +165,13 @@ func claimPort(port int) bool {
 	return !taken
 }
 
+// Six blocks of 2 000 ports: go test runs two test binaries at a time
+// here (-p is the number of CPUs), and one binary may build dozens of
+// clusters of 18 ports each (11 services and a run of 7 metrics ports).
 const (
 	portBlockBase = 20000
-	portBlockSize = 1000
-	portBlocks    = 12
+	portBlockSize = 2000
+	portBlocks    = 6
 )
 
 var (
@@ -256,8 +259,12 @@ func FreePorts(t testing.TB, n int, addrs ...string) int {
 	if len(addrs) == 0 {
 		addrs = []string{"127.0.0.1"}
 	}
-	for i := 0; i < 400; i++ {
-		base := portBlockBase + portBlock()*portBlockSize + rand.IntN(portBlockSize-n)
+	// Every start in the block, from a random one: a block fragmented by
+	// earlier clusters still has its runs found.
+	first := portBlockBase + portBlock()*portBlockSize
+	start := rand.IntN(portBlockSize - n)
+	for i := 0; i < portBlockSize-n; i++ {
+		base := first + (start+i)%(portBlockSize-n)
 		ok := true
 		var claimed []int
 		for p := base; p < base+n && ok; p++ {
