@@ -8,8 +8,13 @@
 //
 //	virtual_mailbox  user@domain → OK j/u/a/juan/Maildir/ (the hashed path under data_dir)
 //	relay_recipient  user@domain → OK user@domain
-//	virtual_alias    alias@domain → OK user@domain (a user's own name: NOTFOUND)
+//	virtual_alias    alias+ext@domain → OK user+ext@domain (a user's own name: NOTFOUND)
 //	transport        user@domain or alias@domain → OK lmtp:inet:[address]:port of the user's storage host
+//
+// Postfix asks a socketmap only for the whole address, never for the
+// address without its extension or for the bare domain (socketmap_table(5):
+// no partial keys), so every map takes "+extension" itself, as passwdd
+// does: juan+lists@ is juan's.
 //
 // A disabled user is NOTFOUND in the first three, so Postfix refuses the
 // recipient at RCPT (550), as correo's own MX does, rather than accepting
@@ -77,11 +82,6 @@ func (m *Maps) Lookup(ctx context.Context, name, key string) socketmap.Reply {
 		// catch-alls, and garbage can name no mailbox.
 		return socketmap.Reply{Status: socketmap.NotFound}
 	}
-	if name == MapAlias && a.detail != "" {
-		// Postfix asks again without the extension (recipient_delimiter)
-		// and carries it over to the result; answering here would drop it.
-		return socketmap.Reply{Status: socketmap.NotFound}
-	}
 	u, err := m.Dir.LookupAddr(ctx, a.local+"@"+a.domain)
 	if err != nil {
 		if errors.Is(err, pwclient.ErrNotFound) {
@@ -105,7 +105,14 @@ func (m *Maps) Lookup(ctx context.Context, name, key string) socketmap.Reply {
 		if u.Name == a.local {
 			return socketmap.Reply{Status: socketmap.NotFound}
 		}
-		return socketmap.Reply{Status: socketmap.OK, Value: u.Name + "@" + a.domain}
+		// Postfix never retries a socketmap without the extension (it
+		// makes no partial keys for socketmap tables), so the answer
+		// carries it: anita+x@ is juan+x@.
+		local := u.Name
+		if a.detail != "" {
+			local += "+" + a.detail
+		}
+		return socketmap.Reply{Status: socketmap.OK, Value: local + "@" + a.domain}
 	default: // MapTransport
 		ap, err := m.Profile.Listen(u.Storage, cluster.SvcLMTP)
 		if err != nil {
