@@ -291,4 +291,3 @@ func (s *imapConn) store(t *testing.T, subject, flag string) {
 		t.Fatalf("STORE %s on %q: %q", flag, subject, st)
 	}
 }
-
