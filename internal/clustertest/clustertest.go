@@ -129,6 +129,9 @@ func StartNotify(t testing.TB, name string, argv []string, env []string) *Proc {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	// A daemon that drops root (cluster.run_as) notifies after dropping.
+	os.Chmod(dir, 0o755)
+	os.Chmod(sock, 0o666)
 	p := Start(t, name, argv, append(env, "NOTIFY_SOCKET="+sock))
 	got := make(chan error, 1)
 	go func() {

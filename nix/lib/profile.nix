@@ -96,6 +96,7 @@ let
             { k = "negative_ttl"; t = t.str; }
             { k = "cache_entries"; t = t.int; }
             { k = "socket"; t = t.str; }
+            { k = "socketmap"; t = t.str; }
             {
               k = "groups";
               t = arrayOfTables [
@@ -310,6 +311,9 @@ let
       negativeTTL = nssTTL "negative_ttl" 30000;
       cacheEntries = let x = get nssRaw "cache_entries" 0; in if x == 0 then 100000 else x;
       nssSocket = let x = get nssRaw "socket" ""; in if x == "" then "/run/correo/nssd.sock" else x;
+      nssSocketmap = get nssRaw "socketmap" "";
+      # dirPart in Go: everything before the last '/', uncleaned.
+      dirPart = p: let m = match "(.*)/[^/]*" p; in if m == null then "" else head m;
       nssGroups =
         let g = map (x: { name = x.name or ""; gid = x.gid or 0; }) (get nssRaw "groups" [ ]);
         in if g == [ ] then [{ name = "correo"; gid = 5000; }] else g;
@@ -436,6 +440,12 @@ let
         (if cacheEntries < 0 then [ (err "cluster.nss.cache_entries" "${toString cacheEntries} must be positive (number of cached answers)") ] else [ ])
         (if stringLength nssSocket > 107
          then [ (err "cluster.nss.socket" "${quote nssSocket} is ${toString (stringLength nssSocket)} bytes: a Unix socket path holds at most 107") ]
+         else [ ])
+        (if nssSocketmap == "" then [ ]
+         else if stringLength nssSocketmap > 107
+         then [ (err "cluster.nss.socketmap" "${quote nssSocketmap} is ${toString (stringLength nssSocketmap)} bytes: a Unix socket path holds at most 107") ]
+         else if dirPart nssSocketmap != dirPart nssSocket || nssSocketmap == nssSocket
+         then [ (err "cluster.nss.socketmap" "${quote nssSocketmap}: put it beside cluster.nss.socket (${quote nssSocket}), in the same directory and under another name: that directory is the one nssd may write under systemd") ]
          else [ ])
         (concatLists (imap0
           (i: g:
@@ -713,6 +723,7 @@ let
           negative_ttl_ms = negativeTTL.ms or 0;
           cache_entries = cacheEntries;
           socket = nssSocket;
+          socketmap = nssSocketmap;
           groups = nssGroups;
         };
         queue = {

@@ -342,6 +342,15 @@ var groupNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 // maxSocketPath is the room in sockaddr_un.sun_path, without the NUL.
 const maxSocketPath = 107
 
+// dirPart is everything before a path's last '/' (nothing without one),
+// uncleaned, so that Nix (nix/lib/profile.nix) can say the same.
+func dirPart(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
 func (v *validator) validateNSS() {
 	n := &v.p.Cluster.NSS
 	if n.PositiveTTL == 0 {
@@ -355,6 +364,13 @@ func (v *validator) validateNSS() {
 		n.Socket = DefaultNSSSocket
 	} else if len(n.Socket) > maxSocketPath {
 		v.errAt("cluster.nss.socket", -1, "%q is %d bytes: a Unix socket path holds at most %d", n.Socket, len(n.Socket), maxSocketPath)
+	}
+	if n.Socketmap != "" {
+		if len(n.Socketmap) > maxSocketPath {
+			v.errAt("cluster.nss.socketmap", -1, "%q is %d bytes: a Unix socket path holds at most %d", n.Socketmap, len(n.Socketmap), maxSocketPath)
+		} else if dirPart(n.Socketmap) != dirPart(n.Socket) || n.Socketmap == n.Socket {
+			v.errAt("cluster.nss.socketmap", -1, "%q: put it beside cluster.nss.socket (%q), in the same directory and under another name: that directory is the one nssd may write under systemd", n.Socketmap, n.Socket)
+		}
 	}
 	if len(n.Groups) == 0 {
 		n.Groups = DefaultNSSGroups()

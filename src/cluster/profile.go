@@ -267,6 +267,12 @@ type NSS struct {
 	// (or, for programs that are not setuid, told so by that environment
 	// variable): change both together.
 	Socket string `toml:"socket"`
+	// Socketmap, when set, is where nssd also answers Postfix's socketmap
+	// tables (src/postfixmap: virtual_mailbox, virtual_alias,
+	// relay_recipient, transport) from passwdd, for a Postfix on the
+	// host. Empty: not served. It lives beside Socket, in the directory
+	// nssd owns under systemd.
+	Socketmap string `toml:"socketmap"`
 	// Groups are the cluster's mail groups, answered by getgrnam,
 	// getgrgid and getgrent. Users belong to them through the gid of
 	// their passwd entry; the groups list no members.

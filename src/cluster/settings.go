@@ -88,6 +88,7 @@ type NSSSettings struct {
 	NegativeTTLMS int64      `json:"negative_ttl_ms"`
 	CacheEntries  int        `json:"cache_entries"`
 	Socket        string     `json:"socket"`
+	Socketmap     string     `json:"socketmap"`
 	Groups        []NSSGroup `json:"groups"`
 }
 
@@ -163,7 +164,7 @@ func (p *Profile) Settings() Settings {
 			Ports: map[Service]int{},
 			NSS: NSSSettings{PositiveTTLMS: c.NSS.PositiveTTL.Std().Milliseconds(),
 				NegativeTTLMS: c.NSS.NegativeTTL.Std().Milliseconds(), CacheEntries: c.NSS.CacheEntries,
-				Socket: c.NSS.Socket, Groups: c.NSS.Groups},
+				Socket: c.NSS.Socket, Socketmap: c.NSS.Socketmap, Groups: c.NSS.Groups},
 			MailAuth: MailAuthSettings{SPFAll: c.MailAuth.SPFAll, DMARCPolicy: c.MailAuth.DMARCPolicy,
 				DMARCReports: c.MailAuth.DMARCReports, DKIMRecords: c.MailAuth.DKIMRecords,
 				DKIMKeyDir: c.MailAuth.DKIMKeyDir, DKIMPublishWaitMS: c.MailAuth.DKIMPublishWait.Std().Milliseconds(),

@@ -354,4 +354,7 @@ const (
 	SocketNSS = "nss_socket"
 	// SocketLMTPUnix is pdeliveryd's Unix socket for local MDAs.
 	SocketLMTPUnix = "lmtp_socket"
+	// SocketSocketmap is nssd's Postfix socketmap socket
+	// (cluster.nss.socketmap).
+	SocketSocketmap = "socketmap_socket"
 )

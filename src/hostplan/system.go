@@ -218,9 +218,11 @@ func (pl *Plan) mda() {
 // the multiarch library directory.
 func Programs() map[string]string {
 	out := map[string]string{
-		"correoctl":          "/usr/bin/correoctl",
-		"pdelivery":          "/usr/bin/pdelivery",
-		"libnss_correo.so.2": "/usr/lib/x86_64-linux-gnu/libnss_correo.so.2",
+		"correoctl": "/usr/bin/correoctl",
+		"pdelivery": "/usr/bin/pdelivery",
+		// Dovecot's checkpassword passdb over passwdd (README, "Dovecot").
+		"correo-checkpassword": "/usr/libexec/correo/correo-checkpassword",
+		"libnss_correo.so.2":   "/usr/lib/x86_64-linux-gnu/libnss_correo.so.2",
 	}
 	for _, d := range Data.Daemons {
 		out[d.Program] = Data.BinDir + "/" + d.Program

@@ -43,7 +43,7 @@ func TestHostCommands(t *testing.T) {
 	}{
 		{"render needs host", []string{"host", "render", "-profile", example, "-root", root}, 2, "", "-host and -root are required"},
 		{"render unknown host", []string{"host", "render", "-profile", example, "-host", "nope", "-root", root}, 1, "", `"nope"`},
-		{"render bin lacks programs", []string{"host", "render", "-profile", example, "-host", "pw1", "-root", root, "-bin", partial}, 1, "", "lacks correoctl, imapd, libnss_correo.so.2"},
+		{"render bin lacks programs", []string{"host", "render", "-profile", example, "-host", "pw1", "-root", root, "-bin", partial}, 1, "", "lacks correo-checkpassword, correoctl, imapd, libnss_correo.so.2"},
 		{"render with TLS", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt, "-tls-key", crtKey}, 0, "rendered mx1", ""},
 		{"render TLS not a pair", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt, "-tls-key", key}, 1, "", "not a usable pair"},
 		{"render TLS half", []string{"host", "render", "-profile", example, "-host", "mx1", "-root", root, "-tls-cert", crt}, 2, "", "go together"},

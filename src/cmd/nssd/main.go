@@ -5,7 +5,13 @@
 //
 //	nssd -profile hosts/example.toml -host mx1
 //
-// The logic is in src/nssd; this file only wires it.
+// With cluster.nss.socketmap set it also answers Postfix's socketmap
+// tables from passwdd (src/postfixmap), beside the NSS socket: nssd is on
+// every host already, holds the passwd client and the cluster key, and a
+// Postfix MX needs nothing else from correo.
+//
+// The logic is in src/nssd, src/socketmap and src/postfixmap; this file
+// only wires them.
 package main
 
 import (
@@ -15,6 +21,8 @@ import (
 
 	"correo/src/daemon"
 	"correo/src/nssd"
+	"correo/src/postfixmap"
+	"correo/src/socketmap"
 )
 
 func main() { daemon.Main("nssd", run) }
@@ -44,7 +52,18 @@ func run(args []string, _ io.Writer) error {
 	srv.RegisterMetrics(reg)
 	env.Go("nss "+p.Cluster.NSS.Socket, func() error { return srv.Serve(ln) })
 	env.Log.Info("serving NSS", "socket", p.Cluster.NSS.Socket)
+	servers := []daemon.Server{daemon.Immediate(srv)}
+	if path := p.Cluster.NSS.Socketmap; path != "" {
+		sm := &socketmap.Server{Handler: &postfixmap.Maps{Dir: client, Profile: p, Log: env.Log.Slog()}, Log: env.Log.Slog()}
+		ln, err := env.Socket(daemon.SocketSocketmap, func() (net.Listener, error) { return nssd.Listen(path) })
+		if err != nil {
+			return fmt.Errorf("postfix socketmap (cluster.nss.socketmap): %w", err)
+		}
+		env.Go("socketmap "+path, func() error { return sm.Serve(ln) })
+		env.Log.Info("serving Postfix socketmap", "socket", path)
+		servers = append(servers, daemon.Immediate(sm))
+	}
 	// One answer is one cache lookup or one passwd query: nothing worth
 	// waiting for at shutdown.
-	return env.Run(daemon.Immediate(srv))
+	return env.Run(servers...)
 }
