@@ -36,6 +36,10 @@ type Figure struct {
 	RatioMax float64 `json:"ratio_max,omitempty"`
 	Max      float64 `json:"max,omitempty"`
 	Min      float64 `json:"min,omitempty"`
+	// Capacity, when set, says this figure is one host's capacity for a
+	// kind of work `mailbench plan` sizes ("smtp", "lmtp", "pop3",
+	// "passwd-lookup"): plan --figures reads it from the figures file.
+	Capacity string `json:"capacity,omitempty"`
 }
 
 // Ratio is correo/baseline, or 0 without a baseline.

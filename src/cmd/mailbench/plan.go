@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,6 +10,8 @@ import (
 	"math"
 	"os"
 	"strings"
+
+	"correo/internal/benchfig"
 )
 
 // capacity is one per-host figure plan divides by, with where it came
@@ -102,31 +105,45 @@ func computePlan(in planInput) []planRow {
 	return rows
 }
 
-// readFigures takes the best rate per kind from mailbench --json files.
+// readFigures takes the best rate per kind from mailbench --json files
+// and from the figures files of make bench (.bench/figures.jsonl: rows
+// that name the capacity they measure).
 func readFigures(paths []string, caps map[string]capacity) error {
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return err
 		}
+		take := func(kind string, rate float64, src string) {
+			if _, known := builtinCapacity[kind]; !known || rate <= 0 {
+				return
+			}
+			if old, ok := caps[kind]; !ok || strings.HasPrefix(old.Source, "built-in") || rate > old.Value {
+				caps[kind] = capacity{rate, src}
+			}
+		}
 		var s Summary
 		if err := json.Unmarshal(b, &s); err != nil {
-			return fmt.Errorf("%s: not a mailbench --json summary: %v", p, err)
+			figs, ferr := benchfig.Read(bytes.NewReader(b))
+			if ferr != nil || len(figs) == 0 {
+				return fmt.Errorf("%s: neither a mailbench --json summary (%v) nor a make bench figures file (%v)", p, err, ferr)
+			}
+			for _, f := range figs {
+				if f.Capacity != "" {
+					take(f.Capacity, f.Correo, fmt.Sprintf("measured: %s, %s: %q", p, f.Bench, f.Figure))
+				}
+			}
+			continue
 		}
 		if len(s.Kinds) == 0 {
 			return fmt.Errorf("%s: a summary without kinds of operations (was it written by mailbench --json?)", p)
 		}
 		for k, ks := range s.Kinds {
-			if _, known := builtinCapacity[k]; !known || ks.Rate <= 0 {
-				continue
-			}
 			src := fmt.Sprintf("measured: %s (%s, %d ok, %d failed)", p, s.Mode, ks.OK, ks.Failed)
 			if s.Mode == "open-loop" {
 				src += "; an open loop's rate is what it offered, a floor of capacity"
 			}
-			if old, ok := caps[k]; !ok || strings.HasPrefix(old.Source, "built-in") || ks.Rate > old.Value {
-				caps[k] = capacity{ks.Rate, src}
-			}
+			take(k, ks.Rate, src)
 		}
 	}
 	return nil
@@ -148,7 +165,7 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&in.MailboxMB, "mailbox-mb", 200, "average mailbox size, MB")
 	fs.Float64Var(&in.DiskGB, "disk-gb", 2000, "usable mail disk per storage host, GB")
 	fs.Float64Var(&in.Headroom, "headroom", 0.6, "plan each host at this fraction of its measured capacity (peaks, a host down, slower disks)")
-	fs.Var(listFlag{&figures}, "figures", "mailbench --json output files to take per-host capacities from (repeatable)")
+	fs.Var(listFlag{&figures}, "figures", "mailbench --json output files, or make bench's .bench/figures.jsonl, to take per-host capacities from (repeatable)")
 	jsonOut := fs.Bool("json", false, "print the plan as JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

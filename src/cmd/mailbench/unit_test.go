@@ -372,6 +372,20 @@ func TestPlanCommand(t *testing.T) {
 			t.Errorf("plan output lacks %q:\n%s", want, s)
 		}
 	}
+	// make bench's figures: the rows naming a capacity are taken, the
+	// others (and unknown kinds) ignored.
+	bench := dir + "/figures.jsonl"
+	os.WriteFile(bench, []byte(`{"bench":"smtp-bench","figure":"SMTP in","unit":"msgs/s","correo":1500,"baseline":700,"capacity":"smtp"}
+{"bench":"nss-bench","figure":"getpwnam","unit":"µs","correo":13}
+{"bench":"x","figure":"y","correo":5,"capacity":"teleport"}
+`), 0o644)
+	out.Reset()
+	if err := runPlan([]string{"--users", "1000", "--peak-msgs-per-s", "3000", "--headroom", "0.5", "--figures", bench}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "mx              4") || !strings.Contains(s, `smtp-bench: \"SMTP in\"`) && !strings.Contains(s, `smtp-bench: "SMTP in"`) {
+		t.Errorf("plan from make bench's figures:\n%s", s)
+	}
 	os.WriteFile(fig, []byte(`not json`), 0o644)
 	if err := runPlan([]string{"--users", "1", "--peak-msgs-per-s", "1", "--figures", fig}, io.Discard, io.Discard); err == nil {
 		t.Error("a figures file that is not JSON accepted")

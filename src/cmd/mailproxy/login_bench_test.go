@@ -300,8 +300,12 @@ service pop3 {
 		key := fmt.Sprintf("%s/%d", k.phase, k.clients)
 		if c, ok := okRate["correo/"+key]; ok {
 			if d, ok := okRate["dovecot/"+key]; ok {
-				benchfig.Record(benchfig.Figure{Bench: "login-bench", Figure: fmt.Sprintf("POP3 logins through mailproxy, bcrypt cost %d, %s, %d clients",
-					directory.DefaultBcryptCost, k.what, k.clients), Unit: "logins/s", Correo: c, Baseline: d, BaselineName: "Dovecot POP3, high-performance"})
+				f := benchfig.Figure{Bench: "login-bench", Figure: fmt.Sprintf("POP3 logins through mailproxy, bcrypt cost %d, %s, %d clients",
+					directory.DefaultBcryptCost, k.what, k.clients), Unit: "logins/s", Correo: c, Baseline: d, BaselineName: "Dovecot POP3, high-performance"}
+				if k.phase == "warm" && k.clients == 64 {
+					f.Capacity = "pop3" // returning users, their logins cached
+				}
+				benchfig.Record(f)
 			}
 		}
 	}

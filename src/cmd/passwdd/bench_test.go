@@ -136,7 +136,8 @@ func benchOnce(b *testing.B) {
 	b.ReportMetric(eres.Rate(), "echo/s")
 	b.ReportMetric(res.Rate()/eres.Rate(), "lookups/echo")
 	benchfig.Record(benchfig.Figure{Bench: "passwd-bench", Figure: fmt.Sprintf("passwdd lookups/s at 1 M users, %d clients", conc),
-		Unit: "lookups/s", Correo: res.Rate(), Baseline: eres.Rate(), BaselineName: "UDP echo server, same client work"})
+		Unit: "lookups/s", Correo: res.Rate(), Baseline: eres.Rate(), BaselineName: "UDP echo server, same client work",
+		Capacity: "passwd-lookup"})
 
 	// Worst latency of queries running while a full reload replaces the
 	// 1 M-user directory: the operator imports a CSV with correoctl, in its

@@ -139,7 +139,8 @@ func benchSMTP(b *testing.B, disk, dir string) {
 		}
 		fmt.Printf("; correo/postfix per round %s, median %.2f", fmtRatios(ratios), median(ratios))
 		benchfig.Record(benchfig.Figure{Bench: "smtp-bench", Figure: "SMTP in → Maildir, 4 KB, 20 sessions, " + disk + " disk (median of rounds)",
-			Unit: "msgs/s", Correo: median(rates["correo"]), Baseline: median(rates["postfix"]), BaselineName: "Postfix", RatioMin: 2})
+			Unit: "msgs/s", Correo: median(rates["correo"]), Baseline: median(rates["postfix"]), BaselineName: "Postfix", RatioMin: 2,
+			Capacity: "smtp"})
 	}
 	if len(rates["correo"]) == rounds && len(rates["sink"]) == rounds {
 		benchfig.Record(benchfig.Figure{Bench: "smtp-bench", Figure: "SMTP in → Maildir against the network path alone, " + disk + " disk",
