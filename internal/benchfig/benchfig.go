@@ -134,14 +134,14 @@ func Read(r io.Reader) ([]Figure, error) {
 }
 
 // Table writes figs as one Markdown table: figure, correo, baseline,
-// ratio, target. A figure recorded twice (a benchmark run again) keeps
-// its last value.
+// ratio, target. A figure recorded twice against the same baseline (a
+// benchmark run again) keeps its last value.
 func Table(w io.Writer, figs []Figure) error {
-	type key struct{ bench, figure string }
+	type key struct{ bench, figure, baseline string }
 	last := map[key]int{}
 	var order []key
 	for i, f := range figs {
-		k := key{f.Bench, f.Figure}
+		k := key{f.Bench, f.Figure, f.BaselineName}
 		if _, ok := last[k]; !ok {
 			order = append(order, k)
 		}
@@ -156,6 +156,9 @@ func Table(w io.Writer, figs []Figure) error {
 		if f.Baseline != 0 {
 			base = num(f.Baseline) + " " + f.Unit + " (" + f.BaselineName + ")"
 			ratio = strconv.FormatFloat(f.Ratio(), 'f', 2, 64)
+			if f.Ratio() < 0.01 {
+				ratio = strconv.FormatFloat(f.Ratio(), 'g', 2, 64)
+			}
 		}
 		target := f.Target()
 		if met, ok := f.Met(); ok {

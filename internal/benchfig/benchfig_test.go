@@ -39,6 +39,7 @@ func TestRecordReadTable(t *testing.T) {
 		{Bench: "nss-bench", Figure: "getpwnam median, cached", Unit: "µs", Correo: 53, Baseline: 77000, BaselineName: "glibc files", Max: 40},
 		{Bench: "lmtp-bench", Figure: "deliveries/s | 1 client", Unit: "msgs/s", Correo: 458, Baseline: 642, BaselineName: "bare", RatioMin: 0.7},
 		{Bench: "nss-bench", Figure: "getpwnam median, cached", Unit: "µs", Correo: 13.2, Baseline: 77000, BaselineName: "glibc files", Max: 40},
+		{Bench: "lmtp-bench", Figure: "deliveries/s | 1 client", Unit: "msgs/s", Correo: 458, Baseline: 200, BaselineName: "Dovecot"},
 	} {
 		if err := Record(f); err != nil {
 			t.Fatal(err)
@@ -46,16 +47,16 @@ func TestRecordReadTable(t *testing.T) {
 	}
 	data, _ := os.ReadFile(p)
 	figs, err := Read(bytes.NewReader(data))
-	if err != nil || len(figs) != 3 {
+	if err != nil || len(figs) != 4 {
 		t.Fatalf("Read: %d figures, %v", len(figs), err)
 	}
 	var out bytes.Buffer
 	Table(&out, figs)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("table:\n%s", out.String())
+	if len(lines) != 5 {
+		t.Fatalf("table (one figure against two baselines makes two rows):\n%s", out.String())
 	}
-	if !strings.Contains(lines[2], "13.2 µs") || !strings.Contains(lines[2], "≤ 40.0 µs ✓") {
+	if !strings.Contains(lines[2], "13.2 µs") || !strings.Contains(lines[2], "≤ 40.0 µs ✓") || !strings.Contains(lines[2], "| 0.00017 |") {
 		t.Errorf("the last value of a figure recorded twice, met: %q", lines[2])
 	}
 	if !strings.Contains(lines[3], `deliveries/s \| 1 client`) || !strings.Contains(lines[3], "0.71") || !strings.Contains(lines[3], "✓") {
