@@ -286,3 +286,31 @@ func LoginResult(logged string) string {
 	}
 	return "error"
 }
+
+// Logins counts a mail server's logins (pop3d, imapd) by result
+// (LoginResults) and by how the password was trusted. Its methods do
+// nothing on a nil *Logins: a server built without metrics counts
+// nothing.
+type Logins struct {
+	c *Counter
+}
+
+// NewLogins declares correo_<protocol>_logins_total for daemon in r.
+func NewLogins(r *Registry, protocol, daemon string) *Logins {
+	return &Logins{c: r.Counter("correo_"+protocol+"_logins_total",
+		"Logins to "+daemon+", by result (ok, failed, locked_out, tempfail: passwdd unavailable, in_use, moving: the mailbox is being moved, wrong_host: stored elsewhere, error) and by how the password was trusted (ticket: the proxy's login ticket; password: checked with passwdd).",
+		L("result", LoginResults...), L("auth", "ticket", "password"))}
+}
+
+// Login counts one login; logged is the result the session logged
+// (LoginResult), ticket whether the proxy's ticket spared the check.
+func (l *Logins) Login(logged string, ticket bool) {
+	if l == nil {
+		return
+	}
+	auth := "password"
+	if ticket {
+		auth = "ticket"
+	}
+	l.c.Inc(LoginResult(logged), auth)
+}
