@@ -79,7 +79,7 @@ move-bench: deps build
 # Every benchmark above, each with the baselines it measures in the same
 # run, then one Markdown table of their headline figures (figure, correo,
 # baseline, ratio, target: internal/benchfig) from .bench/figures.jsonl.
-# Root; about 50 minutes on 2 cores. Two run smaller than on their own:
+# Root; about 20 minutes on 2 cores. Two run smaller than on their own:
 # imap-bench with 2 000 idle sessions (CORREO_BENCH_IDLE), login-bench with
 # 1 000 users, storms of 500 and 500 Dovecot users (CORREO_BENCH_USERS,
 # CORREO_BENCH_STORM, CORREO_BENCH_DOVECOT_USERS); set them to override.
