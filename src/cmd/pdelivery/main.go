@@ -6,6 +6,9 @@
 //	pdelivery [-profile f] [-f sender] [-a original-address] -d user
 //	pdelivery [-profile f] [-f sender] user
 //
+// -f MAILER-DAEMON (no domain: how Sendmail passes the null sender of
+// a bounce) is the null sender, like -f "<>".
+//
 // user is a bare name (juan, delivered to juan@<first cluster domain>) or
 // an address at a cluster domain. A leading mbox "From " line on the
 // input is dropped.
@@ -114,6 +117,12 @@ func parseArgs(args []string) (options, error) {
 		return o, errors.New("no recipient: use -d user")
 	}
 	o.from = strings.TrimSuffix(strings.TrimPrefix(o.from, "<"), ">")
+	// Sendmail hands its local mailer the null sender of a bounce as $g =
+	// MAILER-DAEMON, without a domain; refusing it would lose every DSN
+	// for a local user.
+	if strings.EqualFold(o.from, "MAILER-DAEMON") {
+		o.from = ""
+	}
 	return o, nil
 }
 

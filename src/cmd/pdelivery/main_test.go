@@ -220,3 +220,16 @@ func TestPostfixMailboxCommand(t *testing.T) {
 		t.Errorf("postfix log:\n%s", pf.Log())
 	}
 }
+
+// Sendmail passes the null sender of a bounce as $g = MAILER-DAEMON.
+func TestParseArgsNullSender(t *testing.T) {
+	for _, from := range []string{"MAILER-DAEMON", "mailer-daemon", "<>", ""} {
+		o, err := parseArgs([]string{"-f", from, "-d", "ana"})
+		if err != nil || o.from != "" {
+			t.Errorf("-f %q: sender %q, %v; want the null sender", from, o.from, err)
+		}
+	}
+	if o, _ := parseArgs([]string{"-f", "MAILER-DAEMON@example.org", "-d", "ana"}); o.from != "MAILER-DAEMON@example.org" {
+		t.Errorf("a full address was changed to %q", o.from)
+	}
+}
