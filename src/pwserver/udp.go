@@ -158,10 +158,12 @@ func (s *Server) readLoop(conn *net.UDPConn) error {
 			}
 			resp = s.answer(&req)
 		}
-		s.send(conn, from, &resp, &out, now)
+		// Counted before the answer leaves: a client that scrapes the
+		// metrics right after its answer sees its own request.
 		d := time.Since(now)
 		s.stats.served(d)
 		s.stats.metrics.lookup(req.Op, resp.Status, d)
+		s.send(conn, from, &resp, &out, now)
 	}
 }
 
@@ -396,8 +398,8 @@ func (s *Server) enqueueAuth(conn *net.UDPConn, from netip.AddrPort, req pwproto
 	if resp, done, _ := s.authenticate(&req, false); done {
 		s.udp.dedup.finish(rec, resp)
 		out := make([]byte, 0, pwproto.MaxDatagram)
-		s.send(conn, from, &resp, &out, s.cfg.now())
 		s.stats.metrics.auth(resp.Status, s.cfg.now().Sub(now))
+		s.send(conn, from, &resp, &out, s.cfg.now())
 		return
 	}
 	// A login whose answer could not come before the client stops
@@ -440,8 +442,8 @@ func (s *Server) refuseAuth(conn *net.UDPConn, from netip.AddrPort, req *pwproto
 	resp := req.Reply(pwproto.StatusTempFail)
 	s.udp.dedup.finish(rec, resp)
 	out := make([]byte, 0, 256)
-	s.send(conn, from, &resp, &out, s.cfg.now())
 	s.stats.metrics.auth(resp.Status, s.cfg.now().Sub(now))
+	s.send(conn, from, &resp, &out, s.cfg.now())
 }
 
 func (s *Server) authWorker() {
@@ -462,8 +464,8 @@ func (s *Server) authWorker() {
 			}
 		}
 		s.udp.dedup.finish(job.rec, resp)
-		s.send(job.conn, job.from, &resp, &out, s.cfg.now())
 		s.stats.metrics.auth(resp.Status, s.cfg.now().Sub(job.queued))
+		s.send(job.conn, job.from, &resp, &out, s.cfg.now())
 	}
 }
 
