@@ -167,6 +167,11 @@ func (e *env) kindWorker(kind string, i int, r *rand.Rand) (opFunc, func()) {
 	o := e.o
 	pick := func() benchUser { return e.users[r.IntN(len(e.users))] }
 	target := func() string { t := e.targets[kind]; return t[i%len(t)] }
+	// STARTTLS (POP3 STLS, IMAP STARTTLS) only when asked for.
+	var stls *tls.Config
+	if o.starttls {
+		stls = e.tls
+	}
 	switch kind {
 	case "smtp", "submission":
 		var c *smtpConn
@@ -256,10 +261,6 @@ func (e *env) kindWorker(kind string, i int, r *rand.Rand) (opFunc, func()) {
 	case "pop3":
 		return func(ctx context.Context) error {
 			u := pick()
-			var stls *tls.Config
-			if o.starttls {
-				stls = e.tls
-			}
 			c, err := dialPOP3(ctx, target(), o.timeout, stls)
 			if err != nil {
 				return err
@@ -271,10 +272,6 @@ func (e *env) kindWorker(kind string, i int, r *rand.Rand) (opFunc, func()) {
 	case "imap":
 		return func(ctx context.Context) error {
 			u := pick()
-			var stls *tls.Config
-			if o.starttls {
-				stls = e.tls
-			}
 			c, err := dialIMAP(ctx, target(), o.timeout, stls)
 			if err != nil {
 				return err
