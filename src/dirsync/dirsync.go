@@ -154,11 +154,10 @@ func (c *Change) releaseLocked() {
 // fsync opens, fsyncs and closes the directory with plain system calls:
 // os.Open would add four fcntl calls and a refused poller registration,
 // five of a delivery's fifteen system calls.
-func fsync(path string) error {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	for err == syscall.EINTR {
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	}
+func fsync(path string) error { return fsyncDir(path) }
+
+func fsyncDir(path string) error {
+	fd, err := openDir(path)
 	if err != nil {
 		return fmt.Errorf("opening directory %s to fsync it: %w", path, err)
 	}
@@ -171,4 +170,13 @@ func fsync(path string) error {
 		return fmt.Errorf("closing directory %s after fsync: %w", path, cerr)
 	}
 	return nil
+}
+
+func openDir(path string) (int, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			return fd, err
+		}
+	}
 }

@@ -68,7 +68,7 @@ func (m *Maildir) Deliver(r io.Reader) (Delivered, error) {
 	if err != nil {
 		return Delivered{}, err
 	}
-	size, wire, err := writeAndSync(f, r)
+	size, wire, dev, err := writeAndSync(f, r)
 	if err == nil && testHookAfterWrite != nil {
 		err = testHookAfterWrite(tmpPath)
 	}
@@ -77,16 +77,24 @@ func (m *Maildir) Deliver(r io.Reader) (Delivered, error) {
 		return Delivered{}, fmt.Errorf("delivering to %s: %w", m.Path, err)
 	}
 	name := finalName(base, size, wire)
-	d, err := m.publish(tmpPath, name, size, wire, dirsync.Rename)
+	p, err := m.publish(tmpPath, name, size, wire, dev, dirsync.Rename)
 	if err != nil {
 		os.Remove(tmpPath)
 		return Delivered{}, err
 	}
-	return d, nil
+	return p.wait()
 }
 
-// publish moves or links src into new/name and makes the new entry durable.
-func (m *Maildir) publish(src, name string, size, wire int64, place func(oldpath, newpath string) error) (Delivered, error) {
+// published is a message placed in new/ whose entry is not yet known to
+// be durable.
+type published struct {
+	d      Delivered
+	change *dirsync.FSChange
+}
+
+// publish moves or links src into new/name and marks new/ for a sync;
+// wait on the result before acknowledging.
+func (m *Maildir) publish(src, name string, size, wire int64, dev uint64, place func(oldpath, newpath string) error) (published, error) {
 	newDir := filepath.Join(m.Path, "new")
 	dst := filepath.Join(newDir, name)
 	err := place(src, dst)
@@ -98,23 +106,22 @@ func (m *Maildir) publish(src, name string, size, wire int64, place func(oldpath
 		}
 	}
 	if err != nil {
-		return Delivered{}, fmt.Errorf("delivering to %s: moving the message into new/: %w", m.Path, err)
+		return published{}, fmt.Errorf("delivering to %s: moving the message into new/: %w", m.Path, err)
 	}
-	// The rename is only durable once the directory holding the new entry is
-	// fsynced; without this a crash could lose an acknowledged message.
-	// Deliveries to one mailbox at the same moment share the fsync.
-	if err := dirsync.Sync(newDir); err != nil {
-		os.Remove(dst) // keep the promise: nothing unacknowledged in new/
-		return Delivered{}, fmt.Errorf("delivering to %s: %w", m.Path, err)
+	d := Delivered{Maildir: m.Path, Name: name, Key: name, Path: dst, Size: size, WireSize: wire}
+	return published{d: d, change: dirsync.MarkOn(newDir, dev)}, nil
+}
+
+// wait returns once the entry in new/ is durable. The rename is only
+// durable once the directory holding it is synced; without this a crash
+// could lose an acknowledged message. Deliveries on one file system at
+// the same moment share the sync (dirsync.FSGroup), across mailboxes.
+func (p published) wait() (Delivered, error) {
+	if err := p.change.Wait(); err != nil {
+		os.Remove(p.d.Path) // keep the promise: nothing unacknowledged in new/
+		return Delivered{}, fmt.Errorf("delivering to %s: %w", p.d.Maildir, err)
 	}
-	return Delivered{
-		Maildir:  m.Path,
-		Name:     name,
-		Key:      name,
-		Path:     dst,
-		Size:     size,
-		WireSize: wire,
-	}, nil
+	return p.d, nil
 }
 
 // createTmp opens a fresh file in tmp/, creating the Maildir on first use.
@@ -199,25 +206,31 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // writeAndSync copies r into f, fsyncs and closes it, and returns the size on
 // disk and the size with bare LFs counted as CRLF. It always closes f.
-func writeAndSync(f *rawFile, r io.Reader) (size, wire int64, err error) {
+func writeAndSync(f *rawFile, r io.Reader) (size, wire int64, dev uint64, err error) {
 	cw := &countingWriter{w: f}
 	buf := copyBufs.Get().(*[]byte)
 	_, err = io.CopyBuffer(cw, onlyReader{r}, *buf)
 	copyBufs.Put(buf)
 	if err != nil {
 		f.Close()
-		return 0, 0, fmt.Errorf("writing %s: %w", f.Name(), err)
+		return 0, 0, 0, fmt.Errorf("writing %s: %w", f.Name(), err)
+	}
+	// The file system, for sharing syncs with the deliveries writing
+	// there at the same moment (dirsync.FSGroup).
+	if dev, err = f.Dev(); err != nil {
+		f.Close()
+		return 0, 0, 0, err
 	}
 	// The file's data must be on disk before its name appears in new/,
 	// or a crash could leave a readable but empty or truncated message.
-	if err = f.Sync(); err != nil {
+	if err = dirsync.MarkFile(f.fd, dev).Wait(); err != nil {
 		f.Close()
-		return 0, 0, fmt.Errorf("fsync of %s: %w", f.Name(), err)
+		return 0, 0, 0, fmt.Errorf("syncing %s: %w", f.Name(), err)
 	}
 	if err = f.Close(); err != nil {
-		return 0, 0, fmt.Errorf("closing %s: %w", f.Name(), err)
+		return 0, 0, 0, fmt.Errorf("closing %s: %w", f.Name(), err)
 	}
-	return cw.n, cw.n + cw.bareLF, nil
+	return cw.n, cw.n + cw.bareLF, dev, nil
 }
 
 // onlyReader hides any WriterTo of the source so every byte passes through
@@ -396,7 +409,7 @@ func DeliverMany(boxes []*Maildir, r io.Reader) ([]Delivered, error) {
 			os.Remove(tmpPath)
 		}
 	}()
-	size, wire, err := writeAndSync(f, r)
+	size, wire, dev, err := writeAndSync(f, r)
 	if err == nil && testHookAfterWrite != nil {
 		err = testHookAfterWrite(tmpPath)
 	}
@@ -409,14 +422,16 @@ func DeliverMany(boxes []*Maildir, r io.Reader) ([]Delivered, error) {
 	}
 	name := finalName(base, size, wire)
 	seen := make(map[string]int, len(boxes))
+	// Every box's new/ is marked before any is waited for, so one sync
+	// covers them all.
+	placed := make([]published, len(boxes))
 	for i := spool; i < len(boxes); i++ {
 		b := boxes[i]
 		// The same mailbox twice (two addresses of one user) gets the
 		// message once; linking again would fail with EEXIST.
 		key := filepath.Clean(b.Path)
-		if j, ok := seen[key]; ok {
-			out[i], errs[i] = out[j], errs[j]
-			continue
+		if _, ok := seen[key]; ok {
+			continue // answered with its first occurrence, below
 		}
 		seen[key] = i
 		// The last box takes the spooled file itself: a rename, where a
@@ -429,11 +444,22 @@ func DeliverMany(boxes []*Maildir, r io.Reader) ([]Delivered, error) {
 				return err
 			}
 		}
-		d, err := b.publish(tmpPath, name, size, wire, place)
+		p, err := b.publish(tmpPath, name, size, wire, dev, place)
 		if err != nil && linkImpossible(err) {
-			d, err = b.copyFrom(tmpPath)
+			out[i], errs[i] = b.copyFrom(tmpPath)
+			continue
 		}
-		out[i], errs[i] = d, err
+		placed[i], errs[i] = p, err
+	}
+	for i := spool; i < len(boxes); i++ {
+		if j := seen[filepath.Clean(boxes[i].Path)]; j == i && placed[i].change != nil {
+			out[i], errs[i] = placed[i].wait()
+		}
+	}
+	for i := spool; i < len(boxes); i++ {
+		if j := seen[filepath.Clean(boxes[i].Path)]; j != i {
+			out[i], errs[i] = out[j], errs[j]
+		}
 	}
 	for _, e := range errs {
 		if e != nil {

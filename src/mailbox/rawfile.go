@@ -59,6 +59,15 @@ func (f *rawFile) Sync() error {
 	return nil
 }
 
+// Dev is the file system holding the file (st_dev).
+func (f *rawFile) Dev() (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(f.fd, &st); err != nil {
+		return 0, &fs.PathError{Op: "fstat", Path: f.name, Err: err}
+	}
+	return uint64(st.Dev), nil
+}
+
 // Close closes the descriptor once; Linux frees it even when close
 // reports an error, so it is never retried.
 func (f *rawFile) Close() error {

@@ -122,6 +122,11 @@ func benchLMTP(b *testing.B, disk, dir string) {
 	rounds, secs := envInt("CORREO_BENCH_ROUNDS", 3), envInt("CORREO_BENCH_SECONDS", 2)
 	for _, rcpts := range []int{1, 5} {
 		for _, conc := range []int{1, 8, 32} {
+			// CORREO_BENCH_CLIENTS=32 (a comma list) measures only those
+			// client counts, for profiling one of them.
+			if v := os.Getenv("CORREO_BENCH_CLIENTS"); v != "" && !strings.Contains(","+v+",", fmt.Sprintf(",%d,", conc)) {
+				continue
+			}
 			b.Run(fmt.Sprintf("rcpts=%d/clients=%d", rcpts, conc), func(b *testing.B) {
 				var ts []benchTarget
 				ops := map[string]func(int) error{}
@@ -136,20 +141,21 @@ func benchLMTP(b *testing.B, disk, dir string) {
 						ops[t.name] = op
 					}
 				}
-				rates := map[string][]float64{}
+				rates, cpus := map[string][]float64{}, map[string][]float64{}
 				for r := 0; r < rounds; r++ {
 					for _, t := range ts {
-						mps, err := measure(conc, time.Duration(secs)*time.Second, ops[t.name])
+						mps, cpu, err := measure(conc, time.Duration(secs)*time.Second, ops[t.name])
 						if err != nil {
 							b.Fatalf("%s, %d clients: %v", t.name, conc, err)
 						}
 						rates[t.name] = append(rates[t.name], mps)
+						cpus[t.name] = append(cpus[t.name], cpu/float64(rcpts))
 					}
 				}
 				for _, t := range ts {
 					mps := median(rates[t.name])
 					b.ReportMetric(mps*float64(rcpts), t.name+"-deliveries/s")
-					record(disk, t.name, rcpts, conc, mps)
+					record(disk, t.name, rcpts, conc, mps, median(cpus[t.name]))
 				}
 			})
 		}
@@ -183,6 +189,10 @@ type figure struct {
 	disk, target  string
 	rcpts, conc   int
 	msgs, deliver float64
+	// cpu is the machine's busy CPU time per delivery (µs), every
+	// process and the kernel together: on 2 cores the load generator,
+	// passwdd and the disk's kernel work share the CPU with the server.
+	cpu float64
 }
 
 var (
@@ -190,15 +200,17 @@ var (
 	figures = map[string]figure{}
 )
 
-func record(disk, target string, rcpts, conc int, mps float64) {
+func record(disk, target string, rcpts, conc int, mps, cpu float64) {
 	figMu.Lock()
-	figures[fmt.Sprintf("%s/%s/%d/%d", disk, target, rcpts, conc)] = figure{disk, target, rcpts, conc, mps, mps * float64(rcpts)}
+	figures[fmt.Sprintf("%s/%s/%d/%d", disk, target, rcpts, conc)] = figure{disk, target, rcpts, conc, mps, mps * float64(rcpts), cpu}
 	figMu.Unlock()
 }
 
 // measure runs op on conc workers for d and returns operations per
-// second; the first error stops it.
-func measure(conc int, d time.Duration, op func(w int) error) (float64, error) {
+// second and the machine's busy CPU time per operation (µs); the first
+// error stops it.
+func measure(conc int, d time.Duration, op func(w int) error) (float64, float64, error) {
+	busy0, _ := busyCPU()
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	var (
@@ -229,10 +241,45 @@ func measure(conc int, d time.Duration, op func(w int) error) (float64, error) {
 	stop.Store(true)
 	wg.Wait()
 	el := time.Since(start)
+	busy1, cpuErr := busyCPU()
 	if first != nil {
-		return 0, first
+		return 0, 0, first
 	}
-	return float64(n.Load()) / el.Seconds(), nil
+	ops := float64(n.Load())
+	cpu := 0.0
+	if cpuErr == nil && ops > 0 {
+		cpu = (busy1 - busy0).Seconds() * 1e6 / ops
+	}
+	return ops / el.Seconds(), cpu, nil
+}
+
+// busyCPU is the CPU time all cores spent on anything but idling and
+// waiting for I/O since boot, from /proc/stat.
+func busyCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var ticks int64
+	// user nice system idle iowait irq softirq steal: all but idle and
+	// iowait.
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: field %d: %v", i+1, err)
+		}
+		ticks += n
+	}
+	// USER_HZ is 100 on every Linux ABI Go supports.
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // lmtpTarget delivers over conc kept-alive connections with the
@@ -336,15 +383,16 @@ func printTable() {
 	fmt.Println()
 	fmt.Println("LMTP delivery of 4 KB messages, fsync on: medians of rounds taken in turns")
 	fmt.Println("(deliveries/s = messages/s × recipients; × bare = deliveries/s over the bare")
-	fmt.Println("write+fsync+rename+directory fsync ceiling on the same disk at the same clients)")
-	fmt.Printf("%-13s %-15s %6s %8s %12s %14s %7s\n", "disk", "target", "rcpts", "clients", "messages/s", "deliveries/s", "× bare")
+	fmt.Println("write+fsync+rename+directory fsync ceiling on the same disk at the same clients;")
+	fmt.Println("CPU µs/d = the machine's busy CPU time per delivery: server, client, passwdd, kernel)")
+	fmt.Printf("%-13s %-15s %6s %8s %12s %14s %7s %9s\n", "disk", "target", "rcpts", "clients", "messages/s", "deliveries/s", "× bare", "CPU µs/d")
 	for _, k := range keys {
 		f := figures[k]
 		ratio := "-"
 		if bare, ok := figures[fmt.Sprintf("%s/bare/1/%d", f.disk, f.conc)]; ok && f.target != "bare" {
 			ratio = fmt.Sprintf("%.2f", f.deliver/bare.deliver)
 		}
-		fmt.Printf("%-13s %-15s %6d %8d %12.0f %14.0f %7s\n", f.disk, f.target, f.rcpts, f.conc, f.msgs, f.deliver, ratio)
+		fmt.Printf("%-13s %-15s %6d %8d %12.0f %14.0f %7s %9.0f\n", f.disk, f.target, f.rcpts, f.conc, f.msgs, f.deliver, ratio, f.cpu)
 	}
 	// The one table (make bench): pdeliveryd against the disk's ceiling,
 	// with and without delivery keys, and against Dovecot.
