@@ -209,7 +209,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func writeAndSync(f *rawFile, r io.Reader) (size, wire int64, dev uint64, err error) {
 	cw := &countingWriter{w: f}
 	buf := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(cw, onlyReader{r}, *buf)
+	err = copyFull(cw, r, *buf)
 	copyBufs.Put(buf)
 	if err != nil {
 		f.Close()
@@ -233,9 +233,26 @@ func writeAndSync(f *rawFile, r io.Reader) (size, wire int64, dev uint64, err er
 	return cw.n, cw.n + cw.bareLF, dev, nil
 }
 
-// onlyReader hides any WriterTo of the source so every byte passes through
-// countingWriter.Write.
-type onlyReader struct{ io.Reader }
+// copyFull copies r to w in writes of a full buffer: a message arrives
+// as its trace headers, then its body, and io.Copy would write each read
+// as it comes, two writes where one does.
+func copyFull(w io.Writer, r io.Reader, buf []byte) error {
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		switch err {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			return nil
+		default:
+			return err
+		}
+	}
+}
 
 // countingWriter counts bytes and bare LFs while streaming, so W= costs no
 // second pass over the message.
@@ -269,6 +286,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 var (
+	// pid is read once: os.Getpid is a system call each time, and a Go
+	// process never forks into a copy of itself.
+	pid             = os.Getpid()
 	deliveryCounter atomic.Uint64
 	hostOnce        sync.Once
 	hostPart        string
@@ -305,7 +325,7 @@ func uniqueBase() (string, error) {
 	}
 	now := time.Now()
 	return fmt.Sprintf("%d.M%dP%dQ%dR%s.%s",
-		now.Unix(), now.Nanosecond()/1000, os.Getpid(), deliveryCounter.Add(1),
+		now.Unix(), now.Nanosecond()/1000, pid, deliveryCounter.Add(1),
 		hex.EncodeToString(rb[:]), hostName()), nil
 }
 
