@@ -48,7 +48,10 @@ type fsState struct {
 	// last one ended, failed the last one that failed (with err).
 	started, done, failed uint64
 	err                   error
-	cond                  *sync.Cond
+	// Waiters of the sync running (cur) and of the one after it (next):
+	// the end of a sync wakes only those it covered, and one of the next
+	// to run the next sync, not everyone to find out who is first.
+	cur, next *sync.Cond
 }
 
 var processFS FSGroup
@@ -106,7 +109,7 @@ func (g *FSGroup) stateLocked(dev uint64) *fsState {
 	}
 	s := g.fss[dev]
 	if s == nil {
-		s = &fsState{pending: map[string]int{}, cond: sync.NewCond(&g.mu)}
+		s = &fsState{pending: map[string]int{}, cur: sync.NewCond(&g.mu), next: sync.NewCond(&g.mu)}
 		g.fss[dev] = s
 	}
 	s.waiting++
@@ -126,7 +129,11 @@ func (c *FSChange) Wait() error {
 	}
 	for s.done < c.want {
 		if s.running {
-			s.cond.Wait()
+			if s.started >= c.want {
+				s.cur.Wait()
+			} else {
+				s.next.Wait()
+			}
 			continue
 		}
 		dirs := make([]string, 0, len(s.pending))
@@ -147,7 +154,11 @@ func (c *FSChange) Wait() error {
 		if err != nil {
 			s.failed, s.err = gen, err
 		}
-		s.cond.Broadcast()
+		s.cur.Broadcast()
+		// The next sync's waiters become the current ones, and one of
+		// them runs it (any other arriving first may run it instead).
+		s.cur, s.next = s.next, s.cur
+		s.cur.Signal()
 	}
 	var err error
 	if s.failed >= c.want {
