@@ -3,6 +3,7 @@ package netserve
 import (
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -81,10 +82,46 @@ func (c *batchConn) Flush() error {
 }
 
 func (c *batchConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	held := len(c.buf) > 0 && c.err == nil
+	c.mu.Unlock()
+	if held {
+		// Input that has arrived already is read first: a pipelined
+		// transaction larger than the server's read buffer (an LMTP
+		// BDAT of 4 KB behind MAIL and RCPT) would otherwise send the
+		// replies so far in a segment of their own, and wake the client
+		// for a part of its answers.
+		if n, ok := c.readReady(p); ok {
+			return n, nil
+		}
+	}
 	if err := c.Flush(); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(p)
+}
+
+// readReady reads what the socket holds without waiting; ok is false
+// when it holds nothing (or on any error or end of input, which the
+// blocking read that follows reports).
+func (c *batchConn) readReady(p []byte) (n int, ok bool) {
+	sc, isSys := c.Conn.(syscall.Conn)
+	if !isSys || len(p) == 0 {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), p)
+		return true // never wait here
+	})
+	if err != nil || rerr != nil || n <= 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // SetWriteDeadline and SetDeadline send what is held first when the new

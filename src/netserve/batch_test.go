@@ -160,3 +160,48 @@ func TestBatchRepliesTLSClose(t *testing.T) {
 		t.Fatalf("client got %q, %v", b, err)
 	}
 }
+
+// TestBatchRepliesReadsWaitingInputFirst: input the peer has sent already
+// is read without sending the held replies; they leave, in one segment
+// with what follows, when a read would wait.
+func TestBatchRepliesReadsWaitingInputFirst(t *testing.T) {
+	srv, peer := batchPair(t)
+	if _, err := peer.Write([]byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Write([]byte("250 ok\r\n"))
+	b := make([]byte, 4)
+	// Wait until the input has arrived, then read it in parts.
+	deadline := time.Now().Add(5 * time.Second)
+	got := ""
+	for len(got) < 10 && time.Now().Before(deadline) {
+		n, err := srv.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += string(b[:n])
+	}
+	if got != "0123456789" {
+		t.Fatalf("server read %q", got)
+	}
+	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, _ := peer.Read(make([]byte, 64)); n != 0 {
+		t.Fatalf("the reply left while input was waiting to be read (%d bytes)", n)
+	}
+	srv.Write([]byte("250 done\r\n"))
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := srv.Read(b) // nothing waiting: flushes, then waits
+		readErr <- err
+	}()
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := make([]byte, 64)
+	n, err := io.ReadAtLeast(peer, r, len("250 ok\r\n250 done\r\n"))
+	if err != nil || string(r[:n]) != "250 ok\r\n250 done\r\n" {
+		t.Fatalf("peer got %q, %v", r[:n], err)
+	}
+	peer.Close()
+	if err := <-readErr; err != io.EOF {
+		t.Errorf("read after the peer closed: %v, want EOF", err)
+	}
+}
